@@ -1,0 +1,1 @@
+"""The festival-day simulator: profiles, curves, order generation and replay pacing."""

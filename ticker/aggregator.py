@@ -1,0 +1,207 @@
+"""The aggregator's I/O shell: consume order batches, commit state atomically, feed updates.
+
+Each round reads up to `count` entries through the consumer group, folds them into the
+state (the pure core), and commits in one Lua script: the state and its commit number, the
+XACK of those entries, the dead letters and one feed entry. A crash before the commit
+loses nothing (the entries are still pending and are read again, `0` before `>`); a crash
+after it repeats nothing. A stale aggregator (one that another has committed past) is
+fenced off by the commit number.
+"""
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.exceptions import ResponseError
+
+from ticker.core.aggregate import Fired, Rejected, State
+from ticker.core.batch import BadEntry, decode
+from ticker.errors import FencedOff
+from ticker.keys import GROUP, Keys
+from ticker.redis_io import TRANSIENT, client
+
+log = logging.getLogger("ticker.aggregate")
+
+FEED_MAXLEN = 10_000
+READ_COUNT = 64
+
+# KEYS: state, orders, feed, dead letters, epoch
+# ARGV: expected commit, state blob, group, feed maxlen, feed payload, new epoch,
+#       number of dead letters D, then D triples (original id, reason, raw fields as JSON),
+#       then the ids to acknowledge.
+COMMIT = """
+local commit = tonumber(redis.call('HGET', KEYS[1], 'commit') or '0')
+if commit ~= tonumber(ARGV[1]) then
+  return redis.error_reply('FENCED state is at commit ' .. commit .. ', not ' .. ARGV[1])
+end
+redis.call('HSET', KEYS[1], 'commit', commit + 1, 'state', ARGV[2])
+redis.call('SET', KEYS[5], ARGV[6], 'NX')
+local dead = tonumber(ARGV[7])
+local i = 8
+for _ = 1, dead do
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', 100000, '*',
+             'id', ARGV[i], 'reason', ARGV[i + 1], 'entry', ARGV[i + 2])
+  i = i + 3
+end
+if i <= #ARGV then
+  redis.call('XACK', KEYS[2], ARGV[3], unpack(ARGV, i))
+end
+-- Trim consumed entries, but never past one some group has not acknowledged; keep the
+-- last delivered entry so a restarted producer can see where its run stopped.
+local function older(a, b)
+  local am, as = string.match(a, '(%d+)-(%d+)')
+  local bm, bs = string.match(b, '(%d+)-(%d+)')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am < bm or (am == bm and as < bs)
+end
+local keep = nil
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[2])) do
+  local info = {}
+  for j = 1, #g, 2 do info[g[j]] = g[j + 1] end
+  local floor = info['last-delivered-id']
+  if tonumber(info['pending']) > 0 then
+    floor = redis.call('XPENDING', KEYS[2], info['name'])[2]
+  end
+  if keep == nil or older(floor, keep) then keep = floor end
+end
+if keep ~= nil and keep ~= '0-0' then
+  redis.call('XTRIM', KEYS[2], 'MINID', '~', keep)
+end
+return redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'u', ARGV[5])
+"""
+
+
+@dataclass
+class Stats:
+    """Counters for the log line and /metrics."""
+
+    applied_orders: int = 0
+    applied_entries: int = 0
+    commits: int = 0
+
+
+class Aggregator:
+    """Consumes the orders stream of one namespace until stopped (or drained, in burst)."""
+
+    def __init__(self, redis_url: str, keys: Keys, consumer: str | None = None,
+                 burst: bool = False, log_every: float = 5.0) -> None:
+        self.redis_url, self.keys, self.burst = redis_url, keys, burst
+        self.consumer = consumer or f"{socket.gethostname()}-aggregator"
+        self.log_every = log_every
+        self.state = State()
+        self.commit_no = 0
+        self.epoch = uuid.uuid4().hex[:12]
+        self.stats = Stats()
+        self.stopping = asyncio.Event()
+        self.redis = client(redis_url)
+        self._commit = self.redis.register_script(COMMIT)
+
+    async def load(self) -> None:
+        """Reload the committed state and make sure the consumer group exists."""
+        raw = await self.redis.hmget(self.keys.state, ["commit", "state"])
+        self.commit_no = int(raw[0] or 0)
+        self.state = State.loads(raw[1]) if raw[1] else State()
+        try:
+            await self.redis.xgroup_create(self.keys.orders, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def run(self) -> None:
+        """Consume until stopped; in burst mode, until the replay ended and all is applied."""
+        await self.load()
+        backlog = True  # first finish our own pending entries (id 0), then new ones (>)
+        last_log = time.monotonic()
+        while not self.stopping.is_set():
+            stream_id = "0" if backlog else ">"
+            block = None if backlog else (100 if self.burst else 1000)
+            reply = await self.redis.xreadgroup(GROUP, self.consumer, {self.keys.orders: stream_id},
+                                                count=READ_COUNT, block=block)
+            entries = reply[0][1] if reply else []
+            if backlog and not entries:
+                backlog = False
+                continue
+            if entries:
+                await self.apply_and_commit(entries)
+            elif self.burst and self.state.ended:
+                break
+            if time.monotonic() - last_log >= self.log_every:
+                last_log = time.monotonic()
+                self.log_progress()
+
+    async def apply_and_commit(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        fired: list[Fired] = []
+        dead: list[str] = []
+        ids: list[bytes] = []
+        orders = 0
+        for entry_id, fields in entries:
+            ids.append(entry_id)
+            if not fields:  # deleted from the stream while pending
+                continue
+            try:
+                entry = decode(fields)
+                fired.extend(self.state.apply(entry))
+                orders += len(getattr(entry, "amt", ()))
+            except (BadEntry, Rejected) as exc:
+                self.state.dead_letters += 1
+                dead += [entry_id.decode(), str(exc), _describe(fields)]
+                log.warning("dead letter %s: %s", entry_id.decode(), exc)
+        payload = self.feed_payload(fired)
+        try:
+            await self._commit(
+                keys=[self.keys.state, self.keys.orders, self.keys.feed,
+                      self.keys.dead_letters, self.keys.epoch],
+                args=[self.commit_no, self.state.dumps(), GROUP, FEED_MAXLEN, payload,
+                      self.epoch, len(dead) // 3, *dead, *ids])
+        except ResponseError as exc:
+            if str(exc).startswith("FENCED"):
+                raise FencedOff(f"another aggregator committed first ({exc}); this one stops "
+                                "so nothing is counted twice") from None
+            raise
+        self.commit_no += 1
+        self.stats.commits += 1
+        self.stats.applied_entries += len(entries)
+        self.stats.applied_orders += orders
+        for f in fired:
+            log.info("milestone %s (%s) at %s", f.milestone.id, f.milestone.label,
+                     f.to_dict()["sim_time"])
+
+    def feed_payload(self, fired: list[Fired]) -> bytes:
+        view = self.state.view()
+        view["fired"] = [f.to_dict() for f in fired]
+        return orjson.dumps(view)
+
+    def log_progress(self) -> None:
+        s = self.state
+        log.info("sim %s  GMV RMB %s  orders %s  applied %s orders in %s commits  "
+                 "dead letters %s  duplicates %s", s.view()["sim_time"],
+                 f"{s.gmv_fen // 100:,}", f"{s.orders:,}", f"{self.stats.applied_orders:,}",
+                 self.stats.commits, s.dead_letters, s.duplicates)
+
+
+def _describe(fields: dict[bytes, bytes]) -> str:
+    """A bounded, printable copy of a bad entry's fields for the dead-letter stream."""
+    out: dict[str, Any] = {}
+    for k, v in list(fields.items())[:20]:
+        key = k.decode(errors="replace")[:40]
+        out[key] = v[:200].decode(errors="replace") if len(v) <= 200 else f"<{len(v)} bytes>"
+    return orjson.dumps(out).decode()
+
+
+async def run_forever(agg: Aggregator) -> None:
+    """Run, riding out Redis outages with capped exponential backoff and jitter."""
+    delay = 0.1
+    while not agg.stopping.is_set():
+        try:
+            await agg.run()
+            return
+        except TRANSIENT as exc:
+            log.warning("Redis unavailable (%s); retrying in %.1fs", exc, delay)
+            await asyncio.sleep(delay * (0.5 + os.urandom(1)[0] / 255))
+            delay = min(delay * 2, 5.0)

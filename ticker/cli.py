@@ -1,0 +1,229 @@
+"""The `ticker` command line: replay, aggregate, serve, demo."""
+
+import argparse
+import asyncio
+import datetime as dt
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from fractions import Fraction
+from typing import NoReturn
+
+from ticker.core.clock import DAY_MS, format_time_of_day, parse_time_of_day
+from ticker.errors import TickerError, UsageError
+from ticker.settings import Settings
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line saying what is wrong (exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _speed(text: str) -> float | None:
+    if text == "max":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; use e.g. 60 or max") from None
+    if not 0 < value <= 1_000_000:
+        raise argparse.ArgumentTypeError(f"{text} must be above 0 (e.g. 1 for real time, 60, "
+                                         "or max)")
+    return value
+
+
+def _time(text: str) -> int:
+    try:
+        return parse_time_of_day(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _scale(text: str) -> Fraction:
+    from simulator.generator import parse_scale
+
+    try:
+        return parse_scale(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_redis(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--redis-url", help="Redis URL (default: $REDIS_URL or "
+                   "redis://127.0.0.1:6379/0)")
+    p.add_argument("--namespace", help="ticker namespace in Redis (default: $TICKER_NAMESPACE "
+                   "or main)")
+
+
+def _add_replay_options(p: argparse.ArgumentParser, speed: str) -> None:
+    p.add_argument("--profile", default="2018", help="festival profile: a bundled name "
+                   "(2018) or a path to a .toml file (default 2018)")
+    p.add_argument("--speed", type=_speed, default=_speed(speed), metavar="X|max",
+                   help=f"simulated seconds per wall second, or max (default {speed})")
+    p.add_argument("--scale", type=_scale, default=Fraction(1), help="shrink the day: "
+                   "orders, GMV and thresholds times this factor, e.g. 0.001 (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--from", dest="from_ms", type=_time, default=0, metavar="HH:MM[:SS]",
+                   help="start of the replayed window (default 00:00)")
+    p.add_argument("--to", dest="to_ms", type=_time, default=DAY_MS, metavar="HH:MM[:SS]",
+                   help="end of the replayed window (default 24:00)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ticker", description="A live sales ticker for a festival day.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("replay", help="replay a festival day into the orders stream")
+    _add_replay_options(p, speed="60")
+    p.add_argument("--run", help="run id; give the id of an interrupted run to resume it")
+    p.add_argument("--batch-size", type=int, default=4000, help="orders per stream entry")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_redis(p)
+
+    p = sub.add_parser("aggregate", help="aggregate orders into totals, milestones and the feed")
+    p.add_argument("--burst", action="store_true", help="exit once the replay has ended and "
+                   "every entry is applied")
+    p.add_argument("--name", help="consumer name in the group (default: <host>-aggregator)")
+    _add_redis(p)
+
+    p = sub.add_parser("serve", help="serve the page, the websocket feed and the API")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    _add_redis(p)
+
+    p = sub.add_parser("demo", help="run everything for one person: Redis (embedded if "
+                       "needed), a replay, the aggregator and the server")
+    _add_replay_options(p, speed="1")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--redis-url", help="use this Redis instead of an embedded one")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if hasattr(args, "to_ms") and args.to_ms <= args.from_ms:
+        parser.exit(2, f"ticker {args.command}: error: --to {format_time_of_day(args.to_ms)} "
+                       f"must be after --from {format_time_of_day(args.from_ms)}\n")
+    try:
+        if args.command == "replay":
+            return _replay(args)
+        if args.command == "aggregate":
+            return _aggregate(args)
+        if args.command == "serve":
+            return _serve(args)
+        from ticker.demo import run_demo
+
+        return run_demo(args)
+    except TickerError as exc:
+        print(f"ticker {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(args.redis_url, args.namespace)
+
+
+def _plan(args: argparse.Namespace, batch_size: int = 4000) -> "object":
+    from simulator import profile
+    from simulator.generator import DayPlan
+
+    prof = profile.load(args.profile)
+    try:
+        return DayPlan(prof, args.scale, args.from_ms, args.to_ms, args.seed, batch_size)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from simulator.generator import DayPlan
+    from simulator.replay import Replay
+    from ticker.progress import ProgressBar
+    from ticker.redis_io import connect
+
+    if args.batch_size < 1 or args.batch_size > 65_536:
+        raise UsageError("--batch-size must be 1..65536")
+    plan = _plan(args, args.batch_size)
+    assert isinstance(plan, DayPlan)
+    settings = _settings(args)
+    run_id = args.run or (f"{plan.profile.name}-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-"
+                          f"{os.urandom(2).hex()}")
+    bar = ProgressBar(plan, enabled=not args.quiet)
+
+    async def go() -> None:
+        r = await connect(settings.redis_url)
+        await r.aclose()
+        replay = Replay(settings.redis_url, settings.keys, plan, run_id, args.speed, bar.update)
+        print(f"replaying {plan.profile.title} as run {run_id}: {plan.total_orders:,} orders, "
+              f"RMB {plan.total_gmv / 100:,.2f}", file=sys.stderr)
+        try:
+            progress = await replay.run()
+        finally:
+            await replay.redis.aclose()
+        bar.finish(progress)
+
+    asyncio.run(go())
+    return 0
+
+
+def _run_until_signal(coro_factory: "object") -> None:
+    """Run a coroutine; SIGTERM and SIGINT cancel it so it can clean up."""
+
+    async def go() -> None:
+        task = asyncio.ensure_future(coro_factory())  # type: ignore[operator]
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+    asyncio.run(go())
+
+
+def _aggregate(args: argparse.Namespace) -> int:
+    from ticker.aggregator import Aggregator, run_forever
+    from ticker.redis_io import connect
+
+    settings = _settings(args)
+
+    async def go() -> None:
+        await (await connect(settings.redis_url)).aclose()
+        agg = Aggregator(settings.redis_url, settings.keys, args.name, burst=args.burst)
+        try:
+            await run_forever(agg)
+        finally:
+            agg.log_progress()
+            await agg.redis.aclose()
+
+    _run_until_signal(go)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from ticker.redis_io import connect
+    from ticker.server import make_app
+
+    settings = _settings(args)
+
+    async def check() -> None:
+        await (await connect(settings.redis_url)).aclose()
+
+    asyncio.run(check())
+    app = make_app(settings.redis_url, settings.keys)
+    print(f"serving on http://{args.host}:{args.port}/", file=sys.stderr, flush=True)
+    web.run_app(app, host=args.host, port=args.port, print=None)
+    return 0

@@ -1,0 +1,247 @@
+"""The aggregation reducer: `apply(state, entry)` folds one batch into the running totals.
+
+The state is owned by one aggregator and updated in place (its arrays are large enough that
+copying per batch would cost more than the batch itself); `apply` returns the milestones
+the entry made fire. Everything here is exact integer arithmetic on int64 arrays.
+"""
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from ticker.core.batch import End, Entry, Milestone, Orders, ReplayMeta, Start
+from ticker.core.clock import format_time_of_day
+
+TOP_N = 10
+RATE_WINDOW_MS = 5_000  # rates are averaged over this much simulated time
+RATE_SAMPLE_MS = 100
+
+
+class Rejected(ValueError):
+    """An entry that is well-formed but does not fit the state (goes to dead letters)."""
+
+
+@dataclass(frozen=True)
+class Fired:
+    """A milestone and the simulated moment the order that crossed it was paid."""
+
+    milestone: Milestone
+    sim_time_ms: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.milestone.__dict__, "sim_time_ms": self.sim_time_ms,
+                "sim_time": format_time_of_day(self.sim_time_ms)}
+
+
+def _zeros(n: int) -> np.ndarray[Any, np.dtype[np.int64]]:
+    return np.zeros(n, dtype=np.int64)
+
+
+@dataclass
+class State:
+    """Running totals of the current replay run."""
+
+    run: str | None = None
+    meta: ReplayMeta | None = None
+    last_seq: int = -1
+    gmv_fen: int = 0
+    orders: int = 0
+    sim_time_ms: int = 0
+    ended: bool = False
+    cat_gmv: np.ndarray[Any, np.dtype[np.int64]] = field(default_factory=lambda: _zeros(0))
+    cat_orders: np.ndarray[Any, np.dtype[np.int64]] = field(default_factory=lambda: _zeros(0))
+    cty_gmv: np.ndarray[Any, np.dtype[np.int64]] = field(default_factory=lambda: _zeros(0))
+    cty_orders: np.ndarray[Any, np.dtype[np.int64]] = field(default_factory=lambda: _zeros(0))
+    reg_gmv: np.ndarray[Any, np.dtype[np.int64]] = field(default_factory=lambda: _zeros(0))
+    reg_orders: np.ndarray[Any, np.dtype[np.int64]] = field(default_factory=lambda: _zeros(0))
+    fired: list[Fired] = field(default_factory=list)
+    samples: deque[tuple[int, int, int]] = field(default_factory=deque)
+    duplicates: int = 0
+    gaps: int = 0
+    dead_letters: int = 0
+
+    # -- reducer ---------------------------------------------------------------------
+
+    def apply(self, entry: Entry) -> list[Fired]:
+        """Fold one entry in; return the milestones it fired, in the order they fired.
+
+        Raises Rejected for an entry that does not belong to the current run or whose
+        indices do not fit it; the state is then unchanged.
+        """
+        if isinstance(entry, Start):
+            if entry.run == self.run:
+                self.duplicates += 1
+                return []
+            self._begin(entry)
+            return []
+        if entry.run != self.run:
+            raise Rejected(f"entry of run {entry.run!r} but the current run is {self.run!r} "
+                           "(its start entry was never applied)")
+        if entry.seq <= self.last_seq:
+            self.duplicates += 1
+            return []
+        if isinstance(entry, End):
+            self._advance(entry.seq, entry.t)
+            self.ended = True
+            return []
+        return self._apply_orders(entry)
+
+    def _begin(self, start: Start) -> None:
+        meta = start.meta
+        counters = (self.duplicates, self.gaps, self.dead_letters)
+        self.__init__()  # type: ignore[misc]
+        self.duplicates, self.gaps, self.dead_letters = counters
+        self.run, self.meta, self.last_seq = start.run, meta, start.seq
+        self.gmv_fen, self.orders, self.sim_time_ms = (meta.base_gmv_fen, meta.base_orders,
+                                                       meta.from_ms)
+        self.cat_gmv, self.cat_orders = _zeros(len(meta.categories)), _zeros(len(meta.categories))
+        self.cty_gmv, self.cty_orders = _zeros(len(meta.countries)), _zeros(len(meta.countries))
+        self.reg_gmv, self.reg_orders = _zeros(len(meta.regions)), _zeros(len(meta.regions))
+        self.samples.append((meta.from_ms, self.gmv_fen, self.orders))
+
+    def _advance(self, seq: int, sim_time_ms: int) -> None:
+        if seq > self.last_seq + 1:
+            self.gaps += 1
+        self.last_seq = seq
+        self.sim_time_ms = max(self.sim_time_ms, sim_time_ms)
+        if self.sim_time_ms - self.samples[-1][0] >= RATE_SAMPLE_MS:
+            self.samples.append((self.sim_time_ms, self.gmv_fen, self.orders))
+            while len(self.samples) > 2 and self.samples[1][0] <= self.sim_time_ms - RATE_WINDOW_MS:
+                self.samples.popleft()
+
+    def _apply_orders(self, batch: Orders) -> list[Fired]:
+        assert self.meta is not None
+        for name, column, size in (("category", batch.cat, len(self.cat_gmv)),
+                                   ("country", batch.cty, len(self.cty_gmv)),
+                                   ("region", batch.reg, len(self.reg_gmv))):
+            if int(column.max()) >= size:
+                raise Rejected(f"{name} index {int(column.max())} is out of range "
+                               f"(the run has {size})")
+        amt = batch.amt.astype(np.int64, copy=False)
+        gmv_before, orders_before = self.gmv_fen, self.orders
+        batch_gmv = int(amt.sum())
+        self.gmv_fen += batch_gmv
+        self.orders += batch.n
+        np.add.at(self.cat_gmv, batch.cat, amt)
+        self.cat_orders += np.bincount(batch.cat, minlength=len(self.cat_orders))
+        np.add.at(self.cty_gmv, batch.cty, amt)
+        self.cty_orders += np.bincount(batch.cty, minlength=len(self.cty_orders))
+        np.add.at(self.reg_gmv, batch.reg, amt)
+        self.reg_orders += np.bincount(batch.reg, minlength=len(self.reg_orders))
+        fired = self._fire(batch, amt, gmv_before, orders_before)
+        self._advance(batch.seq, batch.t1)
+        return fired
+
+    def _fire(self, batch: Orders, amt: np.ndarray[Any, Any], gmv_before: int,
+              orders_before: int) -> list[Fired]:
+        """Fire every pending milestone this batch crosses, at the crossing order's time."""
+        assert self.meta is not None
+        done = {f.milestone.id for f in self.fired}
+        crossings: list[tuple[int, int, Milestone]] = []
+        cum_gmv = None
+        for milestone in self.meta.milestones:
+            if milestone.id in done:
+                continue
+            if milestone.metric == "gmv_fen":
+                if not gmv_before < milestone.threshold <= self.gmv_fen:
+                    continue
+                if cum_gmv is None:
+                    cum_gmv = np.cumsum(amt)
+                index = int(np.searchsorted(cum_gmv, milestone.threshold - gmv_before))
+            else:
+                if not orders_before < milestone.threshold <= self.orders:
+                    continue
+                index = milestone.threshold - orders_before - 1
+            crossings.append((index, milestone.threshold, milestone))
+        crossings.sort(key=lambda c: (c[0], c[1]))
+        new = [Fired(m, int(batch.at[i])) for i, _, m in crossings]
+        self.fired.extend(new)
+        return new
+
+    # -- views -------------------------------------------------------------------------
+
+    def rates(self) -> tuple[int, int]:
+        """GMV fen and orders per simulated second over the trailing window."""
+        if len(self.samples) < 2:
+            return 0, 0
+        t0, g0, o0 = self.samples[0]
+        t1, g1, o1 = self.samples[-1]
+        span = t1 - t0
+        if span <= 0:
+            return 0, 0
+        return (g1 - g0) * 1000 // span, (o1 - o0) * 1000 // span
+
+    def _top(self, names: tuple[str, ...], gmv: np.ndarray[Any, Any],
+             orders: np.ndarray[Any, Any], skip_first: bool = False) -> list[dict[str, Any]]:
+        first = 1 if skip_first else 0
+        order = np.argsort(-gmv[first:], kind="stable")[:TOP_N] + first
+        return [{"name": names[i], "gmv_fen": int(gmv[i]), "orders": int(orders[i])}
+                for i in order if gmv[i] > 0]
+
+    def view(self) -> dict[str, Any]:
+        """The public state, as the feed and /api/state show it."""
+        meta = self.meta
+        gmv_rate, orders_rate = self.rates()
+        done = {f.milestone.id for f in self.fired}
+        return {
+            "run": self.run,
+            "profile": meta.profile if meta else None,
+            "title": meta.title if meta else None,
+            "scale": meta.scale if meta else None,
+            "from_ms": meta.from_ms if meta else 0,
+            "to_ms": meta.to_ms if meta else 0,
+            "sim_time_ms": self.sim_time_ms,
+            "sim_time": format_time_of_day(self.sim_time_ms),
+            "gmv_fen": self.gmv_fen,
+            "orders": self.orders,
+            "gmv_fen_per_s": gmv_rate,
+            "orders_per_s": orders_rate,
+            "top_categories": self._top(meta.categories, self.cat_gmv, self.cat_orders)
+            if meta else [],
+            "top_countries": self._top(meta.countries, self.cty_gmv, self.cty_orders, True)
+            if meta else [],
+            "milestones": [f.to_dict() for f in self.fired],
+            "upcoming": [{"id": m.id, "label": m.label, "metric": m.metric,
+                          "threshold": m.threshold, "documented": m.documented}
+                         for m in (meta.milestones if meta else ()) if m.id not in done],
+            "last_year_gmv_fen": meta.last_year_gmv_fen if meta else 0,
+            "ended": self.ended,
+            "duplicates": self.duplicates,
+            "dead_letters": self.dead_letters,
+        }
+
+    # -- persistence -------------------------------------------------------------------
+
+    def dumps(self) -> bytes:
+        """Serialise everything needed to resume exactly where this state is."""
+        return orjson.dumps({
+            "run": self.run,
+            "meta": orjson.loads(self.meta.to_json()) if self.meta else None,
+            "last_seq": self.last_seq, "gmv_fen": self.gmv_fen, "orders": self.orders,
+            "sim_time_ms": self.sim_time_ms, "ended": self.ended,
+            "cat_gmv": self.cat_gmv, "cat_orders": self.cat_orders,
+            "cty_gmv": self.cty_gmv, "cty_orders": self.cty_orders,
+            "reg_gmv": self.reg_gmv, "reg_orders": self.reg_orders,
+            "fired": [[f.milestone.id, f.sim_time_ms] for f in self.fired],
+            "samples": list(self.samples),
+            "duplicates": self.duplicates, "gaps": self.gaps, "dead_letters": self.dead_letters,
+        }, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    @classmethod
+    def loads(cls, raw: bytes) -> "State":
+        data = orjson.loads(raw)
+        state = cls()
+        meta = ReplayMeta.from_json(orjson.dumps(data["meta"])) if data["meta"] else None
+        by_id = {m.id: m for m in meta.milestones} if meta else {}
+        state.run, state.meta = data["run"], meta
+        for name in ("last_seq", "gmv_fen", "orders", "sim_time_ms", "ended", "duplicates",
+                     "gaps", "dead_letters"):
+            setattr(state, name, data[name])
+        for name in ("cat_gmv", "cat_orders", "cty_gmv", "cty_orders", "reg_gmv", "reg_orders"):
+            setattr(state, name, np.array(data[name], dtype=np.int64))
+        state.fired = [Fired(by_id[mid], t) for mid, t in data["fired"]]
+        state.samples = deque(tuple(s) for s in data["samples"])
+        return state

@@ -1,0 +1,49 @@
+"""Every Redis key and stream name, in one place.
+
+Keys of one ticker share a hash tag (`{name}`) so that on Redis Cluster they live in one
+slot and the aggregator's atomic commit (a Lua script over several keys) stays legal.
+"""
+
+from dataclasses import dataclass
+
+GROUP = "aggregators"
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The keys of one ticker namespace (default `main`)."""
+
+    namespace: str = "main"
+
+    def _key(self, suffix: str) -> str:
+        return f"ticker:{{{self.namespace}}}:{suffix}"
+
+    @property
+    def orders(self) -> str:
+        """Stream of order batches written by the simulator."""
+        return self._key("orders")
+
+    @property
+    def feed(self) -> str:
+        """Capped stream of state updates; its entry ids are the feed positions."""
+        return self._key("feed")
+
+    @property
+    def state(self) -> str:
+        """Hash with the aggregator's committed state and commit counter."""
+        return self._key("state")
+
+    @property
+    def dead_letters(self) -> str:
+        """Stream of malformed order entries, each with the reason and its original id."""
+        return self._key("dead")
+
+    @property
+    def epoch(self) -> str:
+        """Random id of the feed's lifetime; it changes when the feed was lost."""
+        return self._key("epoch")
+
+    @property
+    def replay(self) -> str:
+        """Hash with the replay clock's state, written by the simulator."""
+        return self._key("replay")
