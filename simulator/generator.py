@@ -22,7 +22,6 @@ from simulator.profile import Profile, Weighted
 from ticker.core.batch import Milestone, ReplayMeta
 
 SLOT_MS = 100  # at full scale; a miniature day uses longer slots (see `slot_ms_for`)
-SLOTS_PER_BLOCK = 10  # one random generator per block of slots
 MIN_ORDER_FEN = 100  # no paid order below RMB 1
 DEFAULT_BATCH = 4_000
 
@@ -55,8 +54,7 @@ class DayPlan:
                  seed: int = 0, batch_size: int = DEFAULT_BATCH) -> None:
         self.profile, self.scale, self.seed, self.batch_size = profile, scale, seed, batch_size
         self.from_ms, self.to_ms = from_ms, to_ms
-        self.slot_ms = slot_ms_for(scale)
-        self.block_ms = self.slot_ms * SLOTS_PER_BLOCK
+        self.slot_ms, self.block_ms = slot_ms_for(scale)
         self.gmv = Curve([(p.at_ms, p.value) for p in profile.gmv_points],
                          profile.final_gmv_fen, scale)
         self.orders = Curve([(p.at_ms, p.value) for p in profile.order_points],
@@ -224,10 +222,13 @@ def _gmv_where_orders_are(slot_orders: Int64Array, cum_gmv: Int64Array) -> Int64
     return slot_gmv
 
 
-def slot_ms_for(scale: Fraction) -> int:
-    """Slots of 100 ms at full scale; of 1 s on a miniature day, whose 100 ms slots would
-    mostly be empty and cost more in per-batch overhead than their orders."""
-    return SLOT_MS if scale >= Fraction(1, 20) else SLOT_MS * 10
+def slot_ms_for(scale: Fraction) -> tuple[int, int]:
+    """(slot, block) lengths in ms: one random generator per block of slots.
+
+    100 ms slots in 1 s blocks near full scale; on a miniature day, 1 s slots in 60 s
+    blocks, since short ones would mostly be empty and cost more in per-batch overhead
+    than their orders."""
+    return (SLOT_MS, 1_000) if scale >= Fraction(1, 20) else (1_000, 60_000)
 
 
 def parse_scale(text: str) -> Fraction:

@@ -111,8 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if hasattr(args, "to_ms") and args.to_ms <= args.from_ms:
-        parser.exit(2, f"ticker {args.command}: error: --to {format_time_of_day(args.to_ms)} "
-                       f"must be after --from {format_time_of_day(args.from_ms)}\n")
+        parser.exit(2, f"ticker {args.command}: error: --to {format_time_of_day(args.to_ms, millis=False)} "
+                       f"must be after --from {format_time_of_day(args.from_ms, millis=False)}\n")
     try:
         if args.command == "replay":
             return _replay(args)

@@ -1,0 +1,139 @@
+"""The web page in a real (headless) Chromium against the real server and pipeline."""
+
+import json
+import subprocess
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+from tests.conftest import UNIT, Server, Ticker, stop, wait_http
+from tests.web.conftest import Tab, yuan
+from ticker.redis_io import free_port
+
+DAY_GMV = "¥213,500,000"  # RMB 213.5bn x 0.001, whole yuan
+DAY_ORDERS = "1,042,000"
+
+
+def api_state(url: str) -> dict:
+    with urllib.request.urlopen(url + "api/state", timeout=5) as resp:
+        return json.load(resp)
+
+
+def assert_never_falls(tab: Tab) -> None:
+    for element_id in ("gmv", "orders"):
+        values = [yuan(t) for t in tab.seen(element_id)]
+        assert values == sorted(values), f"#{element_id} went down: {values}"
+
+
+def finish(ticker: Ticker, *procs: subprocess.Popen[str], timeout: float = 60) -> None:
+    for proc in procs:
+        proc.wait(timeout * UNIT)
+        assert proc.returncode == 0, ticker.output(proc)
+
+
+def test_page_loads_without_errors_and_shows_the_snapshot(server: Server, tab: Tab) -> None:
+    """The page loads with no console errors, goes live and shows the server's snapshot."""
+    tab.open(server.url)
+    assert tab.page.evaluate("typeof window.tickerState === 'object' && !!window.tickerState")
+    assert tab.page.evaluate("window.tickerState.gmv_fen") == 0
+    assert tab.text("gmv") == "¥0"
+    assert tab.text("orders") == "0"
+    assert tab.text("clock") == "00:00:00"
+    assert tab.milestone_ids() == []
+    assert tab.seen("status")[-1] == "live"
+    assert tab.errors == []
+
+
+def test_miniature_day_counts_up_to_the_exact_total_with_milestones_in_order(
+        ticker: Ticker, server: Server, tab: Tab) -> None:
+    """In a 1/1000 day the counters never fall, end exact, and list milestones in firing order."""
+    tab.open(server.url)
+    with ThreadPoolExecutor(1) as pool:
+        day = pool.submit(ticker.miniature_day)
+        tab.wait("document.getElementById('clock').textContent >= '12:00:00'", timeout=90)
+        clock = tab.text("clock")
+        tab.screenshot("mid-day.png")
+        assert "12:00:00" <= clock < "13:00:00"
+        day.result(timeout=150 * UNIT)
+    tab.wait_ended()
+    tab.screenshot("end-of-day.png")
+
+    assert tab.text("gmv") == DAY_GMV
+    assert tab.text("orders") == DAY_ORDERS
+    assert tab.text("clock") == "24:00:00"
+    assert_never_falls(tab)
+    assert len(tab.seen("gmv")) > 20  # it counted up live, not in one jump at the end
+
+    state = api_state(server.url)
+    fired = [m["id"] for m in state["milestones"]]
+    assert len(fired) >= 8
+    assert tab.milestone_ids() == fired
+    gmv_thresholds = [m["threshold"] for m in state["milestones"] if m["metric"] == "gmv_fen"]
+    assert gmv_thresholds == sorted(gmv_thresholds)
+    assert tab.errors == []
+
+
+def test_midnight_rush_is_shown_live(ticker: Ticker, server: Server, tab: Tab) -> None:
+    """In the midnight rush (before 00:10) the page shows the first milestones as they fire."""
+    tab.open(server.url)
+    agg = ticker.start("aggregate", "--burst")
+    replay = ticker.start("replay", "--scale", "0.001", "--speed", "100", "--to", "00:06",
+                          "--quiet")
+    try:
+        tab.wait("document.querySelector('#milestones li[data-id=\"gmv_19_1bn\"]') !== null")
+        clock = tab.text("clock")
+        tab.screenshot("midnight-rush.png")
+        assert "00:04:19" <= clock < "00:10:00"
+        assert tab.milestone_ids() == ["gmv_1bn", "gmv_10bn", "gmv_19_1bn"]
+        assert yuan(tab.text("gmv")) >= 19_100_000
+        finish(ticker, replay, agg)
+        tab.wait_ended()
+    finally:
+        stop(replay)
+        stop(agg)
+    state = api_state(server.url)
+    assert yuan(tab.text("gmv")) == state["gmv_fen"] // 100
+    assert yuan(tab.text("orders")) == state["orders"]
+    assert_never_falls(tab)
+    assert tab.errors == []
+
+
+def test_page_resumes_after_a_server_restart_and_ends_exact(ticker: Ticker, tab: Tab) -> None:
+    """When the server restarts mid-replay the page reconnects, never counts back, ends exact."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    serve = ticker.start("serve", "--port", str(port))
+    agg = ticker.start("aggregate", "--burst")
+    replay = None
+    try:
+        wait_http(url + "healthz")
+        tab.open(url)
+        # The day's last 6 hours (it starts from the totals at 18:00) at 3000x: about 7 s,
+        # long enough to restart the server in.
+        replay = ticker.start("replay", "--scale", "0.001", "--from", "18:00", "--speed", "3000",
+                              "--quiet")
+        tab.wait("document.getElementById('gmv').textContent !== '¥0'")
+        stop(serve)
+        tab.wait_status("reconnecting")
+        before = yuan(tab.text("gmv"))
+        serve = ticker.start("serve", "--port", str(port))
+        wait_http(url + "healthz")
+        tab.wait_status("live")
+        assert replay.poll() is None, "the replay ended before the server was back"
+        assert tab.page.evaluate("document.body.dataset.ended") is None
+        finish(ticker, replay, agg)
+        tab.wait_ended()
+        assert yuan(tab.text("gmv")) >= before
+        assert tab.text("gmv") == DAY_GMV
+        assert tab.text("orders") == DAY_ORDERS
+        statuses = tab.seen("status")
+        assert statuses[-1] == "live"
+        assert "reconnecting" in statuses
+        assert_never_falls(tab)
+        assert tab.milestone_ids() == [m["id"] for m in api_state(url)["milestones"]]
+    finally:
+        for proc in (replay, agg, serve):
+            if proc is not None:
+                stop(proc)
+    # Chromium logs the refused reconnection attempts; nothing else may go wrong.
+    unexpected = [e for e in tab.errors if "WebSocket connection to" not in e]
+    assert unexpected == []
