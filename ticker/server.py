@@ -10,6 +10,7 @@ catches up and never delays anyone else.
 import asyncio
 import contextlib
 import logging
+import os
 from collections import deque
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,7 +25,9 @@ from ticker.redis_io import TRANSIENT, client
 
 log = logging.getLogger("ticker.serve")
 
-WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+# The page lives at the top of the repo (web/); TICKER_WEB_DIR points elsewhere when the
+# package is installed away from its source, as in docker-compose.yml.
+WEB_DIR = Path(os.environ.get("TICKER_WEB_DIR") or Path(__file__).resolve().parent.parent / "web")
 MAX_URGENT = 1_000  # milestones queued for one client before it is deemed stuck
 MAX_CLIENT_MESSAGE = 4_096
 
