@@ -38,8 +38,12 @@ class Curve:
         s = (t - self.x[k]) / h
         y0, y1, d0, d1 = self.y[k], self.y[k + 1], self.slopes[k] * h, self.slopes[k + 1] * h
         s2, s3 = s * s, s * s * s
-        value = ((2 * s3 - 3 * s2 + 1) * y0 + (s3 - 2 * s2 + s) * d0
-                 + (-2 * s3 + 3 * s2) * y1 + (s3 - s2) * d1)
+        value = (
+            (2 * s3 - 3 * s2 + 1) * y0
+            + (s3 - 2 * s2 + s) * d0
+            + (-2 * s3 + 3 * s2) * y1
+            + (s3 - s2) * d1
+        )
         whole = np.floor(value).astype(np.int64)
         # Pin the ends exactly, and keep float noise from making the curve dip.
         whole = np.clip(whole, 0, self.final)
@@ -56,8 +60,9 @@ class Curve:
         return self.final * self.scale.numerator // self.scale.denominator
 
 
-def _fritsch_carlson_slopes(x: npt.NDArray[np.float64],
-                            y: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+def _fritsch_carlson_slopes(
+    x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
     h = np.diff(x)
     delta = np.diff(y) / h
     d = np.zeros_like(y)

@@ -50,15 +50,24 @@ def _probabilities(rows: tuple[Weighted, ...]) -> npt.NDArray[np.float64]:
 class DayPlan:
     """How many orders and fen each slot of a window carries, and their batch numbers."""
 
-    def __init__(self, profile: Profile, scale: Fraction, from_ms: int, to_ms: int,
-                 seed: int = 0, batch_size: int = DEFAULT_BATCH) -> None:
+    def __init__(
+        self,
+        profile: Profile,
+        scale: Fraction,
+        from_ms: int,
+        to_ms: int,
+        seed: int = 0,
+        batch_size: int = DEFAULT_BATCH,
+    ) -> None:
         self.profile, self.scale, self.seed, self.batch_size = profile, scale, seed, batch_size
         self.from_ms, self.to_ms = from_ms, to_ms
         self.slot_ms, self.block_ms = slot_ms_for(scale)
-        self.gmv = Curve([(p.at_ms, p.value) for p in profile.gmv_points],
-                         profile.final_gmv_fen, scale)
-        self.orders = Curve([(p.at_ms, p.value) for p in profile.order_points],
-                            profile.final_orders, scale)
+        self.gmv = Curve(
+            [(p.at_ms, p.value) for p in profile.gmv_points], profile.final_gmv_fen, scale
+        )
+        self.orders = Curve(
+            [(p.at_ms, p.value) for p in profile.order_points], profile.final_orders, scale
+        )
         first, last = from_ms // self.slot_ms, -(-to_ms // self.slot_ms)
         edges = np.arange(first, last + 1, dtype=np.int64) * self.slot_ms
         edges[0], edges[-1] = from_ms, to_ms
@@ -69,8 +78,10 @@ class DayPlan:
         self.slot_gmv = _gmv_where_orders_are(self.slot_orders, cum_gmv)
         too_small = self.slot_gmv < self.slot_orders * 1
         if too_small.any():
-            raise ValueError("the profile's curves give a slot whose orders average below "
-                             "1 fen; check the gmv and orders points")
+            raise ValueError(
+                "the profile's curves give a slot whose orders average below "
+                "1 fen; check the gmv and orders points"
+            )
         chunks = -(-self.slot_orders // batch_size)
         # Batch seq numbers: 0 is the start entry, then every non-empty slot's chunks.
         self.first_seq: Int64Array = 1 + np.concatenate(([0], np.cumsum(chunks)[:-1]))
@@ -94,22 +105,30 @@ class DayPlan:
         """The start entry's description of this replay, thresholds scaled."""
         p, scale = self.profile, self.scale
         return ReplayMeta(
-            profile=p.name, title=p.title, scale=str(scale.numerator / scale.denominator)
-            if scale.denominator != 1 else str(scale.numerator),
-            from_ms=self.from_ms, to_ms=self.to_ms,
-            base_gmv_fen=self.base_gmv, base_orders=self.base_orders,
+            profile=p.name,
+            title=p.title,
+            scale=str(scale.numerator / scale.denominator)
+            if scale.denominator != 1
+            else str(scale.numerator),
+            from_ms=self.from_ms,
+            to_ms=self.to_ms,
+            base_gmv_fen=self.base_gmv,
+            base_orders=self.base_orders,
             last_year_gmv_fen=int(p.last_year_gmv_fen * scale),
             categories=tuple(c.name for c in p.categories),
             countries=tuple(c.name for c in p.countries),
             regions=tuple(r.name for r in p.regions),
             brands=p.brands,
             milestones=tuple(
-                Milestone(id=m.id, label=m.label,
-                          metric="gmv_fen" if m.metric == "gmv" else "orders",
-                          threshold=max(1, int(m.threshold * (100 if m.metric == "gmv" else 1)
-                                               * scale)),
-                          documented=m.documented)
-                for m in p.milestones),
+                Milestone(
+                    id=m.id,
+                    label=m.label,
+                    metric="gmv_fen" if m.metric == "gmv" else "orders",
+                    threshold=max(1, int(m.threshold * (100 if m.metric == "gmv" else 1) * scale)),
+                    documented=m.documented,
+                )
+                for m in p.milestones
+            ),
         )
 
     def slot_of_seq(self, seq: int) -> tuple[int, int]:
@@ -152,14 +171,19 @@ class DayPlan:
             for chunk in range(first_chunk, int(self.chunks[slot])):
                 a = lo + chunk * self.batch_size
                 b = min(hi, a + self.batch_size)
-                yield Batch(int(self.first_seq[slot]) + chunk, int(self.edges[slot]),
-                            int(self.edges[slot + 1]), {k: v[a:b] for k, v in columns.items()})
+                yield Batch(
+                    int(self.first_seq[slot]) + chunk,
+                    int(self.edges[slot]),
+                    int(self.edges[slot + 1]),
+                    {k: v[a:b] for k, v in columns.items()},
+                )
 
     def _first_slot_of_block(self, block: int) -> int:
         return max(0, int(np.searchsorted(self.edges, block * self.block_ms, side="right")) - 1)
 
-    def _draw(self, rng: np.random.Generator, slots: list[int], counts: Int64Array,
-              total: int) -> dict[str, npt.NDArray[Any]]:
+    def _draw(
+        self, rng: np.random.Generator, slots: list[int], counts: Int64Array, total: int
+    ) -> dict[str, npt.NDArray[Any]]:
         t0 = self.edges[slots]
         lengths = self.edges[[s + 1 for s in slots]] - t0
         slot_of_order = np.repeat(np.arange(len(slots)), counts)
@@ -180,8 +204,13 @@ class DayPlan:
         }
 
     @staticmethod
-    def _amounts(rng: np.random.Generator, counts: Int64Array, gmv: Int64Array,
-                 slot_of_order: Int64Array, total: int) -> Int64Array:
+    def _amounts(
+        rng: np.random.Generator,
+        counts: Int64Array,
+        gmv: Int64Array,
+        slot_of_order: Int64Array,
+        total: int,
+    ) -> Int64Array:
         """Realistic order values that add up to each slot's GMV exactly, in fen."""
         # Log-normal weights (median ~ mean / 1.5) as whole numbers, so the split is exact.
         weights = (rng.lognormal(0.0, 0.9, total) * 10_000).astype(np.int64) + 1
@@ -213,8 +242,7 @@ def _gmv_where_orders_are(slot_orders: Int64Array, cum_gmv: Int64Array) -> Int64
     slot_gmv = np.zeros(len(slot_orders), dtype=np.int64)
     if len(nonempty) == 0:
         if cum_gmv[-1] > cum_gmv[0]:
-            raise ValueError("this window holds no order at this scale; widen it or raise "
-                             "--scale")
+            raise ValueError("this window holds no order at this scale; widen it or raise --scale")
         return slot_gmv
     ends = cum_gmv[nonempty + 1]
     ends[-1] = cum_gmv[-1]

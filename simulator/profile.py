@@ -3,6 +3,7 @@
 A bad file raises ProfileError naming the field and what is wrong with it.
 """
 
+import itertools
 import tomllib
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -75,8 +76,10 @@ def resolve(name_or_path: str) -> Path:
         return candidate
     bundled = PROFILE_DIR / f"{name_or_path}.toml"
     if not bundled.is_file():
-        raise ProfileError(f"unknown profile {name_or_path!r}; choose one of "
-                           f"{', '.join(available())} or give a path to a .toml file")
+        raise ProfileError(
+            f"unknown profile {name_or_path!r}; choose one of "
+            f"{', '.join(available())} or give a path to a .toml file"
+        )
     return bundled
 
 
@@ -98,8 +101,9 @@ class _Reader:
     def fail(self, field: str, problem: str) -> ProfileError:
         return ProfileError(f"{self.path.name}: {field}: {problem}")
 
-    def get(self, table: dict[str, Any], field: str, key: str, kind: type,
-            default: Any = ...) -> Any:
+    def get(
+        self, table: dict[str, Any], field: str, key: str, kind: type, default: Any = ...
+    ) -> Any:
         if key not in table:
             if default is not ...:
                 return default
@@ -131,7 +135,7 @@ class _Reader:
 
     def time(self, field: str, text: Any) -> int:
         if not isinstance(text, str):
-            raise self.fail(field, f"must be a time string like \"01:47:00\", got {text!r}")
+            raise self.fail(field, f'must be a time string like "01:47:00", got {text!r}')
         try:
             return parse_time_of_day(text)
         except ValueError as exc:
@@ -143,17 +147,24 @@ class _Reader:
         for i, row in enumerate(rows):
             field = f"{key}[{i}]"
             if not isinstance(row, dict):
-                raise self.fail(field, "must be a table like { at = \"00:02:05\", ... }")
+                raise self.fail(field, 'must be a table like { at = "00:02:05", ... }')
             at = self.time(f"{field}.at", row.get("at"))
             value = self.get(row, f"{field}.{value_key}", value_key, int) * unit
             points.append(Point(at, value, row.get("source")))
-        for i, (a, b) in enumerate(zip(points, points[1:], strict=False)):
+        for i, (a, b) in enumerate(itertools.pairwise(points)):
             if not (a.at_ms < b.at_ms and a.value < b.value):
                 raise self.fail(f"{key}[{i + 1}]", "points must rise in both time and value")
-        if points and not (0 < points[0].at_ms and points[-1].at_ms < DAY_MS
-                           and 0 < points[0].value and points[-1].value < final):
-            raise self.fail(key, "points must lie strictly inside the day and below the final "
-                                 "total (midnight and the final total are implied)")
+        if points and not (
+            points[0].at_ms > 0
+            and points[-1].at_ms < DAY_MS
+            and points[0].value > 0
+            and points[-1].value < final
+        ):
+            raise self.fail(
+                key,
+                "points must lie strictly inside the day and below the final "
+                "total (midnight and the final total are implied)",
+            )
         return tuple(points)
 
     def weighted(self, key: str) -> tuple[Weighted, ...]:
@@ -188,8 +199,10 @@ class _Reader:
                 raise self.fail(f"{field}.metric", f"must be gmv or orders, got {rule.metric!r}")
             limit = final_gmv_fen // 100 if rule.metric == "gmv" else final_orders
             if not 0 < rule.threshold <= limit:
-                raise self.fail(f"{field}.threshold", f"must be between 1 and the final total "
-                                f"{limit:,}, got {rule.threshold:,}")
+                raise self.fail(
+                    f"{field}.threshold",
+                    f"must be between 1 and the final total {limit:,}, got {rule.threshold:,}",
+                )
             if rule.id in seen:
                 raise self.fail(f"{field}.id", f"duplicate id {rule.id!r}")
             seen.add(rule.id)

@@ -43,9 +43,16 @@ class Progress:
 
 
 class Replay:
-    def __init__(self, redis_url: str, keys: Keys, plan: DayPlan, run: str,
-                 speed: float | None, on_progress: Callable[[Progress], None] | None = None,
-                 max_backlog: int = MAX_BACKLOG) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        keys: Keys,
+        plan: DayPlan,
+        run: str,
+        speed: float | None,
+        on_progress: Callable[[Progress], None] | None = None,
+        max_backlog: int = MAX_BACKLOG,
+    ) -> None:
         self.redis_url, self.keys, self.plan, self.run_id = redis_url, keys, plan, run
         self.speed, self.on_progress, self.max_backlog = speed, on_progress, max_backlog
         self.progress = Progress(sim_ms=plan.from_ms, speed_asked=speed)
@@ -90,8 +97,10 @@ class Replay:
                 await self._flush(pipe)  # send what is due before sleeping
                 queued = 0
             await self._wait_for_clock(batch.t1, started)
-            pipe.xadd(keys.orders, encode_orders(self.run_id, batch.seq, batch.t0, batch.t1,
-                                                 batch.columns))
+            pipe.xadd(
+                keys.orders,
+                encode_orders(self.run_id, batch.seq, batch.t0, batch.t1, batch.columns),
+            )
             queued += 1
             p = self.progress
             p.orders += batch.n

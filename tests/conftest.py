@@ -2,8 +2,8 @@
 
 import os
 import subprocess
-import tempfile
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -41,18 +41,26 @@ class Ticker:
     logs: dict[int, IO[str]] = field(default_factory=dict)
 
     def args(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "ticker", *args, "--redis-url", self.redis_url,
-                "--namespace", self.namespace]
+        return [
+            sys.executable,
+            "-m",
+            "ticker",
+            *args,
+            "--redis-url",
+            self.redis_url,
+            "--namespace",
+            self.namespace,
+        ]
 
     def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.args(*args), capture_output=True, text=True,
-                              timeout=timeout * UNIT, check=False)
+        return subprocess.run(
+            self.args(*args), capture_output=True, text=True, timeout=timeout * UNIT, check=False
+        )
 
     def start(self, *args: str) -> subprocess.Popen[str]:
         """Start a subcommand; its output goes to a temporary file (see `output`)."""
-        log = tempfile.TemporaryFile("w+")
-        proc = subprocess.Popen(self.args(*args), stdout=log, stderr=subprocess.STDOUT,
-                                text=True)
+        log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed by close())
+        proc = subprocess.Popen(self.args(*args), stdout=log, stderr=subprocess.STDOUT, text=True)
         self.logs[proc.pid] = log
         return proc
 
@@ -69,8 +77,9 @@ class Ticker:
         """Replay a 1/1000 day at max speed and aggregate it to the end."""
         agg = self.start("aggregate", "--burst")
         try:
-            replay = self.run("replay", "--scale", "0.001", "--speed", "max", "--quiet", *extra,
-                              timeout=timeout)
+            replay = self.run(
+                "replay", "--scale", "0.001", "--speed", "max", "--quiet", *extra, timeout=timeout
+            )
             assert replay.returncode == 0, replay.stderr
             agg.wait(timeout * UNIT)
             assert agg.returncode == 0, self.output(agg)

@@ -9,20 +9,28 @@ from ticker.redis_io import free_port
 
 
 def ticker(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ticker", *args], capture_output=True,
-                          text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "ticker", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
-@pytest.mark.parametrize(("args", "says"), [
-    (["--profile", "1999"], "unknown profile '1999'"),
-    (["--speed", "0"], "must be above 0"),
-    (["--speed", "fast"], "is not a number"),
-    (["--from", "25:00"], "past the end of the day"),
-    (["--from", "noon"], "is not a time of day"),
-    (["--from", "02:00", "--to", "01:00"], "--to 01:00:00 must be after --from 02:00:00"),
-    (["--scale", "2"], "at most 1"),
-    (["--profile", "/nonexistent/day.toml"], "does not exist"),
-])
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--profile", "1999"], "unknown profile '1999'"),
+        (["--speed", "0"], "must be above 0"),
+        (["--speed", "fast"], "is not a number"),
+        (["--from", "25:00"], "past the end of the day"),
+        (["--from", "noon"], "is not a time of day"),
+        (["--from", "02:00", "--to", "01:00"], "--to 01:00:00 must be after --from 02:00:00"),
+        (["--scale", "2"], "at most 1"),
+        (["--profile", "/nonexistent/day.toml"], "does not exist"),
+    ],
+)
 def test_bad_replay_arguments_exit_2_with_one_line(args: list[str], says: str) -> None:
     """Each bad argument exits 2 with a single line naming the problem."""
     result = ticker("replay", *args, "--redis-url", "redis://127.0.0.1:1/0")

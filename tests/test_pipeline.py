@@ -19,7 +19,8 @@ def state(server: Server) -> dict:
 
 
 def test_miniature_day_is_exact_with_every_milestone_once_in_order(
-        ticker: Ticker, server: Server) -> None:
+    ticker: Ticker, server: Server
+) -> None:
     """A 1/1000 day at max speed ends on the scaled totals, every milestone fired once."""
     ticker.miniature_day()
     s = _wait_for(server, lambda s: s["ended"])
@@ -35,7 +36,10 @@ def test_miniature_day_is_exact_with_every_milestone_once_in_order(
     assert gmv_thresholds == sorted(gmv_thresholds)
     assert s["upcoming"] == []
     assert [c["name"] for c in s["top_categories"]][:3] == [
-        "Health Supplements", "Milk Powder", "Facial Masks"]
+        "Health Supplements",
+        "Milk Powder",
+        "Facial Masks",
+    ]
     assert s["top_countries"][0]["name"] == "Japan"
 
 
@@ -53,7 +57,8 @@ def _wait_for(server: Server, predicate, timeout: float = 15) -> dict:
 
 
 async def test_websocket_snapshot_then_rising_ticks_ending_at_api_state(
-        ticker: Ticker, server: Server) -> None:
+    ticker: Ticker, server: Server
+) -> None:
     """A websocket client gets a snapshot, then ticks that never fall; the last is /api/state."""
     received: list[dict] = []
     async with websockets.connect(server.ws_url) as ws:

@@ -20,8 +20,8 @@ from typing import Any
 import orjson
 from redis.exceptions import ResponseError
 
-from ticker.core.aggregate import Fired, Rejected, State
-from ticker.core.batch import BadEntry, decode
+from ticker.core.aggregate import Fired, State
+from ticker.core.batch import BadEntry, Entry, Orders, decode
 from ticker.errors import FencedOff
 from ticker.keys import GROUP, Keys
 from ticker.redis_io import TRANSIENT, client
@@ -29,7 +29,7 @@ from ticker.redis_io import TRANSIENT, client
 log = logging.getLogger("ticker.aggregate")
 
 FEED_MAXLEN = 10_000
-READ_COUNT = 64
+READ_COUNT = 128
 
 # KEYS: state, orders, feed, dead letters, epoch
 # ARGV: expected commit, state blob, group, feed maxlen, feed payload, new epoch,
@@ -89,8 +89,14 @@ class Stats:
 class Aggregator:
     """Consumes the orders stream of one namespace until stopped (or drained, in burst)."""
 
-    def __init__(self, redis_url: str, keys: Keys, consumer: str | None = None,
-                 burst: bool = False, log_every: float = 5.0) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        keys: Keys,
+        consumer: str | None = None,
+        burst: bool = False,
+        log_every: float = 5.0,
+    ) -> None:
         self.redis_url, self.keys, self.burst = redis_url, keys, burst
         self.consumer = consumer or f"{socket.gethostname()}-aggregator"
         self.log_every = log_every
@@ -121,8 +127,9 @@ class Aggregator:
         while not self.stopping.is_set():
             stream_id = "0" if backlog else ">"
             block = None if backlog else (100 if self.burst else 1000)
-            reply = await self.redis.xreadgroup(GROUP, self.consumer, {self.keys.orders: stream_id},
-                                                count=READ_COUNT, block=block)
+            reply = await self.redis.xreadgroup(
+                GROUP, self.consumer, {self.keys.orders: stream_id}, count=READ_COUNT, block=block
+            )
             entries = reply[0][1] if reply else []
             if backlog and not entries:
                 backlog = False
@@ -136,41 +143,69 @@ class Aggregator:
                 self.log_progress()
 
     async def apply_and_commit(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
-        fired: list[Fired] = []
         dead: list[str] = []
         ids: list[bytes] = []
-        orders = 0
-        for entry_id, fields in entries:
+        decoded: list[Entry] = []
+        origin: list[int] = []  # index in `entries` of each decoded entry
+        for i, (entry_id, fields) in enumerate(entries):
             ids.append(entry_id)
             if not fields:  # deleted from the stream while pending
                 continue
             try:
-                entry = decode(fields)
-                fired.extend(self.state.apply(entry))
-                orders += len(getattr(entry, "amt", ()))
-            except (BadEntry, Rejected) as exc:
-                self.state.dead_letters += 1
-                dead += [entry_id.decode(), str(exc), _describe(fields)]
-                log.warning("dead letter %s: %s", entry_id.decode(), exc)
+                decoded.append(decode(fields))
+                origin.append(i)
+            except BadEntry as exc:
+                dead += self._dead_letter(entry_id, str(exc), fields)
+        fired, rejected = self.state.apply_many(decoded)
+        for index, reason in rejected:
+            entry_id, fields = entries[origin[index]]
+            dead += self._dead_letter(entry_id, reason, fields)
+        orders = sum(len(e.amt) for e in decoded if isinstance(e, Orders))
         payload = self.feed_payload(fired)
         try:
             await self._commit(
-                keys=[self.keys.state, self.keys.orders, self.keys.feed,
-                      self.keys.dead_letters, self.keys.epoch],
-                args=[self.commit_no, self.state.dumps(), GROUP, FEED_MAXLEN, payload,
-                      self.epoch, len(dead) // 3, *dead, *ids])
+                keys=[
+                    self.keys.state,
+                    self.keys.orders,
+                    self.keys.feed,
+                    self.keys.dead_letters,
+                    self.keys.epoch,
+                ],
+                args=[
+                    self.commit_no,
+                    self.state.dumps(),
+                    GROUP,
+                    FEED_MAXLEN,
+                    payload,
+                    self.epoch,
+                    len(dead) // 3,
+                    *dead,
+                    *ids,
+                ],
+            )
         except ResponseError as exc:
             if str(exc).startswith("FENCED"):
-                raise FencedOff(f"another aggregator committed first ({exc}); this one stops "
-                                "so nothing is counted twice") from None
+                raise FencedOff(
+                    f"another aggregator committed first ({exc}); this one stops "
+                    "so nothing is counted twice"
+                ) from None
             raise
         self.commit_no += 1
         self.stats.commits += 1
         self.stats.applied_entries += len(entries)
         self.stats.applied_orders += orders
         for f in fired:
-            log.info("milestone %s (%s) at %s", f.milestone.id, f.milestone.label,
-                     f.to_dict()["sim_time"])
+            log.info(
+                "milestone %s (%s) at %s",
+                f.milestone.id,
+                f.milestone.label,
+                f.to_dict()["sim_time"],
+            )
+
+    def _dead_letter(self, entry_id: bytes, reason: str, fields: dict[bytes, bytes]) -> list[str]:
+        self.state.dead_letters += 1
+        log.warning("dead letter %s: %s", entry_id.decode(), reason)
+        return [entry_id.decode(), reason, _describe(fields)]
 
     def feed_payload(self, fired: list[Fired]) -> bytes:
         view = self.state.view()
@@ -179,10 +214,17 @@ class Aggregator:
 
     def log_progress(self) -> None:
         s = self.state
-        log.info("sim %s  GMV RMB %s  orders %s  applied %s orders in %s commits  "
-                 "dead letters %s  duplicates %s", s.view()["sim_time"],
-                 f"{s.gmv_fen // 100:,}", f"{s.orders:,}", f"{self.stats.applied_orders:,}",
-                 self.stats.commits, s.dead_letters, s.duplicates)
+        log.info(
+            "sim %s  GMV RMB %s  orders %s  applied %s orders in %s commits  "
+            "dead letters %s  duplicates %s",
+            s.view()["sim_time"],
+            f"{s.gmv_fen // 100:,}",
+            f"{s.orders:,}",
+            f"{self.stats.applied_orders:,}",
+            self.stats.commits,
+            s.dead_letters,
+            s.duplicates,
+        )
 
 
 def _describe(fields: dict[bytes, bytes]) -> str:

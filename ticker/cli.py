@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -31,8 +32,9 @@ def _speed(text: str) -> float | None:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number; use e.g. 60 or max") from None
     if not 0 < value <= 1_000_000:
-        raise argparse.ArgumentTypeError(f"{text} must be above 0 (e.g. 1 for real time, 60, "
-                                         "or max)")
+        raise argparse.ArgumentTypeError(
+            f"{text} must be above 0 (e.g. 1 for real time, 60, or max)"
+        )
     return value
 
 
@@ -53,24 +55,50 @@ def _scale(text: str) -> Fraction:
 
 
 def _add_redis(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--redis-url", help="Redis URL (default: $REDIS_URL or "
-                   "redis://127.0.0.1:6379/0)")
-    p.add_argument("--namespace", help="ticker namespace in Redis (default: $TICKER_NAMESPACE "
-                   "or main)")
+    p.add_argument(
+        "--redis-url", help="Redis URL (default: $REDIS_URL or redis://127.0.0.1:6379/0)"
+    )
+    p.add_argument(
+        "--namespace", help="ticker namespace in Redis (default: $TICKER_NAMESPACE or main)"
+    )
 
 
 def _add_replay_options(p: argparse.ArgumentParser, speed: str) -> None:
-    p.add_argument("--profile", default="2018", help="festival profile: a bundled name "
-                   "(2018) or a path to a .toml file (default 2018)")
-    p.add_argument("--speed", type=_speed, default=_speed(speed), metavar="X|max",
-                   help=f"simulated seconds per wall second, or max (default {speed})")
-    p.add_argument("--scale", type=_scale, default=Fraction(1), help="shrink the day: "
-                   "orders, GMV and thresholds times this factor, e.g. 0.001 (default 1)")
+    p.add_argument(
+        "--profile",
+        default="2018",
+        help="festival profile: a bundled name (2018) or a path to a .toml file (default 2018)",
+    )
+    p.add_argument(
+        "--speed",
+        type=_speed,
+        default=_speed(speed),
+        metavar="X|max",
+        help=f"simulated seconds per wall second, or max (default {speed})",
+    )
+    p.add_argument(
+        "--scale",
+        type=_scale,
+        default=Fraction(1),
+        help="shrink the day: orders, GMV and thresholds times this factor, e.g. 0.001 (default 1)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--from", dest="from_ms", type=_time, default=0, metavar="HH:MM[:SS]",
-                   help="start of the replayed window (default 00:00)")
-    p.add_argument("--to", dest="to_ms", type=_time, default=DAY_MS, metavar="HH:MM[:SS]",
-                   help="end of the replayed window (default 24:00)")
+    p.add_argument(
+        "--from",
+        dest="from_ms",
+        type=_time,
+        default=0,
+        metavar="HH:MM[:SS]",
+        help="start of the replayed window (default 00:00)",
+    )
+    p.add_argument(
+        "--to",
+        dest="to_ms",
+        type=_time,
+        default=DAY_MS,
+        metavar="HH:MM[:SS]",
+        help="end of the replayed window (default 24:00)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,8 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_redis(p)
 
     p = sub.add_parser("aggregate", help="aggregate orders into totals, milestones and the feed")
-    p.add_argument("--burst", action="store_true", help="exit once the replay has ended and "
-                   "every entry is applied")
+    p.add_argument(
+        "--burst",
+        action="store_true",
+        help="exit once the replay has ended and every entry is applied",
+    )
     p.add_argument("--name", help="consumer name in the group (default: <host>-aggregator)")
     _add_redis(p)
 
@@ -96,8 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080)
     _add_redis(p)
 
-    p = sub.add_parser("demo", help="run everything for one person: Redis (embedded if "
-                       "needed), a replay, the aggregator and the server")
+    p = sub.add_parser(
+        "demo",
+        help="run everything for one person: Redis (embedded if "
+        "needed), a replay, the aggregator and the server",
+    )
     _add_replay_options(p, speed="1")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
@@ -108,11 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
     if hasattr(args, "to_ms") and args.to_ms <= args.from_ms:
-        parser.exit(2, f"ticker {args.command}: error: --to {format_time_of_day(args.to_ms, millis=False)} "
-                       f"must be after --from {format_time_of_day(args.from_ms, millis=False)}\n")
+        to, frm = (format_time_of_day(t, millis=False) for t in (args.to_ms, args.from_ms))
+        parser.exit(2, f"ticker {args.command}: error: --to {to} must be after --from {frm}\n")
     try:
         if args.command == "replay":
             return _replay(args)
@@ -156,16 +192,20 @@ def _replay(args: argparse.Namespace) -> int:
     plan = _plan(args, args.batch_size)
     assert isinstance(plan, DayPlan)
     settings = _settings(args)
-    run_id = args.run or (f"{plan.profile.name}-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-"
-                          f"{os.urandom(2).hex()}")
+    run_id = args.run or (
+        f"{plan.profile.name}-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{os.urandom(2).hex()}"
+    )
     bar = ProgressBar(plan, enabled=not args.quiet)
 
     async def go() -> None:
         r = await connect(settings.redis_url)
         await r.aclose()
         replay = Replay(settings.redis_url, settings.keys, plan, run_id, args.speed, bar.update)
-        print(f"replaying {plan.profile.title} as run {run_id}: {plan.total_orders:,} orders, "
-              f"RMB {plan.total_gmv / 100:,.2f}", file=sys.stderr)
+        print(
+            f"replaying {plan.profile.title} as run {run_id}: {plan.total_orders:,} orders, "
+            f"RMB {plan.total_gmv / 100:,.2f}",
+            file=sys.stderr,
+        )
         try:
             progress = await replay.run()
         finally:
@@ -184,10 +224,8 @@ def _run_until_signal(coro_factory: "object") -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, task.cancel)
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await task
-        except asyncio.CancelledError:
-            pass
 
     asyncio.run(go())
 

@@ -27,8 +27,7 @@ def _redis_for_demo(url: str | None) -> Iterator[str]:
         yield url
         return
     if url:
-        print(f"demo: Redis at {url} is not reachable; starting an embedded one",
-              file=sys.stderr)
+        print(f"demo: Redis at {url} is not reachable; starting an embedded one", file=sys.stderr)
     with embedded_redis() as embedded:
         print(f"demo: started an embedded redis-server at {embedded}", file=sys.stderr)
         yield embedded
@@ -72,39 +71,65 @@ def run_demo(args: argparse.Namespace) -> int:
         base = [sys.executable, "-m", "ticker"]
         common = ["--redis-url", url, "--namespace", "demo"]
         speed = "max" if args.speed is None else f"{args.speed:g}"
-        replay_args = ["replay", "--profile", args.profile, "--speed", speed,
-                       "--scale", str(args.scale), "--seed", str(args.seed),
-                       "--from", format_time_of_day(args.from_ms),
-                       "--to", format_time_of_day(args.to_ms), *common]
+        replay_args = [
+            "replay",
+            "--profile",
+            args.profile,
+            "--speed",
+            speed,
+            "--scale",
+            str(args.scale),
+            "--seed",
+            str(args.seed),
+            "--from",
+            format_time_of_day(args.from_ms),
+            "--to",
+            format_time_of_day(args.to_ms),
+            *common,
+        ]
         procs: list[subprocess.Popen[bytes]] = []
         try:
             # Children ignore the terminal's Ctrl-C (own session); we stop them in order.
             spawn = {"start_new_session": True}
             procs.append(subprocess.Popen([*base, "aggregate", *common], **spawn))
-            server = subprocess.Popen([*base, "serve", "--host", args.host,
-                                       "--port", str(args.port), *common], **spawn)
+            server = subprocess.Popen(
+                [*base, "serve", "--host", args.host, "--port", str(args.port), *common], **spawn
+            )
             procs.append(server)
             page = f"http://{args.host}:{args.port}/"
             if not _wait_healthy(page, server):
-                print(f"demo: error: the server did not come up on {page} (is the port in "
-                      "use? try --port 8081)", file=sys.stderr)
+                print(
+                    f"demo: error: the server did not come up on {page} (is the port in "
+                    "use? try --port 8081)",
+                    file=sys.stderr,
+                )
                 return 1
             replay = subprocess.Popen([*base, *replay_args], **spawn)
             procs.append(replay)
-            print(f"\n  The ticker is live: open {page}\n  Ctrl-C stops everything.\n",
-                  file=sys.stderr, flush=True)
+            print(
+                f"\n  The ticker is live: open {page}\n  Ctrl-C stops everything.\n",
+                file=sys.stderr,
+                flush=True,
+            )
             announced = False
             while not stop:
                 time.sleep(0.2)
                 for p in procs[:2]:
                     if p.poll() is not None:
-                        print(f"demo: error: {' '.join(p.args[3:4])} exited with code "
-                              f"{p.returncode}; stopping", file=sys.stderr)
+                        print(
+                            f"demo: error: {' '.join(p.args[3:4])} exited with code "
+                            f"{p.returncode}; stopping",
+                            file=sys.stderr,
+                        )
                         return 1
                 if replay.poll() is not None and not announced:
                     announced = True
-                    print(f"demo: replay finished (code {replay.returncode}); the page stays "
-                          f"up at {page} until Ctrl-C", file=sys.stderr, flush=True)
+                    print(
+                        f"demo: replay finished (code {replay.returncode}); the page stays "
+                        f"up at {page} until Ctrl-C",
+                        file=sys.stderr,
+                        flush=True,
+                    )
             print("\ndemo: stopping", file=sys.stderr)
             return 0
         finally:

@@ -15,8 +15,12 @@ PROTOCOL = 1
 
 
 def hello(epoch: str) -> dict[str, Any]:
-    return {"type": "hello", "protocol": PROTOCOL, "epoch": epoch,
-            "server": f"ticker {__version__}"}
+    return {
+        "type": "hello",
+        "protocol": PROTOCOL,
+        "epoch": epoch,
+        "server": f"ticker {__version__}",
+    }
 
 
 def snapshot(state: dict[str, Any], position: str, epoch: str) -> dict[str, Any]:
@@ -43,9 +47,24 @@ def parse_entry(fields: dict[bytes, bytes]) -> tuple[dict[str, Any], list[dict[s
 
 
 EMPTY_STATE: dict[str, Any] = {
-    "run": None, "profile": None, "title": None, "scale": None, "from_ms": 0, "to_ms": 0,
-    "sim_time_ms": 0, "sim_time": "00:00:00.000", "gmv_fen": 0, "orders": 0,
-    "gmv_fen_per_s": 0, "orders_per_s": 0, "top_categories": [], "top_countries": [],
-    "milestones": [], "upcoming": [], "last_year_gmv_fen": 0, "ended": False,
-    "duplicates": 0, "dead_letters": 0,
+    "run": None,
+    "profile": None,
+    "title": None,
+    "scale": None,
+    "from_ms": 0,
+    "to_ms": 0,
+    "sim_time_ms": 0,
+    "sim_time": "00:00:00.000",
+    "gmv_fen": 0,
+    "orders": 0,
+    "gmv_fen_per_s": 0,
+    "orders_per_s": 0,
+    "top_categories": [],
+    "top_countries": [],
+    "milestones": [],
+    "upcoming": [],
+    "last_year_gmv_fen": 0,
+    "ended": False,
+    "duplicates": 0,
+    "dead_letters": 0,
 }

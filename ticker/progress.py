@@ -24,9 +24,11 @@ class ProgressBar:
         bar = "#" * filled + "-" * (self.WIDTH - filled)
         asked = "max" if p.speed_asked is None else f"{p.speed_asked:g}x"
         behind = f"  behind by {p.behind_ms / 1000:.1f}s" if p.behind_ms > 1000 else ""
-        return (f"[{bar}] {format_time_of_day(p.sim_ms, millis=False)}  "
-                f"speed {p.speed_reached:,.1f}x (asked {asked}){behind}  "
-                f"{p.orders:,} orders  RMB {p.gmv_fen // 100:,}")
+        return (
+            f"[{bar}] {format_time_of_day(p.sim_ms, millis=False)}  "
+            f"speed {p.speed_reached:,.1f}x (asked {asked}){behind}  "
+            f"{p.orders:,} orders  RMB {p.gmv_fen // 100:,}"
+        )
 
     def update(self, p: Progress) -> None:
         if not self.enabled:
@@ -46,5 +48,9 @@ class ProgressBar:
         else:
             print(self.line(p), file=self.out)
         rate = p.orders / p.wall_s if p.wall_s else 0
-        print(f"done: {p.orders:,} orders, RMB {p.gmv_fen / 100:,.2f} in {p.wall_s:.1f}s "
-              f"({rate:,.0f} orders/s written)", file=self.out, flush=True)
+        print(
+            f"done: {p.orders:,} orders, RMB {p.gmv_fen / 100:,.2f} in {p.wall_s:.1f}s "
+            f"({rate:,.0f} orders/s written)",
+            file=self.out,
+            flush=True,
+        )

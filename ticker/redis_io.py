@@ -38,7 +38,8 @@ async def connect(url: str) -> "aioredis.Redis":
         await r.aclose()
         raise RedisUnavailable(
             f"cannot reach Redis at {url} ({exc.__class__.__name__}: {exc}); start redis-server "
-            "or point --redis-url / REDIS_URL at a running one") from None
+            "or point --redis-url / REDIS_URL at a running one"
+        ) from None
     return r
 
 
@@ -70,13 +71,27 @@ def embedded_redis(appendonly: bool = False) -> Iterator[str]:
     """
     binary = shutil.which("redis-server")
     if binary is None:
-        raise RedisUnavailable("no Redis configured and no redis-server on PATH; install it "
-                               "(apt-get install redis-server) or set REDIS_URL")
+        raise RedisUnavailable(
+            "no Redis configured and no redis-server on PATH; install it "
+            "(apt-get install redis-server) or set REDIS_URL"
+        )
     with tempfile.TemporaryDirectory(prefix="ticker-redis-") as tmp:
         port = free_port()
-        args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", tmp,
-                "--save", "", "--appendonly", "yes" if appendonly else "no",
-                "--logfile", str(Path(tmp) / "redis.log")]
+        args = [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            tmp,
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if appendonly else "no",
+            "--logfile",
+            str(Path(tmp) / "redis.log"),
+        ]
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         url = f"redis://127.0.0.1:{port}/0"
         try:

@@ -73,6 +73,7 @@ class Hub:
         self.position = "0-0"
         self.epoch = ""
         self.clients: set[Client] = set()
+        self.closing: set[asyncio.Task[bool]] = set()
         self.dirty = False
         self.redis_ok = False
 
@@ -94,8 +95,9 @@ class Hub:
                 await self.load()
                 delay = 0.1
                 while True:
-                    reply = await self.redis.xread({self.keys.feed: self.position}, block=1000,
-                                                   count=500)
+                    reply = await self.redis.xread(
+                        {self.keys.feed: self.position}, block=1000, count=500
+                    )
                     for entry_id, fields in reply[0][1] if reply else []:
                         self.on_entry(entry_id.decode(), fields)
                     if not self.epoch:
@@ -118,7 +120,9 @@ class Hub:
             if not c.offer_urgent(text):
                 log.warning("closing a client stuck with %d unsent milestones", MAX_URGENT)
                 self.clients.discard(c)
-                asyncio.ensure_future(c.ws.close(code=1008, message=b"too slow"))
+                task = asyncio.create_task(c.ws.close(code=1008, message=b"too slow"))
+                self.closing.add(task)
+                task.add_done_callback(self.closing.discard)
 
     async def ticker(self) -> None:
         while True:
@@ -148,8 +152,11 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     try:
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
-                await ws.send_str(orjson.dumps(feed.error(
-                    "unsupported", "this feed takes no messages yet")).decode())
+                await ws.send_str(
+                    orjson.dumps(
+                        feed.error("unsupported", "this feed takes no messages yet")
+                    ).decode()
+                )
             elif msg.type == WSMsgType.ERROR:
                 break
     finally:
@@ -168,10 +175,17 @@ async def api_state(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     hub = request.app[HUB]
-    body = {"ok": hub.redis_ok, "redis": "up" if hub.redis_ok else "down",
-            "position": hub.position, "clients": len(hub.clients)}
-    return web.Response(body=orjson.dumps(body), content_type="application/json",
-                        status=200 if hub.redis_ok else 503)
+    body = {
+        "ok": hub.redis_ok,
+        "redis": "up" if hub.redis_ok else "down",
+        "position": hub.position,
+        "clients": len(hub.clients),
+    }
+    return web.Response(
+        body=orjson.dumps(body),
+        content_type="application/json",
+        status=200 if hub.redis_ok else 503,
+    )
 
 
 async def index(request: web.Request) -> web.FileResponse:

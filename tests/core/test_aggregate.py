@@ -1,5 +1,6 @@
 """The aggregation reducer and the stream format, fed plain lists of entries."""
 
+import contextlib
 from fractions import Fraction
 
 import numpy as np
@@ -8,8 +9,7 @@ import pytest
 from simulator.generator import DayPlan
 from simulator.profile import load
 from ticker.core.aggregate import Rejected, State
-from ticker.core.batch import (BadEntry, End, Orders, decode, encode_end, encode_orders,
-                               encode_start)
+from ticker.core.batch import BadEntry, End, Orders, decode, encode_end, encode_orders, encode_start
 
 PLAN = DayPlan(load("2018"), Fraction(1, 1000), 0, 3_600_000, seed=1)
 
@@ -86,15 +86,18 @@ def test_entry_of_an_unknown_run_is_rejected() -> None:
     assert isinstance(decode(ENTRIES[-1]), End)
 
 
-@pytest.mark.parametrize(("change", "says"), [
-    ({b"v": b"9"}, "unknown schema version"),
-    ({b"kind": b"refund"}, "unknown kind"),
-    ({b"n": b"x"}, "not an integer"),
-    ({b"n": b"0"}, "outside"),
-    ({b"amt": b"\x00" * 3}, "column 'amt' has 3 bytes"),
-    ({b"seq": b"-1"}, "outside"),
-    ({b"t0": b"99999999999"}, "outside"),
-])
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({b"v": b"9"}, "unknown schema version"),
+        ({b"kind": b"refund"}, "unknown kind"),
+        ({b"n": b"x"}, "not an integer"),
+        ({b"n": b"0"}, "outside"),
+        ({b"amt": b"\x00" * 3}, "column 'amt' has 3 bytes"),
+        ({b"seq": b"-1"}, "outside"),
+        ({b"t0": b"99999999999"}, "outside"),
+    ],
+)
 def test_malformed_entries_say_what_is_wrong(change: dict[bytes, bytes], says: str) -> None:
     """Each kind of malformed entry raises BadEntry with a specific reason."""
     with pytest.raises(BadEntry, match=says):
@@ -111,3 +114,29 @@ def test_negative_or_absurd_amounts_are_bad() -> None:
         cols["amt"] = amt
         with pytest.raises(BadEntry, match="amounts must be"):
             decode(encode_orders("r1", b.seq, b.t0, b.t1, cols))
+
+
+def test_folding_in_groups_equals_folding_one_by_one() -> None:
+    """apply_many over rounds of any size, duplicates and strays included, equals apply."""
+    rng = np.random.default_rng(5)
+    mixed = [decode(f) for f in ENTRIES]
+    stray = decode(ENTRIES[5] | {b"run": b"other"})
+    bad_index = decode(ENTRIES[25] | {b"cat": bytes([200]) * len(ENTRIES[25][b"cat"])})
+    mixed[20:20] = [stray, mixed[7], bad_index]
+    one_by_one, fired_one = State(), []
+    for e in mixed:
+        with contextlib.suppress(Rejected):
+            fired_one += [f.milestone.id for f in one_by_one.apply(e)]
+    grouped, fired_grouped, rejected = State(), [], []
+    i = 0
+    while i < len(mixed):
+        size = int(rng.integers(1, 40))
+        fired, bad = grouped.apply_many(mixed[i : i + size])
+        fired_grouped += [f.milestone.id for f in fired]
+        rejected += [i + k for k, _ in bad]
+        i += size
+    assert rejected == [20, 22]
+    assert fired_grouped == fired_one
+    assert (grouped.gmv_fen, grouped.orders) == (one_by_one.gmv_fen, one_by_one.orders)
+    assert np.array_equal(grouped.cat_gmv, one_by_one.cat_gmv)
+    assert grouped.view()["milestones"] == one_by_one.view()["milestones"]

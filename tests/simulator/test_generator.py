@@ -1,5 +1,6 @@
 """The day plan and generator: exact totals for any scale, seed and window; determinism."""
 
+import itertools
 from fractions import Fraction
 
 import numpy as np
@@ -29,15 +30,17 @@ def test_full_scale_plan_matches_published_totals() -> None:
 
 
 @settings(max_examples=10, deadline=None)
-@given(scale=st.sampled_from(["0.0001", "0.00025", "0.0003", "0.0007"]),
-       seed=st.integers(0, 2**32), minutes=st.lists(st.integers(1, 1439), max_size=3))
-def test_any_split_into_windows_adds_up_exactly(scale: str, seed: int,
-                                                minutes: list[int]) -> None:
+@given(
+    scale=st.sampled_from(["0.0001", "0.00025", "0.0003", "0.0007"]),
+    seed=st.integers(0, 2**32),
+    minutes=st.lists(st.integers(1, 1439), max_size=3),
+)
+def test_any_split_into_windows_adds_up_exactly(scale: str, seed: int, minutes: list[int]) -> None:
     """Generated orders of any whole-minute windows tiling the day add up to the totals."""
     s = Fraction(scale)
     edges = sorted({0, DAY_MS, *(m * 60_000 for m in minutes)})
     gmv = orders = 0
-    for a, b in zip(edges, edges[1:], strict=False):
+    for a, b in itertools.pairwise(edges):
         g, o = totals(DayPlan(PROFILE, s, a, b, seed))
         gmv, orders = gmv + g, orders + o
     assert gmv == 21_350_000_000_000 * s.numerator // s.denominator

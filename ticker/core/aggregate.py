@@ -32,8 +32,11 @@ class Fired:
     sim_time_ms: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.milestone.__dict__, "sim_time_ms": self.sim_time_ms,
-                "sim_time": format_time_of_day(self.sim_time_ms)}
+        return {
+            **self.milestone.__dict__,
+            "sim_time_ms": self.sim_time_ms,
+            "sim_time": format_time_of_day(self.sim_time_ms),
+        }
 
 
 def _zeros(n: int) -> np.ndarray[Any, np.dtype[np.int64]]:
@@ -78,8 +81,10 @@ class State:
             self._begin(entry)
             return []
         if entry.run != self.run:
-            raise Rejected(f"entry of run {entry.run!r} but the current run is {self.run!r} "
-                           "(its start entry was never applied)")
+            raise Rejected(
+                f"entry of run {entry.run!r} but the current run is {self.run!r} "
+                "(its start entry was never applied)"
+            )
         if entry.seq <= self.last_seq:
             self.duplicates += 1
             return []
@@ -87,7 +92,7 @@ class State:
             self._advance(entry.seq, entry.t)
             self.ended = True
             return []
-        return self._apply_orders(entry)
+        return self._apply_orders([entry])
 
     def _begin(self, start: Start) -> None:
         meta = start.meta
@@ -95,8 +100,11 @@ class State:
         self.__init__()  # type: ignore[misc]
         self.duplicates, self.gaps, self.dead_letters = counters
         self.run, self.meta, self.last_seq = start.run, meta, start.seq
-        self.gmv_fen, self.orders, self.sim_time_ms = (meta.base_gmv_fen, meta.base_orders,
-                                                       meta.from_ms)
+        self.gmv_fen, self.orders, self.sim_time_ms = (
+            meta.base_gmv_fen,
+            meta.base_orders,
+            meta.from_ms,
+        )
         self.cat_gmv, self.cat_orders = _zeros(len(meta.categories)), _zeros(len(meta.categories))
         self.cty_gmv, self.cty_orders = _zeros(len(meta.countries)), _zeros(len(meta.countries))
         self.reg_gmv, self.reg_orders = _zeros(len(meta.regions)), _zeros(len(meta.regions))
@@ -112,32 +120,95 @@ class State:
             while len(self.samples) > 2 and self.samples[1][0] <= self.sim_time_ms - RATE_WINDOW_MS:
                 self.samples.popleft()
 
-    def _apply_orders(self, batch: Orders) -> list[Fired]:
-        assert self.meta is not None
-        for name, column, size in (("category", batch.cat, len(self.cat_gmv)),
-                                   ("country", batch.cty, len(self.cty_gmv)),
-                                   ("region", batch.reg, len(self.reg_gmv))):
-            if int(column.max()) >= size:
-                raise Rejected(f"{name} index {int(column.max())} is out of range "
-                               f"(the run has {size})")
-        amt = batch.amt.astype(np.int64, copy=False)
-        gmv_before, orders_before = self.gmv_fen, self.orders
-        batch_gmv = int(amt.sum())
-        self.gmv_fen += batch_gmv
-        self.orders += batch.n
-        np.add.at(self.cat_gmv, batch.cat, amt)
-        self.cat_orders += np.bincount(batch.cat, minlength=len(self.cat_orders))
-        np.add.at(self.cty_gmv, batch.cty, amt)
-        self.cty_orders += np.bincount(batch.cty, minlength=len(self.cty_orders))
-        np.add.at(self.reg_gmv, batch.reg, amt)
-        self.reg_orders += np.bincount(batch.reg, minlength=len(self.reg_orders))
-        fired = self._fire(batch, amt, gmv_before, orders_before)
-        self._advance(batch.seq, batch.t1)
+    def apply_many(self, entries: list[Entry]) -> tuple[list[Fired], list[tuple[int, str]]]:
+        """Fold entries in, in order, as `apply` would one by one, but fold each run of
+        consecutive order batches with one set of vector operations (the per-call cost of
+        numpy, not the orders, dominates small batches).
+
+        Returns the milestones fired and the (index, reason) of each rejected entry.
+        """
+        fired: list[Fired] = []
+        rejected: list[tuple[int, str]] = []
+        group: list[Orders] = []
+        newest = self.last_seq
+        for i, entry in enumerate(entries):
+            if isinstance(entry, Orders) and entry.run == self.run and entry.seq > newest:
+                group.append(entry)
+                newest = entry.seq
+                continue
+            fired += self._apply_group(group, rejected, i - len(group))
+            group = []
+            try:
+                fired += self.apply(entry)
+            except Rejected as exc:
+                rejected.append((i, str(exc)))
+            newest = self.last_seq
+        fired += self._apply_group(group, rejected, len(entries) - len(group))
+        return fired, rejected
+
+    def _apply_group(
+        self, group: list[Orders], rejected: list[tuple[int, str]], first_index: int
+    ) -> list[Fired]:
+        if not group:
+            return []
+        try:
+            return self._apply_orders(group)
+        except Rejected:
+            pass  # find the culprits one batch at a time
+        fired: list[Fired] = []
+        for i, batch in enumerate(group):
+            try:
+                fired += self._apply_orders([batch])
+            except Rejected as exc:
+                rejected.append((first_index + i, str(exc)))
         return fired
 
-    def _fire(self, batch: Orders, amt: np.ndarray[Any, Any], gmv_before: int,
-              orders_before: int) -> list[Fired]:
-        """Fire every pending milestone this batch crosses, at the crossing order's time."""
+    def _apply_orders(self, batches: list[Orders]) -> list[Fired]:
+        """Fold consecutive batches of the current run (seqs rising) in at once."""
+        assert self.meta is not None
+        if len(batches) == 1:
+            b = batches[0]
+            at, amt, cat, cty, reg = b.at, b.amt, b.cat, b.cty, b.reg
+        else:
+            at, amt, cat, cty, reg = (
+                np.concatenate([getattr(b, name) for b in batches])
+                for name in ("at", "amt", "cat", "cty", "reg")
+            )
+        for name, column, size in (
+            ("category", cat, len(self.cat_gmv)),
+            ("country", cty, len(self.cty_gmv)),
+            ("region", reg, len(self.reg_gmv)),
+        ):
+            if int(column.max()) >= size:
+                raise Rejected(
+                    f"{name} index {int(column.max())} is out of range (the run has {size})"
+                )
+        amt = amt.astype(np.int64, copy=False)
+        gmv_before, orders_before = self.gmv_fen, self.orders
+        self.gmv_fen += int(amt.sum())
+        self.orders += len(amt)
+        np.add.at(self.cat_gmv, cat, amt)
+        self.cat_orders += np.bincount(cat, minlength=len(self.cat_orders))
+        np.add.at(self.cty_gmv, cty, amt)
+        self.cty_orders += np.bincount(cty, minlength=len(self.cty_orders))
+        np.add.at(self.reg_gmv, reg, amt)
+        self.reg_orders += np.bincount(reg, minlength=len(self.reg_orders))
+        fired = self._fire(at, amt, gmv_before, orders_before)
+        for b in batches:
+            if b.seq > self.last_seq + 1:
+                self.gaps += 1
+            self.last_seq = b.seq
+        self._advance(batches[-1].seq, max(b.t1 for b in batches))
+        return fired
+
+    def _fire(
+        self,
+        at: np.ndarray[Any, Any],
+        amt: np.ndarray[Any, Any],
+        gmv_before: int,
+        orders_before: int,
+    ) -> list[Fired]:
+        """Fire every pending milestone these orders cross, at the crossing order's time."""
         assert self.meta is not None
         done = {f.milestone.id for f in self.fired}
         crossings: list[tuple[int, int, Milestone]] = []
@@ -157,7 +228,7 @@ class State:
                 index = milestone.threshold - orders_before - 1
             crossings.append((index, milestone.threshold, milestone))
         crossings.sort(key=lambda c: (c[0], c[1]))
-        new = [Fired(m, int(batch.at[i])) for i, _, m in crossings]
+        new = [Fired(m, int(at[i])) for i, _, m in crossings]
         self.fired.extend(new)
         return new
 
@@ -174,12 +245,20 @@ class State:
             return 0, 0
         return (g1 - g0) * 1000 // span, (o1 - o0) * 1000 // span
 
-    def _top(self, names: tuple[str, ...], gmv: np.ndarray[Any, Any],
-             orders: np.ndarray[Any, Any], skip_first: bool = False) -> list[dict[str, Any]]:
+    def _top(
+        self,
+        names: tuple[str, ...],
+        gmv: np.ndarray[Any, Any],
+        orders: np.ndarray[Any, Any],
+        skip_first: bool = False,
+    ) -> list[dict[str, Any]]:
         first = 1 if skip_first else 0
         order = np.argsort(-gmv[first:], kind="stable")[:TOP_N] + first
-        return [{"name": names[i], "gmv_fen": int(gmv[i]), "orders": int(orders[i])}
-                for i in order if gmv[i] > 0]
+        return [
+            {"name": names[i], "gmv_fen": int(gmv[i]), "orders": int(orders[i])}
+            for i in order
+            if gmv[i] > 0
+        ]
 
     def view(self) -> dict[str, Any]:
         """The public state, as the feed and /api/state show it."""
@@ -200,13 +279,23 @@ class State:
             "gmv_fen_per_s": gmv_rate,
             "orders_per_s": orders_rate,
             "top_categories": self._top(meta.categories, self.cat_gmv, self.cat_orders)
-            if meta else [],
+            if meta
+            else [],
             "top_countries": self._top(meta.countries, self.cty_gmv, self.cty_orders, True)
-            if meta else [],
+            if meta
+            else [],
             "milestones": [f.to_dict() for f in self.fired],
-            "upcoming": [{"id": m.id, "label": m.label, "metric": m.metric,
-                          "threshold": m.threshold, "documented": m.documented}
-                         for m in (meta.milestones if meta else ()) if m.id not in done],
+            "upcoming": [
+                {
+                    "id": m.id,
+                    "label": m.label,
+                    "metric": m.metric,
+                    "threshold": m.threshold,
+                    "documented": m.documented,
+                }
+                for m in (meta.milestones if meta else ())
+                if m.id not in done
+            ],
             "last_year_gmv_fen": meta.last_year_gmv_fen if meta else 0,
             "ended": self.ended,
             "duplicates": self.duplicates,
@@ -217,18 +306,29 @@ class State:
 
     def dumps(self) -> bytes:
         """Serialise everything needed to resume exactly where this state is."""
-        return orjson.dumps({
-            "run": self.run,
-            "meta": orjson.loads(self.meta.to_json()) if self.meta else None,
-            "last_seq": self.last_seq, "gmv_fen": self.gmv_fen, "orders": self.orders,
-            "sim_time_ms": self.sim_time_ms, "ended": self.ended,
-            "cat_gmv": self.cat_gmv, "cat_orders": self.cat_orders,
-            "cty_gmv": self.cty_gmv, "cty_orders": self.cty_orders,
-            "reg_gmv": self.reg_gmv, "reg_orders": self.reg_orders,
-            "fired": [[f.milestone.id, f.sim_time_ms] for f in self.fired],
-            "samples": list(self.samples),
-            "duplicates": self.duplicates, "gaps": self.gaps, "dead_letters": self.dead_letters,
-        }, option=orjson.OPT_SERIALIZE_NUMPY)
+        return orjson.dumps(
+            {
+                "run": self.run,
+                "meta": orjson.loads(self.meta.to_json()) if self.meta else None,
+                "last_seq": self.last_seq,
+                "gmv_fen": self.gmv_fen,
+                "orders": self.orders,
+                "sim_time_ms": self.sim_time_ms,
+                "ended": self.ended,
+                "cat_gmv": self.cat_gmv,
+                "cat_orders": self.cat_orders,
+                "cty_gmv": self.cty_gmv,
+                "cty_orders": self.cty_orders,
+                "reg_gmv": self.reg_gmv,
+                "reg_orders": self.reg_orders,
+                "fired": [[f.milestone.id, f.sim_time_ms] for f in self.fired],
+                "samples": list(self.samples),
+                "duplicates": self.duplicates,
+                "gaps": self.gaps,
+                "dead_letters": self.dead_letters,
+            },
+            option=orjson.OPT_SERIALIZE_NUMPY,
+        )
 
     @classmethod
     def loads(cls, raw: bytes) -> "State":
@@ -237,8 +337,16 @@ class State:
         meta = ReplayMeta.from_json(orjson.dumps(data["meta"])) if data["meta"] else None
         by_id = {m.id: m for m in meta.milestones} if meta else {}
         state.run, state.meta = data["run"], meta
-        for name in ("last_seq", "gmv_fen", "orders", "sim_time_ms", "ended", "duplicates",
-                     "gaps", "dead_letters"):
+        for name in (
+            "last_seq",
+            "gmv_fen",
+            "orders",
+            "sim_time_ms",
+            "ended",
+            "duplicates",
+            "gaps",
+            "dead_letters",
+        ):
             setattr(state, name, data[name])
         for name in ("cat_gmv", "cat_orders", "cty_gmv", "cty_orders", "reg_gmv", "reg_orders"):
             setattr(state, name, np.array(data[name], dtype=np.int64))

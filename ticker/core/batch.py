@@ -22,8 +22,10 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-SCHEMA_VERSION = b"1"
 from ticker.core.clock import DAY_MS
+
+SCHEMA_VERSION = b"1"
+
 MAX_ORDERS_PER_BATCH = 65_536
 # No single paid order of the festival comes near RMB 10m; larger values are corrupt data.
 MAX_ORDER_FEN = 1_000_000_000
@@ -130,23 +132,40 @@ Entry = Start | Orders | End
 
 
 def encode_start(run: str, meta: ReplayMeta) -> dict[bytes, bytes]:
-    return {b"v": SCHEMA_VERSION, b"kind": b"start", b"run": run.encode(), b"seq": b"0",
-            b"meta": meta.to_json()}
+    return {
+        b"v": SCHEMA_VERSION,
+        b"kind": b"start",
+        b"run": run.encode(),
+        b"seq": b"0",
+        b"meta": meta.to_json(),
+    }
 
 
-def encode_orders(run: str, seq: int, t0: int, t1: int,
-                  columns: dict[str, IntArray]) -> dict[bytes, bytes]:
-    fields = {b"v": SCHEMA_VERSION, b"kind": b"orders", b"run": run.encode(),
-              b"seq": str(seq).encode(), b"t0": str(t0).encode(), b"t1": str(t1).encode(),
-              b"n": str(len(columns["amt"])).encode()}
+def encode_orders(
+    run: str, seq: int, t0: int, t1: int, columns: dict[str, IntArray]
+) -> dict[bytes, bytes]:
+    fields = {
+        b"v": SCHEMA_VERSION,
+        b"kind": b"orders",
+        b"run": run.encode(),
+        b"seq": str(seq).encode(),
+        b"t0": str(t0).encode(),
+        b"t1": str(t1).encode(),
+        b"n": str(len(columns["amt"])).encode(),
+    }
     for name, dtype in COLUMNS.items():
         fields[name.encode()] = columns[name].astype(dtype, copy=False).tobytes()
     return fields
 
 
 def encode_end(run: str, seq: int, t: int) -> dict[bytes, bytes]:
-    return {b"v": SCHEMA_VERSION, b"kind": b"end", b"run": run.encode(),
-            b"seq": str(seq).encode(), b"t": str(t).encode()}
+    return {
+        b"v": SCHEMA_VERSION,
+        b"kind": b"end",
+        b"run": run.encode(),
+        b"seq": str(seq).encode(),
+        b"t": str(t).encode(),
+    }
 
 
 def _int(fields: dict[bytes, bytes], name: str, low: int, high: int) -> int:
@@ -196,13 +215,16 @@ def _decode_orders(fields: dict[bytes, bytes], run: str, seq: int) -> Orders:
         if raw is None:
             raise BadEntry(f"missing column {name!r}")
         if len(raw) != n * dtype.itemsize:
-            raise BadEntry(f"column {name!r} has {len(raw)} bytes, expected "
-                           f"{n} orders x {dtype.itemsize} bytes")
+            raise BadEntry(
+                f"column {name!r} has {len(raw)} bytes, expected "
+                f"{n} orders x {dtype.itemsize} bytes"
+            )
         cols[name] = np.frombuffer(raw, dtype=dtype)
     at, amt = cols["at"], cols["amt"]
     if int(at.min()) < t0 or int(at.max()) >= max(t1, t0 + 1):
         raise BadEntry(f"paid-at times fall outside the batch span {t0}..{t1}")
     if int(amt.min()) <= 0 or int(amt.max()) > MAX_ORDER_FEN:
-        raise BadEntry(f"amounts must be 1..{MAX_ORDER_FEN} fen; got "
-                       f"{int(amt.min())}..{int(amt.max())}")
+        raise BadEntry(
+            f"amounts must be 1..{MAX_ORDER_FEN} fen; got {int(amt.min())}..{int(amt.max())}"
+        )
     return Orders(run, seq, t0, t1, **cols)
