@@ -20,6 +20,7 @@ import numpy.typing as npt
 from simulator.curve import Curve
 from simulator.profile import Profile, Weighted
 from ticker.core.batch import Milestone, ReplayMeta
+from ticker.core.clock import DAY_MS
 
 SLOT_MS = 100  # at full scale; a miniature day uses longer slots (see `slot_ms_for`)
 MIN_ORDER_FEN = 100  # no paid order below RMB 1
@@ -119,6 +120,13 @@ class DayPlan:
             countries=tuple(c.name for c in p.countries),
             regions=tuple(r.name for r in p.regions),
             brands=p.brands,
+            usd_rate=str(p.usd_rate),
+            last_year_points=tuple(
+                (t, v * scale.numerator // scale.denominator)
+                for t, v in [(0, 0)]
+                + [(q.at_ms, q.value) for q in p.last_year_points]
+                + [(DAY_MS, p.last_year_gmv_fen)]
+            ),
             milestones=tuple(
                 Milestone(
                     id=m.id,

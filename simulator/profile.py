@@ -60,6 +60,7 @@ class Profile:
     countries: tuple[Weighted, ...]
     regions: tuple[Weighted, ...]
     path: Path
+    last_year_points: tuple[Point, ...] = ()
 
 
 def available() -> list[str]:
@@ -217,6 +218,7 @@ class _Reader:
         final_orders = self.positive("final_orders")
         if final_gmv_fen < final_orders * 100:
             raise self.fail("final_gmv_yuan", "implies an average order below RMB 1")
+        last_year_gmv_fen = self.positive("last_year_gmv_yuan") * 100
         countries = self.weighted("countries")
         if sum(c.weight for c in countries[1:]) <= 0:
             raise self.fail("countries", "needs a positive weight after the home market")
@@ -226,7 +228,7 @@ class _Reader:
             usd_rate=self.decimal("usd_rate", Decimal("0.01"), Decimal(1000)),
             final_gmv_fen=final_gmv_fen,
             final_orders=final_orders,
-            last_year_gmv_fen=self.positive("last_year_gmv_yuan") * 100,
+            last_year_gmv_fen=last_year_gmv_fen,
             peak_orders_per_s=self.positive("peak_orders_per_s"),
             international_share=self.decimal("international_share", Decimal(0), Decimal(1)),
             brands=self.positive("brands"),
@@ -237,4 +239,7 @@ class _Reader:
             countries=countries,
             regions=self.weighted("regions"),
             path=self.path,
+            last_year_points=self.points("last_year", "yuan", 100, last_year_gmv_fen)
+            if "last_year" in self.data
+            else (),
         )

@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import importlib
 import contextlib
 import datetime as dt
 import logging
@@ -101,6 +102,11 @@ def _add_replay_options(p: argparse.ArgumentParser, speed: str) -> None:
     )
 
 
+# Modules that add a subcommand: each has `register(sub, add_redis)`, which adds its parser
+# and sets `handler` (a function of the parsed args returning the exit code).
+EXTENSIONS: tuple[str, ...] = ()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ticker", description="A live sales ticker for a festival day.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -136,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--redis-url", help="use this Redis instead of an embedded one")
+
+    for module in EXTENSIONS:
+        importlib.import_module(module).register(sub, _add_redis)
     return parser
 
 
@@ -150,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         to, frm = (format_time_of_day(t, millis=False) for t in (args.to_ms, args.from_ms))
         parser.exit(2, f"ticker {args.command}: error: --to {to} must be after --from {frm}\n")
     try:
+        if hasattr(args, "handler"):
+            return int(args.handler(args))
         if args.command == "replay":
             return _replay(args)
         if args.command == "aggregate":

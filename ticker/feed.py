@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from ticker import __version__
+from ticker.core.aggregate import State
 
 PROTOCOL = 1
 
@@ -46,25 +47,5 @@ def parse_entry(fields: dict[bytes, bytes]) -> tuple[dict[str, Any], list[dict[s
     return update, fired
 
 
-EMPTY_STATE: dict[str, Any] = {
-    "run": None,
-    "profile": None,
-    "title": None,
-    "scale": None,
-    "from_ms": 0,
-    "to_ms": 0,
-    "sim_time_ms": 0,
-    "sim_time": "00:00:00.000",
-    "gmv_fen": 0,
-    "orders": 0,
-    "gmv_fen_per_s": 0,
-    "orders_per_s": 0,
-    "top_categories": [],
-    "top_countries": [],
-    "milestones": [],
-    "upcoming": [],
-    "last_year_gmv_fen": 0,
-    "ended": False,
-    "duplicates": 0,
-    "dead_letters": 0,
-}
+# What /api/state and the snapshot show before any replay has been aggregated.
+EMPTY_STATE: dict[str, Any] = State().view()

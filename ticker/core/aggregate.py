@@ -18,6 +18,7 @@ from ticker.core.clock import format_time_of_day
 TOP_N = 10
 RATE_WINDOW_MS = 5_000  # rates are averaged over this much simulated time
 RATE_SAMPLE_MS = 100
+RECENT_ORDERS = 8  # cross-border sample orders shown per update (the page's map arcs)
 
 
 class Rejected(ValueError):
@@ -62,6 +63,7 @@ class State:
     reg_orders: np.ndarray[Any, np.dtype[np.int64]] = field(default_factory=lambda: _zeros(0))
     fired: list[Fired] = field(default_factory=list)
     samples: deque[tuple[int, int, int]] = field(default_factory=deque)
+    recent: list[tuple[int, int, int, int]] = field(default_factory=list)
     duplicates: int = 0
     gaps: int = 0
     dead_letters: int = 0
@@ -194,6 +196,10 @@ class State:
         np.add.at(self.reg_gmv, reg, amt)
         self.reg_orders += np.bincount(reg, minlength=len(self.reg_orders))
         fired = self._fire(at, amt, gmv_before, orders_before)
+        cross_border = np.flatnonzero(cty)[-RECENT_ORDERS:]
+        self.recent = [
+            (int(at[i]), int(amt[i]), int(cty[i]), int(reg[i])) for i in cross_border
+        ]
         for b in batches:
             if b.seq > self.last_seq + 1:
                 self.gaps += 1
@@ -297,6 +303,14 @@ class State:
                 if m.id not in done
             ],
             "last_year_gmv_fen": meta.last_year_gmv_fen if meta else 0,
+            "last_year_points": [list(p) for p in meta.last_year_points] if meta else [],
+            "usd_rate": meta.usd_rate if meta else "0",
+            "sample_orders": [
+                {"at_ms": t, "amt_fen": a, "seller": meta.countries[c], "buyer": meta.regions[r]}
+                for t, a, c, r in self.recent
+            ]
+            if meta
+            else [],
             "ended": self.ended,
             "duplicates": self.duplicates,
             "dead_letters": self.dead_letters,

@@ -74,6 +74,9 @@ class ReplayMeta:
     regions: tuple[str, ...]
     brands: int
     milestones: tuple[Milestone, ...]
+    usd_rate: str = "0"  # RMB per USD on the day, for the page's USD toggle
+    # Last year's cumulative GMV as (ms since 00:00, fen) points, scaled, for the chart.
+    last_year_points: tuple[tuple[int, int], ...] = ()
 
     def to_json(self) -> bytes:
         data = {**self.__dict__, "milestones": [m.__dict__ for m in self.milestones]}
@@ -86,6 +89,9 @@ class ReplayMeta:
             data["milestones"] = tuple(Milestone(**m) for m in data["milestones"])
             for name in ("categories", "countries", "regions"):
                 data[name] = tuple(str(x) for x in data[name])
+            data["last_year_points"] = tuple(
+                (int(t), int(v)) for t, v in data.get("last_year_points", ())
+            )
             meta = cls(**data)
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             raise BadEntry(f"start entry has an invalid meta field: {exc}") from None
