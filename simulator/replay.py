@@ -16,8 +16,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import orjson
+
+from simulator.clock import ReplayClock
 from simulator.generator import DayPlan
 from ticker.core.batch import encode_end, encode_orders, encode_start
+from ticker.core.clock import format_time_of_day
 from ticker.keys import Keys
 from ticker.redis_io import TRANSIENT, client
 
@@ -42,6 +46,13 @@ class Progress:
     done: bool = False
 
 
+class _Seek(Exception):
+    """A seek command: the replay restarts as a new run from `to_ms`."""
+
+    def __init__(self, to_ms: int) -> None:
+        self.to_ms = to_ms
+
+
 class Replay:
     def __init__(
         self,
@@ -54,9 +65,14 @@ class Replay:
         max_backlog: int = MAX_BACKLOG,
     ) -> None:
         self.redis_url, self.keys, self.plan, self.run_id = redis_url, keys, plan, run
-        self.speed, self.on_progress, self.max_backlog = speed, on_progress, max_backlog
+        self.on_progress, self.max_backlog = on_progress, max_backlog
         self.progress = Progress(sim_ms=plan.from_ms, speed_asked=speed)
+        self.clock = ReplayClock(time.monotonic(), plan.from_ms, speed)
         self.redis = client(redis_url)
+        self.started = time.monotonic()
+        self.control_id: str | None = None  # newest control command seen
+        self.next_control_poll = 0.0
+        self.next_report = 0.0
 
     async def last_written_seq(self) -> int | None:
         """The seq of this run's newest entry in the stream, if the run was begun."""
@@ -69,19 +85,32 @@ class Replay:
         return int(fields[b"seq"])
 
     async def run(self) -> Progress:
-        """Replay the whole window, riding out Redis outages; return the final progress."""
+        """Replay the whole window, riding out Redis outages and obeying seeks."""
         delay = 0.1
-        started = time.monotonic()
         while True:
             try:
-                await self._run_once(started)
+                if self.control_id is None:
+                    last = await self.redis.xrevrange(self.keys.control, count=1)
+                    self.control_id = last[0][0].decode() if last else "0-0"
+                await self._run_once()
                 return self.progress
+            except _Seek as seek:
+                self._restart_at(seek.to_ms)
             except TRANSIENT as exc:
                 log.warning("Redis unavailable (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay * (0.5 + os.urandom(1)[0] / 255))
                 delay = min(delay * 2, 5.0)
 
-    async def _run_once(self, started: float) -> None:
+    def _restart_at(self, to_ms: int) -> None:
+        plan = self.plan
+        self.plan = DayPlan(plan.profile, plan.scale, to_ms, plan.to_ms, plan.seed, plan.batch_size)
+        base = self.run_id.split("~", 1)[0]
+        self.run_id = f"{base}~{to_ms // 1000}"[:64]
+        self.progress = Progress(sim_ms=to_ms, speed_asked=self.clock.speed)
+        self.clock.reanchor(time.monotonic(), to_ms)
+        log.info("seeking to %s as run %s", format_time_of_day(to_ms), self.run_id)
+
+    async def _run_once(self) -> None:
         plan, keys = self.plan, self.keys
         after = await self.last_written_seq()
         if after is None:
@@ -93,10 +122,11 @@ class Replay:
         pipe = self.redis.pipeline(transaction=False)
         queued = 0
         for batch in plan.batches(after_seq=after):
-            if queued and self._due(batch.t1, started) > time.monotonic():
-                await self._flush(pipe)  # send what is due before sleeping
+            due = self.clock.due(batch.t1)
+            if queued and (due is None or due > time.monotonic()):
+                await self._flush(pipe)  # send what is due before waiting
                 queued = 0
-            await self._wait_for_clock(batch.t1, started)
+            await self._wait_for_clock(batch.t1)
             pipe.xadd(
                 keys.orders,
                 encode_orders(self.run_id, batch.seq, batch.t0, batch.t1, batch.columns),
@@ -112,11 +142,11 @@ class Replay:
                 queued = 0
         if queued:
             await self._flush(pipe)
-        await self._wait_for_clock(plan.to_ms, started)
+        await self._wait_for_clock(plan.to_ms)
         await self.redis.xadd(keys.orders, encode_end(self.run_id, plan.end_seq, plan.to_ms))
         self.progress.sim_ms = plan.to_ms
         self.progress.done = True
-        self._report(started)
+        await self._report(force=True)
 
     async def _flush(self, pipe: "object") -> None:
         pipe.xlen(self.keys.orders)  # type: ignore[attr-defined]
@@ -126,29 +156,60 @@ class Replay:
             await asyncio.sleep(0.005)
             backlog = await self.redis.xlen(self.keys.orders)
 
-    def _due(self, sim_ms: int, started: float) -> float:
-        """The monotonic time at which the replay clock reaches sim_ms."""
-        if self.speed is None:
-            return started
-        return started + (sim_ms - self.plan.from_ms) / 1000 / self.speed
+    async def _wait_for_clock(self, sim_ms: int) -> None:
+        """Wait until the replay clock reaches sim_ms, obeying control commands meanwhile."""
+        while True:
+            now = time.monotonic()
+            if now >= self.next_control_poll:
+                self.next_control_poll = now + 0.1
+                await self._obey_controls()
+            if now >= self.next_report:
+                await self._report()
+            due = self.clock.due(sim_ms)
+            if due is not None and due <= now:
+                self.progress.behind_ms = self.clock.behind_ms(sim_ms, now)
+                return
+            await asyncio.sleep(0.1 if due is None else min(0.1, due - now))
 
-    async def _wait_for_clock(self, sim_ms: int, started: float) -> None:
-        """Sleep until the replay clock reaches sim_ms (never, at max speed)."""
-        p = self.progress
+    async def _obey_controls(self) -> None:
+        reply = await self.redis.xread({self.keys.control: self.control_id or "0-0"})
+        for entry_id, fields in reply[0][1] if reply else []:
+            self.control_id = entry_id.decode()
+            command = orjson.loads(fields[b"c"])
+            now, at = time.monotonic(), self.progress.sim_ms
+            action = command.get("action")
+            log.info("replay command: %s", command)
+            if action == "pause":
+                self.clock.pause()
+            elif action == "resume":
+                self.clock.resume(now, at)
+            elif action == "speed":
+                self.clock.set_speed(command.get("speed"), now, at)
+                self.progress.speed_asked = self.clock.speed
+            elif action == "seek" and int(command["to_ms"]) < self.plan.to_ms:
+                raise _Seek(int(command["to_ms"]))  # restart as a new run from there
+        if reply:
+            await self._report(force=True)
+
+    async def _report(self, force: bool = False) -> None:
+        """Update the progress bar and the replay state that the server shows."""
         now = time.monotonic()
-        if self.speed is not None:
-            due = self._due(sim_ms, started)
-            if due > now:
-                await asyncio.sleep(due - now)
-                now = time.monotonic()
-            p.behind_ms = max(0, int((now - due) * 1000 * self.speed))
-        if now - p.wall_s - started >= 0.25:
-            self._report(started)
-
-    def _report(self, started: float) -> None:
+        if not force and now < self.next_report:
+            return
+        self.next_report = now + 0.25
         p = self.progress
-        p.wall_s = time.monotonic() - started
-        if p.wall_s > 0:
-            p.speed_reached = (p.sim_ms - self.plan.from_ms) / 1000 / p.wall_s
+        p.wall_s = now - self.started
+        p.speed_reached = self.clock.speed_reached(p.sim_ms, now)
+        state = {
+            "run": self.run_id,
+            "state": "ended" if p.done else "paused" if self.clock.paused else "running",
+            "speed": self.clock.speed,
+            "speed_reached": round(p.speed_reached, 2),
+            "behind_ms": p.behind_ms,
+            "sim_time_ms": p.sim_ms,
+            "from_ms": self.plan.from_ms,
+            "to_ms": self.plan.to_ms,
+        }
+        await self.redis.hset(self.keys.replay, "state", orjson.dumps(state))
         if self.on_progress:
             self.on_progress(p)

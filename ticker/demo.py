@@ -7,6 +7,7 @@ server and the replay run as the same `ticker` subcommands docker-compose.yml us
 """
 
 import argparse
+import secrets
 import contextlib
 import os
 import signal
@@ -92,8 +93,13 @@ def run_demo(args: argparse.Namespace) -> int:
             # Children ignore the terminal's Ctrl-C (own session); we stop them in order.
             spawn = {"start_new_session": True}
             procs.append(subprocess.Popen([*base, "aggregate", *common], **spawn))
+            # A fresh control token, so the person at the demo can pause, seek and
+            # change speed from the page, and nobody else can.
+            token = secrets.token_urlsafe(12)
             server = subprocess.Popen(
-                [*base, "serve", "--host", args.host, "--port", str(args.port), *common], **spawn
+                [*base, "serve", "--host", args.host, "--port", str(args.port), *common],
+                env={**os.environ, "TICKER_CONTROL_TOKEN": token},
+                **spawn,
             )
             procs.append(server)
             page = f"http://{args.host}:{args.port}/"
@@ -107,7 +113,9 @@ def run_demo(args: argparse.Namespace) -> int:
             replay = subprocess.Popen([*base, *replay_args], **spawn)
             procs.append(replay)
             print(
-                f"\n  The ticker is live: open {page}\n  Ctrl-C stops everything.\n",
+                f"\n  The ticker is live: open {page}\n"
+                f"  With replay controls (pause, speed, seek): {page}?token={token}\n"
+                "  Ctrl-C stops everything.\n",
                 file=sys.stderr,
                 flush=True,
             )

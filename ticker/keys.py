@@ -47,3 +47,8 @@ class Keys:
     def replay(self) -> str:
         """Hash with the replay clock's state, written by the simulator."""
         return self._key("replay")
+
+    @property
+    def control(self) -> str:
+        """Capped stream of replay commands (pause, resume, speed, seek) for the simulator."""
+        return self._key("control")

@@ -12,8 +12,14 @@ from playwright.sync_api import Browser, ConsoleMessage, Error, Page, sync_playw
 from tests.conftest import UNIT
 
 CHROMIUM = os.environ.get("TICKER_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 VIEWPORT = {"width": 1280, "height": 800}
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 
@@ -43,8 +49,11 @@ RECORDER = """
 def browser() -> Iterator[Browser]:
     """Headless Chromium; the tests fail (never skip) when it is not installed."""
     if not Path(CHROMIUM).is_file():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: install it (apt-get install chromium) "
-                    "or point TICKER_TEST_CHROMIUM at a Chromium binary", pytrace=False)
+        pytest.fail(
+            f"Chromium not found at {CHROMIUM}: install it (apt-get install chromium) "
+            "or point TICKER_TEST_CHROMIUM at a Chromium binary",
+            pytrace=False,
+        )
     with sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
@@ -88,13 +97,19 @@ class Tab:
         self.wait("document.body.dataset.ended === 'true'", timeout)
 
     def milestone_ids(self) -> list[str]:
-        return list(self.page.eval_on_selector_all(
-            "#milestones li[data-id]", "els => els.map((e) => e.dataset.id)"))
+        return list(
+            self.page.eval_on_selector_all(
+                "#milestones li[data-id]", "els => els.map((e) => e.dataset.id)"
+            )
+        )
 
     def screenshot(self, name: str) -> Path:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / name
-        self.page.screenshot(path=str(path))
+        png = self.page.screenshot(path=str(path))
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        size = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+        assert size == (VIEWPORT["width"], VIEWPORT["height"])
         return path
 
 

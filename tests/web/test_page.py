@@ -44,7 +44,8 @@ def test_page_loads_without_errors_and_shows_the_snapshot(server: Server, tab: T
 
 
 def test_miniature_day_counts_up_to_the_exact_total_with_milestones_in_order(
-        ticker: Ticker, server: Server, tab: Tab) -> None:
+    ticker: Ticker, server: Server, tab: Tab
+) -> None:
     """In a 1/1000 day the counters never fall, end exact, and list milestones in firing order."""
     tab.open(server.url)
     with ThreadPoolExecutor(1) as pool:
@@ -76,15 +77,18 @@ def test_midnight_rush_is_shown_live(ticker: Ticker, server: Server, tab: Tab) -
     """In the midnight rush (before 00:10) the page shows the first milestones as they fire."""
     tab.open(server.url)
     agg = ticker.start("aggregate", "--burst")
-    replay = ticker.start("replay", "--scale", "0.001", "--speed", "100", "--to", "00:06",
-                          "--quiet")
+    replay = ticker.start(
+        "replay", "--scale", "0.001", "--speed", "100", "--to", "00:06", "--quiet"
+    )
     try:
         # RMB 19.1bn (x 0.001) is passed at 00:04:19.99; the milestone message comes before
         # the tick that carries the totals, so wait for both.
-        tab.wait("document.querySelector('#milestones li[data-id=gmv_19_1bn]') !== null"
-                 " && document.getElementById('clock').textContent >= '00:04:20'"
-                 " && +document.getElementById('gmv').textContent.replace(/\\D/g, '')"
-                 " >= 19100000")
+        tab.wait(
+            "document.querySelector('#milestones li[data-id=gmv_19_1bn]') !== null"
+            " && document.getElementById('clock').textContent >= '00:04:20'"
+            " && +document.getElementById('gmv').textContent.replace(/\\D/g, '')"
+            " >= 19100000"
+        )
         clock = tab.text("clock")
         tab.screenshot("midnight-rush.png")
         assert clock < "00:10:00"
@@ -113,22 +117,21 @@ def test_page_resumes_after_a_server_restart_and_ends_exact(ticker: Ticker, tab:
         tab.open(url)
         # The day from 18:00 (starting from the totals at 18:00) at 3000x: about 7 s, long
         # enough to restart the server in; it still ends on the day's total.
-        replay = ticker.start("replay", "--scale", "0.001", "--from", "18:00", "--speed", "3000",
-                              "--quiet")
+        replay = ticker.start(
+            "replay", "--scale", "0.001", "--from", "18:00", "--speed", "3000", "--quiet"
+        )
         tab.wait("document.getElementById('gmv').textContent !== '¥0'")
-        # Killed, not stopped: `ticker serve` takes ~30 s to exit on SIGTERM while a
-        # websocket client is connected (see the report); the page must cope either way.
+        # Killed, not stopped: `ticker serve` closes its websockets only after aiohttp has
+        # waited for their handlers, so with a page connected SIGTERM takes 15-30 s.
         serve.kill()
         serve.wait()
         tab.wait_status("reconnecting")
-        before = yuan(tab.text("gmv"))
         serve = ticker.start("serve", "--port", str(port))
         wait_http(url + "healthz")
         assert replay.poll() is None, "the replay ended before the server was back"
         tab.wait_status("live")
         finish(ticker, replay, agg)
         tab.wait_ended()
-        assert yuan(tab.text("gmv")) >= before
         assert tab.text("gmv") == DAY_GMV
         assert tab.text("orders") == DAY_ORDERS
         statuses = tab.seen("status")
@@ -137,7 +140,7 @@ def test_page_resumes_after_a_server_restart_and_ends_exact(ticker: Ticker, tab:
         assert_never_falls(tab)
         assert tab.milestone_ids() == [m["id"] for m in api_state(url)["milestones"]]
     finally:
-        serve.kill()  # (the page is still connected: see above)
+        serve.kill()  # the page is still connected: see above
         serve.wait()
         for proc in (replay, agg):
             if proc is not None:
