@@ -21,7 +21,7 @@ import orjson
 from redis.exceptions import ResponseError
 
 from ticker.core.aggregate import Fired, State
-from ticker.core.batch import BadEntry, Entry, Orders, decode
+from ticker.core.batch import BadEntry, End, Entry, Orders, Start, decode
 from ticker.errors import FencedOff
 from ticker.keys import GROUP, Keys
 from ticker.redis_io import TRANSIENT, client
@@ -31,19 +31,23 @@ log = logging.getLogger("ticker.aggregate")
 FEED_MAXLEN = 10_000
 READ_COUNT = 128
 
-# KEYS: state, orders, feed, dead letters, epoch
+# KEYS: state, orders, feed, dead letters, epoch, lease
 # ARGV: expected commit, state blob, group, feed maxlen, feed payload, new epoch,
-#       number of dead letters D, then D triples (original id, reason, raw fields as JSON),
-#       then the ids to acknowledge.
+#       consumer name, lease ms, number of dead letters D, then D triples (original id,
+#       reason, raw fields as JSON), then the ids to acknowledge.
 COMMIT = """
+if redis.call('GET', KEYS[6]) ~= ARGV[7] then
+  return redis.error_reply('FENCED the lease is no longer held by ' .. ARGV[7])
+end
 local commit = tonumber(redis.call('HGET', KEYS[1], 'commit') or '0')
 if commit ~= tonumber(ARGV[1]) then
   return redis.error_reply('FENCED state is at commit ' .. commit .. ', not ' .. ARGV[1])
 end
+redis.call('PEXPIRE', KEYS[6], ARGV[8])
 redis.call('HSET', KEYS[1], 'commit', commit + 1, 'state', ARGV[2])
 redis.call('SET', KEYS[5], ARGV[6], 'NX')
-local dead = tonumber(ARGV[7])
-local i = 8
+local dead = tonumber(ARGV[9])
+local i = 10
 for _ = 1, dead do
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', 100000, '*',
              'id', ARGV[i], 'reason', ARGV[i + 1], 'entry', ARGV[i + 2])
@@ -77,6 +81,18 @@ return redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'u', ARGV[5])
 """
 
 
+# Take the lease if free, or renew it if ours. KEYS: lease; ARGV: consumer, lease ms.
+LEASE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+LEASE_MS = 5_000  # a dead aggregator's shard is taken over within this (plus a poll)
+
+
 @dataclass
 class Stats:
     """Counters for the log line and /metrics."""
@@ -107,6 +123,9 @@ class Aggregator:
         self.stopping = asyncio.Event()
         self.redis = client(redis_url)
         self._commit = self.redis.register_script(COMMIT)
+        self._lease = self.redis.register_script(LEASE)
+        self.lease_renewed = 0.0
+        self.accept_gaps = False  # set after claiming every pending entry (see `run`)
 
     async def load(self) -> None:
         """Reload the committed state and make sure the consumer group exists."""
@@ -119,12 +138,72 @@ class Aggregator:
             if "BUSYGROUP" not in str(exc):
                 raise
 
+    async def hold_lease(self) -> None:
+        """Wait until this aggregator holds the lease (one active aggregator at a time)."""
+        said = False
+        while not await self._lease(keys=[self.keys.lease], args=[self.consumer, LEASE_MS]):
+            if self.stopping.is_set():
+                return
+            if not said:
+                holder = await self.redis.get(self.keys.lease)
+                log.info("standing by: %s holds the lease", (holder or b"?").decode())
+                said = True
+            await asyncio.sleep(LEASE_MS / 5000)
+        self.lease_renewed = time.monotonic()
+
+    async def release_lease(self) -> None:
+        """On a clean stop, free the lease so a standby takes over at once."""
+        await self.redis.eval(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end",
+            1,
+            self.keys.lease,
+            self.consumer,
+        )
+
+    async def renew_lease(self) -> None:
+        if time.monotonic() - self.lease_renewed < LEASE_MS / 3000:
+            return
+        if not await self._lease(keys=[self.keys.lease], args=[self.consumer, LEASE_MS]):
+            raise FencedOff(
+                "lost the lease to another aggregator; stopping so nothing is counted twice"
+            )
+        self.lease_renewed = time.monotonic()
+
+    async def claim_all(self) -> int:
+        """Take over every entry pending for any other consumer (a dead aggregator's).
+
+        They are older than anything not yet delivered, so after this our own pending list
+        holds, in stream order, everything read but never committed.
+        """
+        claimed, cursor = 0, "0-0"
+        while True:
+            # (justid would be lighter, but redis-py then drops the cursor from the reply)
+            reply = await self.redis.xautoclaim(
+                self.keys.orders,
+                GROUP,
+                self.consumer,
+                min_idle_time=0,
+                start_id=cursor,
+                count=100,
+            )
+            cursor = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+            claimed += len(reply[1])
+            if cursor == "0-0":
+                return claimed
+
     async def run(self) -> None:
         """Consume until stopped; in burst mode, until the replay ended and all is applied."""
+        await self.hold_lease()
+        if self.stopping.is_set():
+            return
         await self.load()
+        claimed = await self.claim_all()
+        if claimed:
+            log.info("took over %d entries another aggregator had read but not committed", claimed)
         backlog = True  # first finish our own pending entries (id 0), then new ones (>)
         last_log = time.monotonic()
         while not self.stopping.is_set():
+            await self.renew_lease()
             stream_id = "0" if backlog else ">"
             block = None if backlog else (100 if self.burst else 1000)
             reply = await self.redis.xreadgroup(
@@ -134,15 +213,20 @@ class Aggregator:
             if backlog and not entries:
                 backlog = False
                 continue
-            if entries:
-                await self.apply_and_commit(entries)
-            elif self.burst and self.state.ended:
+            if entries and not await self.apply_and_commit(entries):
+                # A batch is missing before these: another consumer read it. Claim it and
+                # re-read our pending list in stream order; a gap left after that is real.
+                await self.claim_all()
+                self.accept_gaps = True
+                backlog = True
+            elif not entries and self.burst and self.state.ended:
                 break
             if time.monotonic() - last_log >= self.log_every:
                 last_log = time.monotonic()
                 self.log_progress()
 
-    async def apply_and_commit(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+    async def apply_and_commit(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> bool:
+        """Apply and commit one round; False (nothing done) if a batch is missing first."""
         dead: list[str] = []
         ids: list[bytes] = []
         decoded: list[Entry] = []
@@ -156,6 +240,9 @@ class Aggregator:
                 origin.append(i)
             except BadEntry as exc:
                 dead += self._dead_letter(entry_id, str(exc), fields)
+        if not self.accept_gaps and self._gap_first(decoded):
+            return False
+        self.accept_gaps = False
         fired, rejected = self.state.apply_many(decoded)
         for index, reason in rejected:
             entry_id, fields = entries[origin[index]]
@@ -170,6 +257,7 @@ class Aggregator:
                     self.keys.feed,
                     self.keys.dead_letters,
                     self.keys.epoch,
+                    self.keys.lease,
                 ],
                 args=[
                     self.commit_no,
@@ -178,6 +266,8 @@ class Aggregator:
                     FEED_MAXLEN,
                     payload,
                     self.epoch,
+                    self.consumer,
+                    LEASE_MS,
                     len(dead) // 3,
                     *dead,
                     *ids,
@@ -191,6 +281,7 @@ class Aggregator:
                 ) from None
             raise
         self.commit_no += 1
+        self.lease_renewed = time.monotonic()
         self.stats.commits += 1
         self.stats.applied_entries += len(entries)
         self.stats.applied_orders += orders
@@ -201,6 +292,16 @@ class Aggregator:
                 f.milestone.label,
                 f.to_dict()["sim_time"],
             )
+
+    def _gap_first(self, decoded: list[Entry]) -> bool:
+        """Whether the first new batch of the current run skips a seq number."""
+        for entry in decoded:
+            if isinstance(entry, Orders | End) and entry.run == self.state.run:
+                if entry.seq > self.state.last_seq:
+                    return entry.seq > self.state.last_seq + 1
+            elif isinstance(entry, Start) and entry.run != self.state.run:
+                return False  # a new run begins: its own numbering starts at 0
+        return False
 
     def _dead_letter(self, entry_id: bytes, reason: str, fields: dict[bytes, bytes]) -> list[str]:
         self.state.dead_letters += 1
@@ -237,13 +338,29 @@ def _describe(fields: dict[bytes, bytes]) -> str:
 
 
 async def run_forever(agg: Aggregator) -> None:
-    """Run, riding out Redis outages with capped exponential backoff and jitter."""
-    delay = 0.1
+    """Run, riding out Redis outages with capped exponential backoff and jitter.
+
+    Logs one line when an outage starts and one when it ends; every retry reloads the
+    committed state, so nothing read but uncommitted is counted twice.
+    """
+    delay, outage_since = 0.1, None
     while not agg.stopping.is_set():
         try:
+            if outage_since is not None:
+                await agg.redis.ping()
+                log.info(
+                    "Redis is back after %.1fs; resuming from the last commit",
+                    time.monotonic() - outage_since,
+                )
+                outage_since, delay = None, 0.1
             await agg.run()
+            await agg.release_lease()
             return
         except TRANSIENT as exc:
-            log.warning("Redis unavailable (%s); retrying in %.1fs", exc, delay)
+            if outage_since is None:
+                outage_since = time.monotonic()
+                log.warning(
+                    "Redis unavailable (%s: %s); retrying with backoff", exc.__class__.__name__, exc
+                )
             await asyncio.sleep(delay * (0.5 + os.urandom(1)[0] / 255))
             delay = min(delay * 2, 5.0)

@@ -49,6 +49,11 @@ class Keys:
         return self._key("replay")
 
     @property
+    def lease(self) -> str:
+        """Which aggregator may consume now; it expires unless renewed (takeover)."""
+        return self._key("lease")
+
+    @property
     def control(self) -> str:
         """Capped stream of replay commands (pause, resume, speed, seek) for the simulator."""
         return self._key("control")

@@ -21,7 +21,7 @@ import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ticker import feed
-from ticker.core.clock import parse_time_of_day
+from ticker.core.control import CONTROL_MAXLEN, parse_command
 from ticker.guard import Policy, RateLimiter, bearer, token_matches
 from ticker.keys import GROUP, Keys
 from ticker.metrics import ServerMetrics
@@ -37,7 +37,6 @@ MAX_CLIENT_MESSAGE = 4_096  # bytes; larger client messages close the connection
 MAX_BAD_MESSAGES = 5  # malformed client messages answered with errors before close 1008
 SEND_TIMEOUT = 10.0  # a send blocked this long means the client stopped reading
 HEARTBEAT = 10.0  # ping interval; a connection with no pong is closed within 1.5x this
-CONTROL_MAXLEN = 1_000
 
 
 class Client:
@@ -109,7 +108,7 @@ class Hub:
     def __init__(self, redis_url: str, keys: Keys, tick_hz: float = 10.0) -> None:
         self.keys, self.tick_interval = keys, 1.0 / tick_hz
         self.redis = client(redis_url)
-        self.state: dict[str, Any] = dict(feed.EMPTY_STATE)
+        self.state: dict[str, Any] = {**feed.EMPTY_STATE, "replay": None}
         self.position = "0-0"
         self.epoch = ""
         self.replay: dict[str, Any] | None = None
@@ -334,34 +333,13 @@ async def api_replay(request: web.Request) -> web.Response:
         return _json({"error": "forbidden", "message": "wrong control token"}, 403)
     try:
         body = await request.json(loads=orjson.loads)
-        command = _control_command(body)
+        command = parse_command(body)
     except (ValueError, orjson.JSONDecodeError) as exc:
         return _json({"error": "bad_request", "message": str(exc)}, 400)
     await hub.redis.xadd(
         hub.keys.control, {"c": orjson.dumps(command)}, maxlen=CONTROL_MAXLEN, approximate=True
     )
     return _json({"accepted": command}, 202)
-
-
-def _control_command(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise ValueError('send a JSON object like {"action": "pause"}')
-    action = body.get("action")
-    if action in ("pause", "resume"):
-        return {"action": action}
-    if action == "speed":
-        speed = body.get("speed")
-        if speed == "max":
-            return {"action": "speed", "speed": None}
-        if isinstance(speed, bool) or not isinstance(speed, int | float) or not 0 < speed <= 1e6:
-            raise ValueError('speed must be a number above 0, or "max"')
-        return {"action": "speed", "speed": float(speed)}
-    if action == "seek":
-        to = body.get("to")
-        if not isinstance(to, str):
-            raise ValueError('seek needs "to": "HH:MM[:SS]"')
-        return {"action": "seek", "to_ms": parse_time_of_day(to)}
-    raise ValueError("action must be pause, resume, speed or seek")
 
 
 async def metrics(request: web.Request) -> web.Response:
