@@ -292,6 +292,7 @@ class Aggregator:
                 f.milestone.label,
                 f.to_dict()["sim_time"],
             )
+        return True
 
     def _gap_first(self, decoded: list[Entry]) -> bool:
         """Whether the first new batch of the current run skips a seq number."""

@@ -91,15 +91,14 @@ def run_demo(args: argparse.Namespace) -> int:
         procs: list[subprocess.Popen[bytes]] = []
         try:
             # Children ignore the terminal's Ctrl-C (own session); we stop them in order.
-            spawn = {"start_new_session": True}
-            procs.append(subprocess.Popen([*base, "aggregate", *common], **spawn))
+            procs.append(subprocess.Popen([*base, "aggregate", *common], start_new_session=True))
             # A fresh control token, so the person at the demo can pause, seek and
             # change speed from the page, and nobody else can.
             token = secrets.token_urlsafe(12)
             server = subprocess.Popen(
                 [*base, "serve", "--host", args.host, "--port", str(args.port), *common],
                 env={**os.environ, "TICKER_CONTROL_TOKEN": token},
-                **spawn,
+                start_new_session=True,
             )
             procs.append(server)
             page = f"http://{args.host}:{args.port}/"
@@ -110,7 +109,7 @@ def run_demo(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return 1
-            replay = subprocess.Popen([*base, *replay_args], **spawn)
+            replay = subprocess.Popen([*base, *replay_args], start_new_session=True)
             procs.append(replay)
             print(
                 f"\n  The ticker is live: open {page}\n"
@@ -122,11 +121,10 @@ def run_demo(args: argparse.Namespace) -> int:
             announced = False
             while not stop:
                 time.sleep(0.2)
-                for p in procs[:2]:
+                for name, p in zip(("aggregate", "serve"), procs, strict=False):
                     if p.poll() is not None:
                         print(
-                            f"demo: error: {' '.join(p.args[3:4])} exited with code "
-                            f"{p.returncode}; stopping",
+                            f"demo: error: {name} exited with code {p.returncode}; stopping",
                             file=sys.stderr,
                         )
                         return 1

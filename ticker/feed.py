@@ -70,7 +70,7 @@ def hello(epoch: str) -> dict[str, Any]:
 def snapshot(
     state: dict[str, Any], position: str, epoch: str, recovered: bool | None = None
 ) -> dict[str, Any]:
-    msg = {"type": "snapshot", "position": position, "epoch": epoch, "state": state}
+    msg: dict[str, Any] = {"type": "snapshot", "position": position, "epoch": epoch, "state": state}
     if recovered is not None:
         msg["recovered"] = recovered
     return msg

@@ -106,11 +106,11 @@ async def check_stream(settings: Settings, live: State, plan: DayPlan) -> tuple[
         for batch in plan.batches(after_seq=min(wanted) - 1):
             if batch.seq > max(wanted):
                 break
-            entry = wanted.get(batch.seq)
-            if entry is None:
+            twin = wanted.get(batch.seq)
+            if twin is None:
                 continue
             for name, column in batch.columns.items():
-                if not np.array_equal(getattr(entry, name), column):
+                if not np.array_equal(getattr(twin, name), column):
                     problems.append(f"stream entry seq {batch.seq}: column {name} differs")
                     break
     return len(wanted), problems
