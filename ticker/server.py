@@ -42,8 +42,13 @@ HEARTBEAT = 10.0  # ping interval; a connection with no pong is closed within 1.
 class Client:
     """One websocket connection, its subscription and what is waiting to be sent to it."""
 
-    def __init__(self, ws: web.WebSocketResponse, metrics: ServerMetrics) -> None:
-        self.ws, self.metrics = ws, metrics
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        transport: asyncio.BaseTransport | None,
+        metrics: ServerMetrics,
+    ) -> None:
+        self.ws, self.transport, self.metrics = ws, transport, metrics
         self.sub = feed.Subscription()
         self.floor: tuple[int, int] = (0, 0)  # positions at or below this were sent
         self.latest_tick: tuple[tuple[int, int], str] | None = None
@@ -94,12 +99,16 @@ class Client:
                     self.last_tick_at = time.monotonic()
                     await self.send(text)
         except (TimeoutError, ConnectionResetError):
-            self.close_reason = "slow"
-            self.metrics.updates_dropped += len(self.urgent) + (self.latest_tick is not None)
             log.warning("disconnecting a client that stopped reading")
-            transport = self.ws._req.transport if self.ws._req else None
-            if transport is not None:
-                transport.abort()
+            self.drop("slow")
+
+    def drop(self, reason: str) -> None:
+        """Cut a client that stopped reading: a close handshake would wait on it too."""
+        self.close_reason = reason
+        self.metrics.updates_dropped += len(self.urgent) + (self.latest_tick is not None)
+        self.urgent.clear()
+        if self.transport is not None:
+            self.transport.abort()
 
 
 class Hub:
@@ -175,13 +184,8 @@ class Hub:
     def broadcast_urgent(self, key: tuple[int, int], text: str) -> None:
         for c in list(self.clients):
             if not c.offer_urgent(key, text):
-                c.close_reason = "stuck"
-                self.metrics.updates_dropped += len(c.urgent)
                 self.clients.discard(c)
-                with contextlib.suppress(Exception):
-                    transport = c.ws._req.transport if c.ws._req else None
-                    if transport is not None:
-                        transport.abort()
+                c.drop("stuck")
 
     async def ticker(self) -> None:
         while True:
@@ -244,7 +248,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         return _refuse(hub, "rate", 429, "too many new connections from this address")
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=MAX_CLIENT_MESSAGE)
     await ws.prepare(request)
-    c = Client(ws, hub.metrics)
+    c = Client(ws, request.transport, hub.metrics)
     hub.clients.add(c)
     sender = asyncio.create_task(c.send_loop())
     try:
