@@ -45,7 +45,7 @@ class Client:
     def __init__(
         self,
         ws: web.WebSocketResponse,
-        transport: asyncio.BaseTransport | None,
+        transport: asyncio.Transport | None,
         metrics: ServerMetrics,
     ) -> None:
         self.ws, self.transport, self.metrics = ws, transport, metrics
