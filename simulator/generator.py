@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from simulator import brands
 from simulator.curve import Curve
 from simulator.profile import Profile, Weighted
 from ticker.core.batch import Milestone, ReplayMeta
@@ -44,8 +45,9 @@ class Batch:
 
 
 def _probabilities(rows: tuple[Weighted, ...]) -> npt.NDArray[np.float64]:
-    weights = np.array([r.weight for r in rows], dtype=np.float64)
-    return weights / weights.sum()
+    weights: npt.NDArray[np.float64] = np.array([r.weight for r in rows], dtype=np.float64)
+    weights /= weights.sum()
+    return weights
 
 
 class DayPlan:
@@ -74,6 +76,7 @@ class DayPlan:
         edges[0], edges[-1] = from_ms, to_ms
         self.edges = edges
         cum_orders, cum_gmv = self.orders(edges), self.gmv(edges)
+        self.cum_orders: Int64Array = cum_orders
         self.base_orders, self.base_gmv = int(cum_orders[0]), int(cum_gmv[0])
         self.slot_orders: Int64Array = np.diff(cum_orders)
         self.slot_gmv = _gmv_where_orders_are(self.slot_orders, cum_gmv)
@@ -92,7 +95,14 @@ class DayPlan:
         self.cat_p = _probabilities(profile.categories)
         self.intl_p = _probabilities(profile.countries[1:])
         self.reg_p = _probabilities(profile.regions)
-        self.intl_share = float(profile.international_share)
+        share = Fraction(profile.international_share)
+        self.intl_num, self.intl_den = share.numerator, share.denominator
+        try:
+            brand_p = brands.shares(profile.brands, profile.brands_over_100m, profile.final_gmv_fen)
+        except ValueError as exc:
+            raise ValueError(f"{profile.name}: {exc}") from None
+        self.brand_cdf = np.cumsum(brand_p)
+        self.brand_cdf[-1] = 1.0
 
     @property
     def total_orders(self) -> int:
@@ -120,7 +130,13 @@ class DayPlan:
             countries=tuple(c.name for c in p.countries),
             regions=tuple(r.name for r in p.regions),
             brands=p.brands,
+            brand_names=p.named_brands,
+            brand_line_fen=brands.LINE_FEN * scale.numerator // scale.denominator
+            if p.brands_over_100m
+            else 0,
             usd_rate=str(p.usd_rate),
+            seed=self.seed,
+            batch_size=self.batch_size,
             last_year_points=tuple(
                 (t, v * scale.numerator // scale.denominator)
                 for t, v in [(0, 0)]
@@ -169,20 +185,29 @@ class DayPlan:
         if total == 0:
             return
         rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, block])))
-        columns = self._draw(rng, all_slots, counts, total)
-        starts = np.concatenate(([0], np.cumsum(counts)))
+        # International orders: exactly floor(share * cumulative orders) by the end of
+        # every block, counted from midnight, so the day's split is exact.
+        before, after = int(self.cum_orders[first]), int(self.cum_orders[slots[-1] + 1])
+        intl = (after * self.intl_num) // self.intl_den - (before * self.intl_num) // self.intl_den
+        columns = self._draw(rng, all_slots, counts, total, intl)
+        # Plain ints from here: this loop runs once per batch.
+        starts = np.concatenate(([0], np.cumsum(counts))).tolist()
+        chunks = self.chunks[all_slots].tolist()
+        first_seq = self.first_seq[all_slots].tolist()
+        edges = self.edges[first : slots[-1] + 2].tolist()
+        size = self.batch_size
         for i, slot in enumerate(all_slots):
-            if slot < slots[0] or counts[i] == 0:
+            if slot < slots[0] or starts[i] == starts[i + 1]:
                 continue
-            lo, hi = int(starts[i]), int(starts[i + 1])
+            lo, hi = starts[i], starts[i + 1]
             first_chunk = skip_chunks if slot == slots[0] else 0
-            for chunk in range(first_chunk, int(self.chunks[slot])):
-                a = lo + chunk * self.batch_size
-                b = min(hi, a + self.batch_size)
+            for chunk in range(first_chunk, chunks[i]):
+                a = lo + chunk * size
+                b = min(hi, a + size)
                 yield Batch(
-                    int(self.first_seq[slot]) + chunk,
-                    int(self.edges[slot]),
-                    int(self.edges[slot + 1]),
+                    first_seq[i] + chunk,
+                    edges[i],
+                    edges[i + 1],
                     {k: v[a:b] for k, v in columns.items()},
                 )
 
@@ -190,7 +215,12 @@ class DayPlan:
         return max(0, int(np.searchsorted(self.edges, block * self.block_ms, side="right")) - 1)
 
     def _draw(
-        self, rng: np.random.Generator, slots: list[int], counts: Int64Array, total: int
+        self,
+        rng: np.random.Generator,
+        slots: list[int],
+        counts: Int64Array,
+        total: int,
+        intl_orders: int,
     ) -> dict[str, npt.NDArray[Any]]:
         t0 = self.edges[slots]
         lengths = self.edges[[s + 1 for s in slots]] - t0
@@ -198,10 +228,11 @@ class DayPlan:
         at = t0[slot_of_order] + (rng.random(total) * lengths[slot_of_order]).astype(np.int64)
         at.sort()  # slots are consecutive, so this sorts within each slot
         amt = self._amounts(rng, counts, self.slot_gmv[slots], slot_of_order, total)
-        intl = rng.random(total) < self.intl_share
+        intl = np.zeros(total, dtype=bool)
+        intl[rng.permutation(total)[:intl_orders]] = True
         cty = np.where(intl, rng.choice(len(self.intl_p), total, p=self.intl_p) + 1, 0)
-        # A heavy-headed brand popularity: a few brands take much of the day.
-        brd = (self.profile.brands * rng.random(total) ** 4).astype(np.int64)
+        brd = np.searchsorted(self.brand_cdf, rng.random(total), side="right")
+        brd = np.minimum(brd, self.profile.brands - 1)
         return {
             "at": at,
             "amt": amt,

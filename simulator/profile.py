@@ -10,10 +10,35 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from ticker.core.batch import MAX_BRANDS
 from ticker.core.clock import DAY_MS, parse_time_of_day
 from ticker.errors import ProfileError
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
+KNOWN_FIELDS = frozenset(
+    {
+        "schema",
+        "name",
+        "title",
+        "usd_rate",
+        "final_gmv_yuan",
+        "final_orders",
+        "last_year_gmv_yuan",
+        "peak_orders_per_s",
+        "international_share",
+        "brands",
+        "brands_over_100m",
+        "named_brands",
+        "last_year",
+        "gmv",
+        "orders",
+        "milestones",
+        "categories",
+        "countries",
+        "regions",
+        "home_regions",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -61,6 +86,13 @@ class Profile:
     regions: tuple[Weighted, ...]
     path: Path
     last_year_points: tuple[Point, ...] = ()
+    home_regions: int = 0  # the first this many regions are the home market's
+    brands_over_100m: int = 0  # brands whose GMV ends above RMB 100m (scaled with the day)
+    named_brands: tuple[str, ...] = ()  # names of the leading brands, largest first
+
+    @property
+    def regions_abroad(self) -> int:
+        return len(self.regions) - self.home_regions
 
 
 def available() -> list[str]:
@@ -116,7 +148,38 @@ class _Reader:
             raise self.fail(field, f"must be a string, got {value!r}")
         if kind is list and not isinstance(value, list):
             raise self.fail(field, "must be a list of tables")
+        if kind is bool and not isinstance(value, bool):
+            raise self.fail(field, f"must be true or false, got {value!r}")
         return value
+
+    def names(self, key: str) -> tuple[str, ...]:
+        rows = self.get(self.data, key, key, list, [])
+        for i, name in enumerate(rows):
+            if not isinstance(name, str) or not name:
+                raise self.fail(f"{key}[{i}]", f"must be a non-empty string, got {name!r}")
+        if len(set(rows)) != len(rows):
+            raise self.fail(key, "names must be distinct")
+        return tuple(rows)
+
+    def brand_tiers(self, brands: int, final_gmv_fen: int) -> tuple[int, tuple[str, ...]]:
+        over: int = self.get(self.data, "brands_over_100m", "brands_over_100m", int, 0)
+        if not 0 <= over < brands:
+            raise self.fail(
+                "brands_over_100m", f"must be 0 up to brands - 1 ({brands - 1:,}), got {over:,}"
+            )
+        named = self.names("named_brands")
+        if over and len(named) > over:
+            raise self.fail(
+                "named_brands", f"lists {len(named)} names but only {over} brands pass RMB 100m"
+            )
+        # The brand generator gives each brand over the line at least 2.5 times RMB 100m
+        # and keeps the others below a quarter of it (see simulator/brands.py).
+        if over * 250_000_000 * 100 > final_gmv_fen * 6 // 10:
+            raise self.fail(
+                "brands_over_100m",
+                f"{over} brands of at least RMB 250m each would take more than 60% of the day",
+            )
+        return over, named
 
     def positive(self, key: str) -> int:
         value: int = self.get(self.data, key, key, int)
@@ -168,15 +231,17 @@ class _Reader:
             )
         return tuple(points)
 
-    def weighted(self, key: str) -> tuple[Weighted, ...]:
+    def weighted(self, key: str, limit: int = 255) -> tuple[Weighted, ...]:
         rows = self.get(self.data, key, key, list)
         if not rows:
             raise self.fail(key, "must list at least one entry")
-        if len(rows) > 255:
-            raise self.fail(key, f"at most 255 entries, got {len(rows)}")
+        if len(rows) > limit:
+            raise self.fail(key, f"at most {limit} entries, got {len(rows)}")
         out = []
         for i, row in enumerate(rows):
             field = f"{key}[{i}]"
+            if not isinstance(row, dict):
+                raise self.fail(field, 'must be a table like { name = "...", weight = 10 }')
             name = self.get(row, f"{field}.name", "name", str)
             weight = self.get(row, f"{field}.weight", "weight", int)
             if weight < 0:
@@ -189,6 +254,8 @@ class _Reader:
         rules, seen = [], set()
         for i, row in enumerate(rows):
             field = f"milestones[{i}]"
+            if not isinstance(row, dict):
+                raise self.fail(field, "must be a table with id, label, metric, threshold")
             rule = MilestoneRule(
                 id=self.get(row, f"{field}.id", "id", str),
                 label=self.get(row, f"{field}.label", "label", str),
@@ -214,6 +281,9 @@ class _Reader:
         schema = self.data.get("schema")
         if schema != 1:
             raise self.fail("schema", f"must be 1 (this version reads schema 1), got {schema!r}")
+        unknown = sorted(set(self.data) - KNOWN_FIELDS)
+        if unknown:
+            raise self.fail(unknown[0], "unknown field (a typo?); see docs/profiles.md")
         final_gmv_fen = self.positive("final_gmv_yuan") * 100
         final_orders = self.positive("final_orders")
         if final_gmv_fen < final_orders * 100:
@@ -222,6 +292,20 @@ class _Reader:
         countries = self.weighted("countries")
         if sum(c.weight for c in countries[1:]) <= 0:
             raise self.fail("countries", "needs a positive weight after the home market")
+        categories = self.weighted("categories")
+        regions = self.weighted("regions", 65_535)
+        for key, rows in (("categories", categories), ("regions", regions)):
+            if sum(r.weight for r in rows) <= 0:
+                raise self.fail(key, "needs at least one positive weight")
+        home_regions = self.get(self.data, "home_regions", "home_regions", int, len(regions))
+        if not 0 <= home_regions <= len(regions):
+            raise self.fail(
+                "home_regions", f"must be 0 up to the {len(regions)} regions, got {home_regions}"
+            )
+        brands = self.positive("brands")
+        if brands > MAX_BRANDS:
+            raise self.fail("brands", f"at most {MAX_BRANDS:,}, got {brands:,}")
+        over, named = self.brand_tiers(brands, final_gmv_fen)
         return Profile(
             name=self.get(self.data, "name", "name", str),
             title=self.get(self.data, "title", "title", str),
@@ -231,15 +315,18 @@ class _Reader:
             last_year_gmv_fen=last_year_gmv_fen,
             peak_orders_per_s=self.positive("peak_orders_per_s"),
             international_share=self.decimal("international_share", Decimal(0), Decimal(1)),
-            brands=self.positive("brands"),
+            brands=brands,
             gmv_points=self.points("gmv", "yuan", 100, final_gmv_fen),
             order_points=self.points("orders", "count", 1, final_orders),
             milestones=self.milestones(final_gmv_fen, final_orders),
-            categories=self.weighted("categories"),
+            categories=categories,
             countries=countries,
-            regions=self.weighted("regions"),
+            regions=regions,
             path=self.path,
             last_year_points=self.points("last_year", "yuan", 100, last_year_gmv_fen)
             if "last_year" in self.data
             else (),
+            home_regions=home_regions,
+            brands_over_100m=over,
+            named_brands=named,
         )

@@ -7,9 +7,9 @@ server and the replay run as the same `ticker` subcommands docker-compose.yml us
 """
 
 import argparse
-import secrets
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys

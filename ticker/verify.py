@@ -94,7 +94,7 @@ async def check_stream(settings: Settings, live: State, plan: DayPlan) -> tuple[
     finally:
         await r.aclose()
     wanted: dict[int, Orders] = {}
-    for entry_id, fields in entries:
+    for _entry_id, fields in entries:
         try:
             entry = decode(fields)
         except BadEntry:
@@ -132,12 +132,12 @@ def run(args: argparse.Namespace) -> int:
     async def load() -> State:
         r = await connect(settings.redis_url)
         try:
-            raw = await r.hget(settings.keys.state, "state")
+            raw, brands = await r.hmget(settings.keys.state, ["state", "brands"])
         finally:
             await r.aclose()
         if raw is None:
             raise UsageError(f"no aggregator state in namespace {settings.keys.namespace!r}")
-        return State.loads(raw)
+        return State.loads(raw, brands)
 
     live = asyncio.run(load())
     again, plan = recompute(live, args.profile)

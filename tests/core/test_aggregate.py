@@ -69,7 +69,7 @@ def test_state_survives_a_round_trip_mid_run() -> None:
     """Dumping and reloading the state halfway gives the same end result."""
     half = len(ENTRIES) // 2
     state, fired = fold(ENTRIES[:half])
-    state = State.loads(state.dumps())
+    state = State.loads(state.dumps(), state.brand_blob())
     for fields in ENTRIES[half:]:
         fired += [f.milestone.id for f in state.apply(decode(fields))]
     clean, clean_fired = fold(ENTRIES)

@@ -29,6 +29,8 @@ SCHEMA_VERSION = b"1"
 MAX_ORDERS_PER_BATCH = 65_536
 # No single paid order of the festival comes near RMB 10m; larger values are corrupt data.
 MAX_ORDER_FEN = 1_000_000_000
+# The aggregator keeps one counter per brand; a start entry naming more is refused.
+MAX_BRANDS = 16_777_216
 
 COLUMNS: dict[str, np.dtype[Any]] = {
     "at": np.dtype("<u4"),
@@ -77,6 +79,14 @@ class ReplayMeta:
     usd_rate: str = "0"  # RMB per USD on the day, for the page's USD toggle
     # Last year's cumulative GMV as (ms since 00:00, fen) points, scaled, for the chart.
     last_year_points: tuple[tuple[int, int], ...] = ()
+    # What regenerates the run exactly (`ticker verify`): the generator's seed and batch size.
+    seed: int = 0
+    batch_size: int = 0
+    # Names of the leading brands (brand index i < len is named), largest first.
+    brand_names: tuple[str, ...] = ()
+    # A brand counts in `brands_over_100m` when its GMV passes this (RMB 100m, scaled);
+    # 0 when the profile documents no such count.
+    brand_line_fen: int = 0
 
     def to_json(self) -> bytes:
         data = {**self.__dict__, "milestones": [m.__dict__ for m in self.milestones]}
@@ -89,15 +99,53 @@ class ReplayMeta:
             data["milestones"] = tuple(Milestone(**m) for m in data["milestones"])
             for name in ("categories", "countries", "regions"):
                 data[name] = tuple(str(x) for x in data[name])
+            data["brand_names"] = tuple(str(x) for x in data.get("brand_names", ()))
+            data["brand_line_fen"] = int(data.get("brand_line_fen", 0))
             data["last_year_points"] = tuple(
                 (int(t), int(v)) for t, v in data.get("last_year_points", ())
             )
             meta = cls(**data)
-        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise BadEntry(f"start entry has an invalid meta field: {exc}") from None
+        _check_meta_types(meta)
+        if not 0 <= meta.brands <= MAX_BRANDS:
+            raise BadEntry(f"start entry's brands must be 0..{MAX_BRANDS:,}, got {meta.brands}")
         if not 0 <= meta.from_ms < meta.to_ms <= DAY_MS:
             raise BadEntry("start entry's window is not within the day")
         return meta
+
+
+_META_INTS = (
+    "from_ms",
+    "to_ms",
+    "base_gmv_fen",
+    "base_orders",
+    "last_year_gmv_fen",
+    "brands",
+    "seed",
+    "batch_size",
+)
+
+
+def _check_meta_types(meta: ReplayMeta) -> None:
+    """Refuse wrongly typed meta fields here, as a dead letter, rather than let them crash
+    the aggregator later (a start entry that always crashes it would stop the pipeline)."""
+    for name in _META_INTS:
+        value = getattr(meta, name)
+        if type(value) is not int or value < 0:
+            raise BadEntry(f"start entry's {name} must be a non-negative integer, got {value!r}")
+    for name in ("profile", "title", "scale", "usd_rate"):
+        if not isinstance(getattr(meta, name), str):
+            raise BadEntry(f"start entry's {name} must be a string")
+    for m in meta.milestones:
+        if (
+            not isinstance(m.id, str)
+            or not isinstance(m.label, str)
+            or m.metric not in ("gmv_fen", "orders")
+            or type(m.threshold) is not int
+            or m.threshold < 1
+        ):
+            raise BadEntry(f"start entry has an invalid milestone: {m!r}"[:200])
 
 
 @dataclass(frozen=True)
