@@ -28,6 +28,7 @@ from ticker.redis_io import TRANSIENT, client
 log = logging.getLogger("ticker.replay")
 
 PIPELINE_BATCHES = 32
+RESUME_SCAN_PAGES = 10  # how far back (x 200 entries) a restart looks for its own run
 MAX_BACKLOG = 400
 
 
@@ -75,14 +76,34 @@ class Replay:
         self.next_report = 0.0
 
     async def last_written_seq(self) -> int | None:
-        """The seq of this run's newest entry in the stream, if the run was begun."""
-        last = await self.redis.xrevrange(self.keys.orders, count=1)
-        if not last:
-            return None
-        fields = last[0][1]
-        if fields.get(b"run", b"").decode(errors="replace") != self.run_id:
-            return None
-        return int(fields[b"seq"])
+        """The highest seq this run has written, if it was begun.
+
+        Looks at the newest entries of the stream (others, even malformed ones, may have
+        been written after ours) and at the aggregator's state (the stream is trimmed
+        behind it). Only this run's entries count; entries whose seq is not a number do
+        not.
+        """
+        best: int | None = None
+        newest = "+"
+        for _ in range(RESUME_SCAN_PAGES):
+            page = await self.redis.xrevrange(self.keys.orders, max=newest, count=200)
+            for _id, fields in page:
+                if fields.get(b"run") == self.run_id.encode():
+                    try:
+                        seq = int(fields[b"seq"])
+                    except (KeyError, ValueError):
+                        continue
+                    if 0 <= seq <= self.plan.end_seq:
+                        best = seq if best is None else max(best, seq)
+            if best is not None or len(page) < 200:
+                break
+            newest = f"({page[-1][0].decode()}"
+        raw = await self.redis.hget(self.keys.state, "state")
+        if raw:
+            committed = orjson.loads(raw)
+            if committed.get("run") == self.run_id:
+                best = max(best or 0, int(committed.get("last_seq", 0)))
+        return best
 
     async def run(self) -> Progress:
         """Replay the whole window, riding out Redis outages and obeying seeks."""

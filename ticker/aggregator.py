@@ -208,7 +208,7 @@ class Aggregator:
         await self.load()
         claimed = await self.claim_all()
         if claimed:
-            log.info("took over %d entries another aggregator had read but not committed", claimed)
+            log.info("claimed %d entries read earlier but never committed", claimed)
         backlog = True  # first finish our own pending entries (id 0), then new ones (>)
         last_log = time.monotonic()
         while not self.stopping.is_set():
@@ -224,7 +224,18 @@ class Aggregator:
                 continue
             if not backlog:
                 entries += await self._more(len(entries))
-            if entries and not await self.apply_and_commit(entries):
+            try:
+                committed = not entries or await self.apply_and_commit(entries)
+            except FencedOff:
+                if await self.redis.get(self.keys.lease) != self.consumer.encode():
+                    raise
+                # We hold the lease, so no one else commits: the commit that "failed" was
+                # our own, applied by Redis but its reply lost and the command retried.
+                log.warning("a commit's reply was lost; reloading the committed state")
+                await self.load()
+                backlog = True
+                continue
+            if not committed:
                 # A batch is missing before these: another consumer read it. Claim it and
                 # re-read our pending list in stream order; a gap left after that is real.
                 await self.claim_all()

@@ -1,0 +1,624 @@
+"""The live feed against real processes: `ticker serve`, replays, a real Redis, real clients.
+
+Replays are short windows (`--to 02:00:00` at scale 0.001 fires gmv_1bn..gmv_100bn in a few
+seconds), so the whole file takes well under a minute on an idle machine.
+"""
+
+import asyncio
+import contextlib
+import itertools
+import json
+import re
+import socket
+import time
+import urllib.error
+import urllib.request
+from base64 import b64encode
+from collections.abc import AsyncIterator, Iterator
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests.conftest import UNIT, Server, Ticker, stop, wait_http
+from ticker import feed
+from ticker.redis_io import free_port
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+SCHEMA = json.loads((DOCS / "feed.schema.json").read_text())
+WINDOW = ("--scale", "0.001", "--to", "02:00:00", "--quiet")  # gmv_1bn .. gmv_100bn
+WINDOW_MILESTONES = ["gmv_1bn", "gmv_10bn", "gmv_19_1bn", "gmv_50bn", "gmv_100bn"]
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def http(
+    url: str, method: str = "GET", body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, str]:
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10 * UNIT) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def api_state(url: str, token: str | None = None) -> dict[str, Any]:
+    status, body = http(url + "api/state" + (f"?token={token}" if token else ""))
+    assert status == 200, body
+    return dict(json.loads(body))
+
+
+async def a_state(url: str) -> dict[str, Any]:
+    return await asyncio.get_running_loop().run_in_executor(None, api_state, url)
+
+
+async def wait_state(url: str, predicate: Any, timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout * UNIT
+    while True:
+        s = await a_state(url)
+        if predicate(s):
+            return s
+        assert time.monotonic() < deadline, f"timed out; last state {str(s)[:600]}"
+        await asyncio.sleep(0.1)
+
+
+@contextlib.contextmanager
+def serving(ticker: Ticker, *options: str, port: int | None = None) -> Iterator[Server]:
+    """Another `ticker serve` on a free port, with the given options."""
+    port = port or free_port()
+    proc = ticker.start("serve", "--port", str(port), *options)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_http(url + "healthz")
+        yield Server(url, proc)
+    finally:
+        stop(proc)
+
+
+@contextlib.asynccontextmanager
+async def replaying(ticker: Ticker, *args: str) -> AsyncIterator[None]:
+    """An aggregator (--burst) and a replay of `args` in the background; waits for both."""
+    agg = ticker.start("aggregate", "--burst")
+    replay = ticker.start("replay", *args)
+    loop = asyncio.get_running_loop()
+    try:
+        yield
+        for proc in (replay, agg):
+            code = await loop.run_in_executor(None, proc.wait, 60 * UNIT)
+            assert code == 0, ticker.output(proc)
+    finally:
+        stop(replay)
+        stop(agg)
+
+
+async def recv(ws: Any, timeout: float = 20) -> dict[str, Any]:
+    return dict(json.loads(await asyncio.wait_for(ws.recv(), timeout * UNIT)))
+
+
+async def read_until_ended(ws: Any, into: list[dict[str, Any]]) -> None:
+    """Append messages until a tick or snapshot says the replay ended."""
+    while True:
+        msg = await recv(ws, 30)
+        into.append(msg)
+        if msg["type"] in ("tick", "snapshot") and msg["state"]["ended"]:
+            return
+
+
+def validator(definition: str | None = None) -> jsonschema.Draft202012Validator:
+    schema = SCHEMA
+    if definition is not None:
+        schema = {k: SCHEMA[k] for k in ("$schema", "$defs")} | {"$ref": f"#/$defs/{definition}"}
+    return jsonschema.Draft202012Validator(schema)
+
+
+def key(position: str) -> tuple[int, int]:
+    return feed.position_key(position)
+
+
+def fired_ids(messages: list[dict[str, Any]]) -> list[str]:
+    return [m["milestone"]["id"] for m in messages if m["type"] == "milestone"]
+
+
+def without_replay(state: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in state.items() if k not in ("replay", "position", "epoch")}
+
+
+async def close_code(ws: Any, timeout: float = 10) -> int | None:
+    """Read until the server closes; the close code it sent."""
+    with contextlib.suppress(ConnectionClosed):
+        while True:
+            msg = await asyncio.wait_for(ws.recv(), timeout * UNIT)
+            if isinstance(msg, str) and json.loads(msg)["type"] == "error":
+                continue
+    return ws.close_code  # type: ignore[no-any-return]
+
+
+def metrics(url: str) -> str:
+    status, body = http(url + "metrics")
+    assert status == 200
+    return body
+
+
+def sample(text: str, name: str) -> float:
+    m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+    return float(m[1]) if m else 0.0
+
+
+# -- the protocol's documents -----------------------------------------------------------------
+
+
+def test_protocol_doc_names_every_message_field_close_code_and_refusal() -> None:
+    """docs/protocol.md documents every message type, state field, close code and refusal."""
+    doc = (DOCS / "protocol.md").read_text()
+    for word in ("hello", "snapshot", "tick", "milestone", "error", "subscribe", "max_rate"):
+        assert f"`{word}`" in doc, word
+    for field in [*feed.EMPTY_STATE, "replay", "recovered", "position", "epoch"]:
+        assert f"`{field}`" in doc, field
+    for code in ("1001", "1003", "1008", "1009", "401", "403", "429", "503"):
+        assert code in doc, code
+    for text in ("every 10 s", "within 15 s", "since=<position>&epoch=<epoch>", "/api/replay"):
+        assert text in doc, text
+    assert "/metrics" in doc and "ticker_disconnects_total" in doc
+    jsonschema.Draft202012Validator.check_schema(SCHEMA)
+    assert {"hello", "snapshot", "tick", "milestone", "error"} <= SCHEMA["$defs"].keys()
+
+
+async def test_real_messages_of_a_replay_validate_against_the_schema(
+    ticker: Ticker, server: Server
+) -> None:
+    """Every message of a real replay (full, partial, resumed, error) fits feed.schema.json."""
+    full: list[dict[str, Any]] = []
+    partial: list[dict[str, Any]] = []
+    async with (
+        websockets.connect(server.ws_url) as a,
+        websockets.connect(server.ws_url) as b,
+    ):
+        full += [await recv(a), await recv(a)]
+        await b.send(json.dumps({"type": "subscribe", "topics": ["totals"], "max_rate": 5}))
+        await b.send("not json")
+        async with replaying(ticker, "--speed", "max", *WINDOW):
+            await asyncio.gather(read_until_ended(a, full), read_until_ended(b, partial))
+    final = await a_state(server.url)
+    async with websockets.connect(f"{server.ws_url}?since={full[3]['position']}") as c:
+        resumed = [await recv(c) for _ in range(2)]
+        while resumed[-1]["type"] != "snapshot":
+            resumed.append(await recv(c))
+    seen = full + partial + resumed
+    assert {m["type"] for m in seen} == {"hello", "snapshot", "tick", "milestone", "error"}
+    assert resumed[-1]["recovered"] is True
+    check = validator()
+    for msg in seen:
+        errors = [e.message for e in check.iter_errors(msg)]
+        assert not errors, (msg["type"], errors[:3], str(msg)[:300])
+    for msg in partial:
+        if msg["type"] == "tick":
+            assert validator("state").is_valid(msg["state"])
+    # /api/state is the full state plus position and epoch.
+    assert validator("full_state").is_valid(without_replay(final) | {"replay": final["replay"]})
+    assert validator("position").is_valid(final["position"]) and final["epoch"]
+    # A wrong message does not fit: the schema is not vacuous.
+    assert not check.is_valid({"type": "tick", "position": "x", "state": {}})
+    assert fired_ids(full) == WINDOW_MILESTONES
+
+
+# -- resume -----------------------------------------------------------------------------------
+
+
+async def test_resume_sends_exactly_the_missed_milestones_and_a_recovered_snapshot(
+    ticker: Ticker, server: Server
+) -> None:
+    """Reconnecting with since=&epoch= gets each missed milestone once and the final state."""
+    first: list[dict[str, Any]] = []
+    async with replaying(ticker, "--speed", "max", *WINDOW):
+        await wait_state(server.url, lambda s: s["epoch"] and s["position"] != "0-0")
+        async with websockets.connect(server.ws_url) as ws:
+            hello = await recv(ws)
+            first.append(await recv(ws))  # the snapshot
+            while not fired_ids(first):  # read up to and including the first milestone
+                first.append(await recv(ws))
+    final = await wait_state(server.url, lambda s: s["ended"])
+    epoch, last = hello["epoch"], first[-1]["position"]
+    assert epoch == final["epoch"]
+    seen_first = [m["id"] for m in first[0]["state"]["milestones"]] + fired_ids(first)
+
+    async with websockets.connect(f"{server.ws_url}?since={last}&epoch={epoch}") as ws:
+        second = [await recv(ws)]
+        while second[-1]["type"] != "snapshot":
+            second.append(await recv(ws))
+    snap = second[-1]
+    assert snap["recovered"] is True
+    assert snap["position"] == final["position"]
+    assert without_replay(snap["state"]) == without_replay(final)
+    missed = fired_ids(second)
+    assert missed, "the first connection should have missed some milestones"
+    assert not set(missed) & set(seen_first), "a milestone was sent twice"
+    assert seen_first + missed == [m["id"] for m in final["milestones"]] == WINDOW_MILESTONES
+    assert [key(m["position"]) for m in second[1:-1]] == sorted(
+        key(m["position"]) for m in second[1:-1]
+    )
+
+    for query in (f"since=1-0&epoch={epoch}", f"since={last}&epoch=another", "since=garbage"):
+        async with websockets.connect(f"{server.ws_url}?{query}") as ws:
+            assert (await recv(ws))["type"] == "hello"
+            snap = await recv(ws)
+            assert snap["type"] == "snapshot" and snap["recovered"] is False, query
+            assert without_replay(snap["state"]) == without_replay(final)
+    async with websockets.connect(server.ws_url) as ws:
+        await recv(ws)
+        assert "recovered" not in await recv(ws)
+
+
+async def test_a_client_moves_between_two_servers_without_a_gap(
+    ticker: Ticker, server: Server
+) -> None:
+    """Two servers on one namespace: leaving one and resuming on the other loses nothing."""
+    with serving(ticker) as other:
+        a_msgs: list[dict[str, Any]] = []
+        b_msgs: list[dict[str, Any]] = []
+        async with replaying(ticker, "--speed", "1000", *WINDOW):
+            await wait_state(server.url, lambda s: s["epoch"] and s["position"] != "0-0")
+            async with websockets.connect(server.ws_url) as ws:
+                hello = await recv(ws)
+                while not fired_ids(a_msgs) or a_msgs[-1]["type"] != "tick":
+                    a_msgs.append(await recv(ws))
+            last = a_msgs[-1]["position"]
+            url = f"{other.ws_url}?since={last}&epoch={hello['epoch']}"
+            async with websockets.connect(url) as ws:
+                assert (await recv(ws))["epoch"] == hello["epoch"]
+                await read_until_ended(ws, b_msgs)
+        final = await a_state(server.url)
+    assert not a_msgs[0]["state"]["ended"], "the move should happen mid-replay"
+    snap = next(m for m in b_msgs if m["type"] == "snapshot")
+    assert snap["recovered"] is True and key(snap["position"]) >= key(last)
+    seen = [m["id"] for m in a_msgs[0]["state"]["milestones"]] + fired_ids(a_msgs + b_msgs)
+    assert seen == [m["id"] for m in final["milestones"]] == WINDOW_MILESTONES
+    positions = [key(m["position"]) for m in a_msgs + b_msgs if m["type"] != "milestone"]
+    assert positions == sorted(positions)
+    assert b_msgs[-1]["state"]["gmv_fen"] == final["gmv_fen"]
+
+
+# -- subscriptions and malformed client messages ----------------------------------------------
+
+
+async def test_subscriptions_select_fields_and_limit_the_rate(
+    ticker: Ticker, server: Server
+) -> None:
+    """totals-only ticks lack top/samples; max_rate 2 spaces ticks 0.5 s apart, not milestones."""
+    totals: list[dict[str, Any]] = []
+    slow: list[tuple[float, dict[str, Any]]] = []
+    fast: list[tuple[float, dict[str, Any]]] = []
+
+    async def subscribe(ws: Any, request: dict[str, Any]) -> None:
+        await recv(ws), await recv(ws)  # hello, snapshot
+        await ws.send(json.dumps({"type": "subscribe", **request}))
+        await ws.send("{")  # its error answer proves the subscription was taken first
+        while (await recv(ws))["type"] != "error":
+            pass
+
+    async def timed(ws: Any, into: list[tuple[float, dict[str, Any]]]) -> None:
+        while True:
+            msg = await recv(ws, 30)
+            into.append((time.monotonic(), msg))
+            if msg["type"] == "tick" and msg["state"]["ended"]:
+                return
+
+    async with (
+        websockets.connect(server.ws_url) as a,
+        websockets.connect(server.ws_url) as b,
+        websockets.connect(server.ws_url) as c,
+    ):
+        await subscribe(a, {"topics": ["totals"]})
+        await subscribe(b, {"max_rate": 2})
+        await recv(c), await recv(c)
+        async with replaying(ticker, "--speed", "max", *WINDOW):
+            await asyncio.gather(read_until_ended(a, totals), timed(b, slow), timed(c, fast))
+    ticks = [m for m in totals if m["type"] == "tick"]
+    assert len(ticks) >= 3
+    for t in ticks:
+        assert (
+            not {"top_categories", "top_countries", "top_brands", "sample_orders"}
+            & t["state"].keys()
+        )
+        assert {"gmv_fen", "orders", "sim_time_ms", "milestones"} <= t["state"].keys()
+    assert fired_ids(totals) == WINDOW_MILESTONES  # milestones whatever the topics
+    full_ticks = [m for _, m in fast if m["type"] == "tick"]
+    assert all("top_categories" in t["state"] for t in full_ticks)
+
+    times = [at for at, m in slow if m["type"] == "tick"]
+    assert len(times) >= 4
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    # 1 / max_rate apart; judged by the median and the mean rate, since on a busy machine
+    # one late receipt shortens the next gap as seen by the client.
+    assert sorted(gaps)[len(gaps) // 2] >= 0.45, gaps
+    assert (len(times) - 1) / (times[-1] - times[0]) <= 2.2, gaps
+    assert len(full_ticks) > len(times), "the unlimited client should get more ticks"
+    assert fired_ids([m for _, m in slow]) == WINDOW_MILESTONES
+    # Milestones do not wait for the rate limit: they reach the max_rate 2 client about
+    # when they reach the unlimited one (a wait for the next tick slot would be 0-0.5 s).
+    at_fast = {m["milestone"]["id"]: t for t, m in fast if m["type"] == "milestone"}
+    delays = [t - at_fast[m["milestone"]["id"]] for t, m in slow if m["type"] == "milestone"]
+    assert max(delays) < 0.3, delays
+
+
+async def test_bad_requests_get_errors_then_the_connection_is_closed(server: Server) -> None:
+    """Bad subscribes answer bad_request; 5 malformed -> 1008, binary -> 1003, 10 KB -> 1009."""
+    async with websockets.connect(server.ws_url) as ws:
+        await recv(ws), await recv(ws)
+        for bad in (
+            json.dumps({"type": "subscribe", "topics": ["gossip"]}),
+            "not json at all",
+            json.dumps({"type": "subscribe", "max_rate": "fast"}),
+            json.dumps(["subscribe"]),
+        ):
+            await ws.send(bad)
+            err = await recv(ws)
+            assert err["type"] == "error" and err["code"] == "bad_request", err
+            assert err["message"] and "Traceback" not in err["message"]
+            assert validator().is_valid(err)
+        await ws.send("{}")  # the fifth
+        assert await close_code(ws) == 1008
+
+    async with websockets.connect(server.ws_url) as ws:
+        await recv(ws), await recv(ws)
+        await ws.send(b"\x00\x01binary")
+        assert await close_code(ws) == 1003
+
+    async with websockets.connect(server.ws_url) as ws:
+        await recv(ws), await recv(ws)
+        await ws.send(json.dumps({"type": "subscribe", "pad": "x" * 10_000}))
+        assert await close_code(ws) == 1009
+
+    async with websockets.connect(server.ws_url) as ws:  # a good one is taken silently
+        await recv(ws), await recv(ws)
+        await ws.send(json.dumps({"type": "subscribe", "topics": ["totals", "replay"]}))
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(ws.recv(), 0.5)
+
+
+# -- fan-out ---------------------------------------------------------------------------------
+
+
+def stuck_client(port: int) -> socket.socket:
+    """A TCP socket that completes the websocket handshake and then never reads."""
+    sock = socket.socket()
+    # A small window and segment size, so the server's send buffer towards it stays small.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+    sock.connect(("127.0.0.1", port))
+    key_ = b64encode(b"0123456789abcdef").decode()
+    sock.sendall(
+        (
+            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key_}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+async def test_a_stuck_client_does_not_delay_a_normal_one(ticker: Ticker, server: Server) -> None:
+    """With 20 clients that never read, a normal client gets as many ticks, as quickly."""
+
+    runs: list[str] = []
+
+    async def normal_client() -> tuple[int, float, list[str]]:
+        got: list[dict[str, Any]] = []
+        lag: list[float] = []
+        async with websockets.connect(server.ws_url) as ws:
+            await recv(ws), await recv(ws)
+            replay = ticker.start("replay", "--speed", "max", *WINDOW)
+            try:
+                while True:
+                    msg = await recv(ws, 30)
+                    lag.append(time.time() * 1000 - key(msg["position"])[0])
+                    got.append(msg)
+                    state = msg.get("state", {})
+                    if state.get("ended") and state["run"] not in runs:
+                        runs.append(state["run"])
+                        break
+            finally:
+                stop(replay)
+        lag.sort()
+        ticks = sum(m["type"] == "tick" for m in got)
+        return ticks, lag[len(lag) // 2], fired_ids(got)
+
+    # One aggregator for both replays (a --burst one could exit on the first one's end).
+    agg = ticker.start("aggregate")
+    try:
+        alone = await normal_client()
+        port = int(server.url.rsplit(":", 1)[1].strip("/"))
+        stuck = [stuck_client(port) for _ in range(20)]
+        try:
+            await wait_state(server.url, lambda s: True)
+            assert sample(metrics(server.url), "ticker_clients") == 20
+            crowded = await normal_client()
+            text = await asyncio.get_running_loop().run_in_executor(None, metrics, server.url)
+        finally:
+            for s in stuck:
+                s.close()
+    finally:
+        stop(agg)
+    assert sample(text, "ticker_clients") <= 21  # no client was added or leaked
+    assert alone[2] == crowded[2] == WINDOW_MILESTONES
+    # Loose bounds (a busy machine is noisy): a blocking design would stall for 10 s.
+    assert crowded[0] >= 0.5 * alone[0], (alone, crowded)
+    assert crowded[1] <= alone[1] + 250, (alone, crowded)  # median ms, feed entry -> client
+
+
+# -- safety -----------------------------------------------------------------------------------
+
+
+async def test_tokens_origins_and_connection_limits_are_enforced(ticker: Ticker) -> None:
+    """Feed and control tokens, the Origin check, max clients (503) and connect rate (429)."""
+    loop = asyncio.get_running_loop()
+
+    async def status_of(url: str, **kw: Any) -> int:
+        try:
+            async with websockets.connect(url, **kw) as ws:
+                assert (await recv(ws))["type"] == "hello"
+                return 101
+        except InvalidStatus as exc:
+            body = exc.response.body.decode()
+            assert "Traceback" not in body and json.loads(body)["message"]
+            return int(exc.response.status_code)
+
+    options = ("--feed-token", "T", "--control-token", "C", "--allow-origin", "https://wall.x")
+    with serving(ticker, *options) as srv:
+        ws, port = srv.ws_url, srv.url.rsplit(":", 1)[1].strip("/")
+        assert await status_of(ws) == 401
+        assert await status_of(ws + "?token=wrong") == 401
+        assert await status_of(ws + "?token=T") == 101
+        assert await status_of(ws, additional_headers={"Authorization": "Bearer T"}) == 101
+        assert (await loop.run_in_executor(None, http, srv.url + "api/state"))[0] == 401
+        assert api_state(srv.url, token="T")["position"] == "0-0"
+
+        def origin(o: str) -> dict[str, Any]:
+            return {"origin": o}
+
+        assert await status_of(ws + "?token=T", **origin("http://evil.example")) == 403
+        assert await status_of(ws + "?token=T", **origin(f"http://127.0.0.1:{port}")) == 101
+        assert await status_of(ws + "?token=T", **origin("https://wall.x")) == 101
+
+        replay = srv.url + "api/replay"
+        pause = json.dumps({"action": "pause"}).encode()
+        cases = [
+            ({}, pause, 401),
+            ({"Authorization": "Bearer nope"}, pause, 403),
+            ({"Authorization": "Basic C"}, pause, 401),
+            ({"Authorization": "Bearer C"}, pause, 202),
+            ({"Authorization": "Bearer C"}, b"{not json", 400),
+            ({"Authorization": "Bearer C"}, b'{"action": "fly"}', 400),
+            ({"Authorization": "Bearer C"}, b'{"action": "speed", "speed": -1}', 400),
+            ({"Authorization": "Bearer C"}, b'{"action": "seek", "to": "25:99"}', 400),
+            ({"Authorization": "Bearer C"}, b"[1, 2]", 400),
+        ]
+        for headers, body, expected in cases:
+            status, text = http(replay, "POST", body, headers)
+            assert status == expected, (headers, body, status, text)
+            assert "Traceback" not in text
+            answer = json.loads(text)
+            assert answer.get("message") or status == 202, answer
+        status, text = http(replay, "POST", pause, {"Authorization": "Bearer C"})
+        assert json.loads(text) == {"accepted": {"action": "pause"}}
+
+    with serving(ticker) as srv:  # no control token configured: control is off
+        status, _ = http(srv.url + "api/replay", "POST", b"{}", {"Authorization": "Bearer C"})
+        assert status == 403
+
+    with serving(ticker, "--max-clients", "2") as srv:
+        async with websockets.connect(srv.ws_url) as a, websockets.connect(srv.ws_url) as b:
+            await recv(a), await recv(b)
+            assert await status_of(srv.ws_url) == 503
+        await asyncio.sleep(0.3)
+        assert await status_of(srv.ws_url) == 101  # room again once they left
+
+    with serving(ticker, "--max-connects-per-ip", "1") as srv:
+        codes = [await status_of(srv.ws_url) for _ in range(5)]
+        assert codes[0] == 101 and 429 in codes, codes
+        assert 'ticker_connections_refused_total{reason="rate"}' in metrics(srv.url)
+
+
+# -- replay control ---------------------------------------------------------------------------
+
+
+async def test_replay_control_pauses_resumes_changes_speed_and_seeks(ticker: Ticker) -> None:
+    """POST /api/replay drives a running replay: pause, resume, speed, seek to 12:00."""
+    from simulator import profile
+    from simulator.generator import DayPlan
+
+    auth = {"Authorization": "Bearer C"}
+    loop = asyncio.get_running_loop()
+
+    async def command(body: dict[str, Any]) -> None:
+        status, text = await loop.run_in_executor(
+            None, lambda: http(srv.url + "api/replay", "POST", json.dumps(body).encode(), auth)
+        )
+        assert status == 202, text
+
+    async def sim_ms_after(seconds: float) -> tuple[int, int]:
+        before = (await a_state(srv.url))["sim_time_ms"]
+        await asyncio.sleep(seconds)
+        return before, (await a_state(srv.url))["sim_time_ms"]
+
+    with serving(ticker, "--control-token", "C") as srv:
+        agg = ticker.start("aggregate")
+        replay = ticker.start("replay", "--scale", "0.001", "--speed", "600", "--quiet")
+        try:
+            s = await wait_state(
+                srv.url, lambda s: (s["replay"] or {}).get("state") == "running" and s["orders"]
+            )
+            first_run = s["run"]
+            await command({"action": "pause"})
+            await wait_state(srv.url, lambda s: s["replay"]["state"] == "paused")
+            await asyncio.sleep(0.5)  # the aggregator applies what was written before
+            before, after = await sim_ms_after(1.0)
+            assert before == after, "simulated time advanced while paused"
+
+            await command({"action": "resume"})
+            await wait_state(srv.url, lambda s: s["replay"]["state"] == "running")
+            before, after = await sim_ms_after(1.0)
+            assert after > before
+
+            await command({"action": "speed", "speed": 1200})
+            await wait_state(srv.url, lambda s: s["replay"]["speed"] == 1200)
+
+            await command({"action": "seek", "to": "12:00"})
+            s = await wait_state(
+                srv.url,
+                lambda s: (
+                    s["run"] != first_run
+                    and s["sim_time_ms"] >= 43_200_000
+                    and s["replay"]["run"] == s["run"]
+                ),
+            )
+            assert s["run"] == f"{first_run}~43200"
+            assert s["from_ms"] == 43_200_000 and s["replay"]["from_ms"] == 43_200_000
+            # The new run's totals are the scaled curve's value at the time reached.
+            plan = DayPlan(
+                profile.load("2018"), Fraction(1, 1000), s["sim_time_ms"], 86_400_000, 0, 4000
+            )
+            assert s["gmv_fen"] == plan.base_gmv > 0
+            assert s["orders"] == plan.base_orders
+        finally:
+            stop(replay)
+            stop(agg)
+
+
+# -- metrics ----------------------------------------------------------------------------------
+
+
+async def test_metrics_count_clients_messages_and_disconnect_reasons(server: Server) -> None:
+    """/metrics is Prometheus text: ticker_clients, messages sent, disconnects by reason."""
+    loop = asyncio.get_running_loop()
+    text = await loop.run_in_executor(None, metrics, server.url)
+    assert "# TYPE ticker_clients gauge" in text
+    assert "# TYPE ticker_messages_sent_total counter" in text
+    assert sample(text, "ticker_clients") == 0
+    sent0 = sample(text, "ticker_messages_sent_total")
+    async with websockets.connect(server.ws_url) as ws:
+        await recv(ws), await recv(ws)
+        text = await loop.run_in_executor(None, metrics, server.url)
+        assert sample(text, "ticker_clients") == 1
+        assert sample(text, "ticker_messages_sent_total") >= sent0 + 2
+        assert sample(text, "ticker_redis_up") == 1
+    async with websockets.connect(server.ws_url) as ws:
+        await recv(ws), await recv(ws)
+        await ws.send(b"\x00")
+        await close_code(ws)
+    await asyncio.sleep(0.3)
+    text = await loop.run_in_executor(None, metrics, server.url)
+    assert sample(text, "ticker_clients") == 0
+    assert sample(text, 'ticker_disconnects_total{reason="closed"}') >= 1
+    assert sample(text, 'ticker_disconnects_total{reason="binary"}') == 1
+    for line in text.splitlines():  # every line is a comment or `name{labels} number`
+        assert line.startswith("# ") or re.fullmatch(r"[a-z_]+(\{[^}]*\})? \S+", line), line
