@@ -20,7 +20,7 @@ import numpy.typing as npt
 from simulator import brands
 from simulator.curve import Curve
 from simulator.profile import Profile, Weighted
-from ticker.core.batch import Milestone, ReplayMeta
+from ticker.core.batch import Milestone, Orders, ReplayMeta
 from ticker.core.clock import DAY_MS
 
 SLOT_MS = 100  # at full scale; a miniature day uses longer slots (see `slot_ms_for`)
@@ -42,6 +42,22 @@ class Batch:
     @property
     def n(self) -> int:
         return len(self.columns["amt"])
+
+    def as_orders(self, run: str) -> Orders:
+        """The decoded entry this batch becomes, without the round trip through bytes."""
+        c = self.columns
+        return Orders(
+            run,
+            self.seq,
+            self.t0,
+            self.t1,
+            c["at"],
+            c["amt"],
+            c["cat"],
+            c["cty"],
+            c["reg"],
+            c["brd"],
+        )
 
 
 def _probabilities(rows: tuple[Weighted, ...]) -> npt.NDArray[np.float64]:

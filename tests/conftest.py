@@ -9,7 +9,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Any
 
 import pytest
 
@@ -94,7 +94,8 @@ def ticker(redis_url: str, namespace: str) -> Iterator[Ticker]:
     t.close()
 
 
-def stop(proc: subprocess.Popen[str]) -> None:
+def stop(proc: "subprocess.Popen[Any]") -> None:
+    """Terminate a process, killing it if it will not go."""
     if proc.poll() is None:
         proc.terminate()
         try:

@@ -4,7 +4,14 @@ import pytest
 
 from simulator.clock import ReplayClock
 from ticker.core.control import parse_command
-from ticker.feed import ALL_TOPICS, BadRequest, only, parse_request, position_key
+from ticker.feed import (
+    ALL_TOPICS,
+    BadRequest,
+    milestone_positions,
+    only,
+    parse_request,
+    position_key,
+)
 from ticker.guard import Policy, RateLimiter
 
 
@@ -85,3 +92,12 @@ def test_control_commands_are_validated() -> None:
     ]:
         with pytest.raises(ValueError, match=says):
             parse_command(body)
+
+
+def test_several_milestones_of_one_commit_get_positions_to_resume_between() -> None:
+    """All but the last milestone of a commit carry a part position that sorts before it."""
+    at = milestone_positions("10-0", 3)
+    assert at == ["10-0.0", "10-0.1", "10-0"]
+    keys = [position_key(p) for p in ["9-5", *at, "10-1"]]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
+    assert milestone_positions("10-0", 1) == ["10-0"]

@@ -2,20 +2,22 @@
 
 import argparse
 import asyncio
-import importlib
-import contextlib
 import datetime as dt
+import importlib
 import logging
 import os
 import signal
 import sys
 from collections.abc import Sequence
 from fractions import Fraction
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from ticker.core.clock import DAY_MS, format_time_of_day, parse_time_of_day
 from ticker.errors import TickerError, UsageError
 from ticker.settings import Settings
+
+if TYPE_CHECKING:
+    from ticker.guard import Policy
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,6 +66,46 @@ def _add_redis(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_server_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--control-token",
+        help="token for POST /api/replay (default: "
+        "$TICKER_CONTROL_TOKEN; without one, replay control is refused)",
+    )
+    p.add_argument(
+        "--feed-token",
+        help="make the feed private: /ws and /api/state need "
+        "this token (default: $TICKER_FEED_TOKEN; none = public)",
+    )
+    p.add_argument(
+        "--allow-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="a browser origin allowed besides the server's own, e.g. "
+        "https://wall.example.com (repeatable; $TICKER_ALLOWED_ORIGINS)",
+    )
+    p.add_argument(
+        "--max-clients", type=int, help="websocket connections at most (default 20000; 503 beyond)"
+    )
+    p.add_argument(
+        "--max-connects-per-ip",
+        type=float,
+        help="new websocket connections per second per address (default 20; 429 beyond)",
+    )
+
+
+def _policy(args: argparse.Namespace) -> "Policy":
+    from ticker.guard import Policy
+
+    return Policy.from_env(
+        control_token=args.control_token,
+        feed_token=args.feed_token,
+        allowed_origins=frozenset(args.allow_origin) if args.allow_origin else None,
+        max_clients=args.max_clients,
+        connects_per_ip_per_s=args.max_connects_per_ip,
+    )
+
+
 def _add_replay_options(p: argparse.ArgumentParser, speed: str) -> None:
     p.add_argument(
         "--profile",
@@ -104,7 +146,13 @@ def _add_replay_options(p: argparse.ArgumentParser, speed: str) -> None:
 
 # Modules that add a subcommand: each has `register(sub, add_redis)`, which adds its parser
 # and sets `handler` (a function of the parsed args returning the exit code).
-EXTENSIONS: tuple[str, ...] = ()
+EXTENSIONS: tuple[str, ...] = (
+    "ticker.bench",
+    "ticker.watch",
+    "ticker.profile_check",
+    "ticker.verify",
+    "ticker.control",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve the page, the websocket feed and the API")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
+    _add_server_options(p)
     _add_redis(p)
 
     p = sub.add_parser(
@@ -227,20 +276,6 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_until_signal(coro_factory: "object") -> None:
-    """Run a coroutine; SIGTERM and SIGINT cancel it so it can clean up."""
-
-    async def go() -> None:
-        task = asyncio.ensure_future(coro_factory())  # type: ignore[operator]
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, task.cancel)
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    asyncio.run(go())
-
-
 def _aggregate(args: argparse.Namespace) -> int:
     from ticker.aggregator import Aggregator, run_forever
     from ticker.redis_io import connect
@@ -250,13 +285,17 @@ def _aggregate(args: argparse.Namespace) -> int:
     async def go() -> None:
         await (await connect(settings.redis_url)).aclose()
         agg = Aggregator(settings.redis_url, settings.keys, args.name, burst=args.burst)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            # Finish the round in hand (its commit is atomic), then stop.
+            loop.add_signal_handler(sig, agg.stopping.set)
         try:
             await run_forever(agg)
         finally:
             agg.log_progress()
             await agg.redis.aclose()
 
-    _run_until_signal(go)
+    asyncio.run(go())
     return 0
 
 
@@ -272,7 +311,7 @@ def _serve(args: argparse.Namespace) -> int:
         await (await connect(settings.redis_url)).aclose()
 
     asyncio.run(check())
-    app = make_app(settings.redis_url, settings.keys)
+    app = make_app(settings.redis_url, settings.keys, policy=_policy(args))
     print(f"serving on http://{args.host}:{args.port}/", file=sys.stderr, flush=True)
     web.run_app(app, host=args.host, port=args.port, print=None)
     return 0

@@ -103,12 +103,32 @@ def parse_entry(fields: dict[bytes, bytes]) -> tuple[dict[str, Any], list[dict[s
     return update, fired
 
 
-def position_key(position: str) -> tuple[int, int]:
-    """A feed position (stream id `ms-seq`) as a sortable pair; raises BadRequest."""
-    ms, sep, seq = position.partition("-")
-    if not (ms.isdigit() and (not sep or seq.isdigit())) or len(position) > 41:
+WHOLE = 2**31  # the part number of a position that covers its whole feed entry
+
+PositionKey = tuple[int, int, int]
+
+
+def position_key(position: str) -> PositionKey:
+    """A feed position as a sortable triple; raises BadRequest.
+
+    A position is a feed entry id `ms-seq`, meaning "everything up to and including that
+    entry". When one commit fires several milestones, all but the last milestone message
+    carry `ms-seq.k` (the k-th of that entry, from 0), so a client cut off between them
+    resumes exactly after the last one it got.
+    """
+    entry, dot, part = position.partition(".")
+    ms, sep, seq = entry.partition("-")
+    if (
+        not (ms.isdigit() and (not sep or seq.isdigit()) and (not dot or part.isdigit()))
+        or len(position) > 48
+    ):
         raise BadRequest(f"{position[:45]!r} is not a feed position (like 1732730000000-0)")
-    return int(ms), int(seq or 0)
+    return int(ms), int(seq or 0), int(part) if dot else WHOLE
+
+
+def milestone_positions(position: str, count: int) -> list[str]:
+    """The positions of the `count` milestone messages of the feed entry at `position`."""
+    return [f"{position}.{k}" if k < count - 1 else position for k in range(count)]
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from simulator import profile as profiles
 from simulator.generator import DayPlan, parse_scale
 from simulator.profile import Point, Profile
 from ticker.core.aggregate import State
-from ticker.core.batch import Entry, Milestone, Orders, Start
+from ticker.core.batch import Entry, Milestone, Start
 from ticker.core.clock import DAY_MS, format_time_of_day
 from ticker.errors import ProfileError
 
@@ -77,21 +77,7 @@ def _entries(plan: DayPlan, meta_start: Start) -> Iterator[list[Entry]]:
     yield [meta_start]
     round_: list[Entry] = []
     for b in plan.batches():
-        c = b.columns
-        round_.append(
-            Orders(
-                "check",
-                b.seq,
-                b.t0,
-                b.t1,
-                c["at"],
-                c["amt"],
-                c["cat"],
-                c["cty"],
-                c["reg"],
-                c["brd"],
-            )
-        )
+        round_.append(b.as_orders("check"))
         if len(round_) == ROUND:
             yield round_
             round_ = []

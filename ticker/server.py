@@ -50,21 +50,21 @@ class Client:
     ) -> None:
         self.ws, self.transport, self.metrics = ws, transport, metrics
         self.sub = feed.Subscription()
-        self.floor: tuple[int, int] = (0, 0)  # positions at or below this were sent
-        self.latest_tick: tuple[tuple[int, int], bytes] | None = None
-        self.urgent: deque[tuple[tuple[int, int], bytes]] = deque()
+        self.floor: feed.PositionKey = (0, 0, 0)  # positions at or below this were sent
+        self.latest_tick: tuple[feed.PositionKey, bytes] | None = None
+        self.urgent: deque[tuple[feed.PositionKey, bytes]] = deque()
         self.wake = asyncio.Event()
         self.ready = asyncio.Event()  # set once the snapshot (or resume backlog) is sent
         self.last_tick_at = 0.0
         self.close_reason = "closed"
 
-    def offer_tick(self, key: tuple[int, int], text: bytes) -> None:
+    def offer_tick(self, key: feed.PositionKey, text: bytes) -> None:
         if self.latest_tick is not None:
             self.metrics.ticks_coalesced += 1
         self.latest_tick = (key, text)  # coalesce: only the newest tick is kept
         self.wake.set()
 
-    def offer_urgent(self, key: tuple[int, int], text: bytes) -> bool:
+    def offer_urgent(self, key: feed.PositionKey, text: bytes) -> bool:
         if len(self.urgent) >= MAX_URGENT:
             return False
         self.urgent.append((key, text))
@@ -126,7 +126,7 @@ class Hub:
         self.replay: dict[str, Any] | None = None
         self.clients: set[Client] = set()
         self.metrics = ServerMetrics()
-        self.dirty = False
+        self.dirty = asyncio.Event()  # the state changed since the last tick went out
         self.redis_ok = False
 
     async def load(self) -> None:
@@ -174,45 +174,52 @@ class Hub:
             if replay != self.replay:
                 self.replay = replay
                 self.state["replay"] = replay
-                self.dirty = True
+                self.dirty.set()
 
     def on_entry(self, position: str, fields: dict[bytes, bytes]) -> None:
         state, fired = feed.parse_entry(fields)
         state["replay"] = self.replay
-        self.state, self.position, self.dirty = state, position, True
-        key = feed.position_key(position)
-        for f in fired:
-            self.broadcast_urgent(key, orjson.dumps(feed.milestone(f, position)))
+        self.state, self.position = state, position
+        self.dirty.set()
+        for f, at in zip(fired, feed.milestone_positions(position, len(fired)), strict=True):
+            self.broadcast_urgent(feed.position_key(at), orjson.dumps(feed.milestone(f, at)))
 
-    def broadcast_urgent(self, key: tuple[int, int], text: bytes) -> None:
+    def broadcast_urgent(self, key: feed.PositionKey, text: bytes) -> None:
         for c in list(self.clients):
             if not c.offer_urgent(key, text):
                 self.clients.discard(c)
                 c.drop("stuck")
 
     async def ticker(self) -> None:
+        """Send a tick as soon as the state changes, but at most `tick_hz` times a second."""
+        last = 0.0
         while True:
-            await asyncio.sleep(self.tick_interval)
-            if self.dirty:
-                self.dirty = False
-                started = time.perf_counter()
-                key = feed.position_key(self.position)
-                encoded: dict[frozenset[str], bytes] = {}  # once per subscription kind
-                for c in self.clients:
-                    text = encoded.get(c.sub.topics)
-                    if text is None:
-                        msg = feed.tick(feed.only(self.state, c.sub.topics), self.position)
-                        text = encoded[c.sub.topics] = orjson.dumps(msg)
-                    c.offer_tick(key, text)
-                self.metrics.broadcasts += 1
-                self.metrics.broadcast_seconds_sum += time.perf_counter() - started
+            await self.dirty.wait()
+            wait = last + self.tick_interval - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self.dirty.clear()
+            last = time.monotonic()
+            started = time.perf_counter()
+            key = feed.position_key(self.position)
+            encoded: dict[frozenset[str], bytes] = {}  # once per subscription kind
+            for c in self.clients:
+                text = encoded.get(c.sub.topics)
+                if text is None:
+                    msg = feed.tick(feed.only(self.state, c.sub.topics), self.position)
+                    text = encoded[c.sub.topics] = orjson.dumps(msg)
+                c.offer_tick(key, text)
+            self.metrics.broadcasts += 1
+            self.metrics.broadcast_seconds_sum += time.perf_counter() - started
 
     async def backlog(self, since: str) -> list[tuple[str, dict[bytes, bytes]]] | None:
-        """The feed entries after `since`, or None when some of them are gone."""
-        exists = await self.redis.xrange(self.keys.feed, since, since)
+        """The feed entries from `since` on (its own entry too when `since` names only part
+        of it), or None when some of them are gone."""
+        entry, _, part = since.partition(".")
+        exists = await self.redis.xrange(self.keys.feed, entry, entry)
         if not exists:
             return None
-        entries = await self.redis.xrange(self.keys.feed, f"({since}", "+")
+        entries = await self.redis.xrange(self.keys.feed, entry if part else f"({entry}", "+")
         return [(i.decode(), f) for i, f in entries]
 
 
@@ -282,7 +289,7 @@ async def _greet(hub: Hub, c: Client, since: str | None, epoch: str | None) -> N
     if since is not None:
         recovered = False
         try:
-            feed.position_key(since)
+            seen = feed.position_key(since)
             backlog = None if epoch not in (None, hub.epoch) else await hub.backlog(since)
         except feed.BadRequest:
             backlog = None
@@ -293,8 +300,10 @@ async def _greet(hub: Hub, c: Client, since: str | None, epoch: str | None) -> N
                 state, fired = feed.parse_entry(fields)
                 state["replay"] = hub.replay
                 position = entry_position
-                for f in fired:
-                    await c.send(orjson.dumps(feed.milestone(f, entry_position)))
+                at = feed.milestone_positions(entry_position, len(fired))
+                for f, pos in zip(fired, at, strict=True):
+                    if feed.position_key(pos) > seen:
+                        await c.send(orjson.dumps(feed.milestone(f, pos)))
             if not backlog:
                 state = hub.state
     c.floor = feed.position_key(position)

@@ -40,21 +40,7 @@ def recompute(live: State, profile_name: str | None = None) -> tuple[State, DayP
     for batch in plan.batches():
         if batch.seq > live.last_seq:
             break
-        c = batch.columns
-        group.append(
-            Orders(
-                live.run,
-                batch.seq,
-                batch.t0,
-                batch.t1,
-                c["at"],
-                c["amt"],
-                c["cat"],
-                c["cty"],
-                c["reg"],
-                c["brd"],
-            )
-        )
+        group.append(batch.as_orders(live.run))
         if len(group) == 256:
             state.apply_many(list(group))
             group.clear()

@@ -1452,14 +1452,17 @@
   let lastEpoch = ""; // the feed lifetime that position belongs to
   const feedToken = new URLSearchParams(location.search).get("feed_token") || "";
 
-  // Feed positions are Redis stream ids "ms-seq"; compare them numerically.
+  // Feed positions are Redis stream ids "ms-seq", optionally ".k" for the k-th of several
+  // milestones of one commit (which sorts before the commit's own "ms-seq").
   function comparePos(a, b) {
-    const pa = /^(\d+)-(\d+)$/.exec(String(a));
-    const pb = /^(\d+)-(\d+)$/.exec(String(b));
+    const pa = /^(\d+)-(\d+)(?:\.(\d+))?$/.exec(String(a));
+    const pb = /^(\d+)-(\d+)(?:\.(\d+))?$/.exec(String(b));
     if (!pa || !pb) return 0; // unknown form: never treat as stale
     if (pa[1].length !== pb[1].length) return pa[1].length - pb[1].length;
     if (pa[1] !== pb[1]) return pa[1] < pb[1] ? -1 : 1;
-    return Number(pa[2]) - Number(pb[2]);
+    if (pa[2] !== pb[2]) return Number(pa[2]) - Number(pb[2]);
+    const whole = 2 ** 31;
+    return (pa[3] === undefined ? whole : Number(pa[3])) - (pb[3] === undefined ? whole : Number(pb[3]));
   }
   function notePosition(pos) {
     if (pos == null) return;

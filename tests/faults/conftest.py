@@ -18,11 +18,10 @@ from typing import IO
 import pytest
 import redis
 
+from tests.conftest import UNIT, stop
 from ticker.core.aggregate import State
 from ticker.keys import Keys
 from ticker.redis_io import free_port
-
-UNIT = float(os.environ.get("TICKER_TEST_TIMEOUT_UNIT", "1.0"))
 
 
 def _port_open(port: int) -> bool:
@@ -147,16 +146,6 @@ class Procs:
             stop(proc)
         for log in self.logs:
             log.close()
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10 * UNIT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture
