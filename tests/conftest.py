@@ -1,5 +1,6 @@
 """Fixtures: a private redis-server on a free port, and the ticker's real processes."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -127,14 +128,21 @@ class Server:
         return self.url.replace("http://", "ws://") + "ws"
 
 
-@pytest.fixture
-def server(ticker: Ticker) -> Iterator[Server]:
-    """`ticker serve` on a free port of 127.0.0.1."""
-    port = free_port()
-    proc = ticker.start("serve", "--port", str(port))
+@contextlib.contextmanager
+def serving(ticker: Ticker, *options: str, port: int | None = None) -> Iterator[Server]:
+    """`ticker serve` on a free port of 127.0.0.1 (or `port`), with the given options."""
+    port = port or free_port()
+    proc = ticker.start("serve", "--port", str(port), *options)
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_http(url + "healthz")
         yield Server(url, proc)
     finally:
         stop(proc)
+
+
+@pytest.fixture
+def server(ticker: Ticker) -> Iterator[Server]:
+    """`ticker serve` on a free port of 127.0.0.1."""
+    with serving(ticker) as s:
+        yield s

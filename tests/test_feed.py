@@ -14,7 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from base64 import b64encode
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -24,9 +24,8 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.conftest import UNIT, Server, Ticker, stop, wait_http
+from tests.conftest import UNIT, Server, Ticker, serving, stop
 from ticker import feed
-from ticker.redis_io import free_port
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 SCHEMA = json.loads((DOCS / "feed.schema.json").read_text())
@@ -66,19 +65,6 @@ async def wait_state(url: str, predicate: Any, timeout: float = 30) -> dict[str,
             return s
         assert time.monotonic() < deadline, f"timed out; last state {str(s)[:600]}"
         await asyncio.sleep(0.1)
-
-
-@contextlib.contextmanager
-def serving(ticker: Ticker, *options: str, port: int | None = None) -> Iterator[Server]:
-    """Another `ticker serve` on a free port, with the given options."""
-    port = port or free_port()
-    proc = ticker.start("serve", "--port", str(port), *options)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        wait_http(url + "healthz")
-        yield Server(url, proc)
-    finally:
-        stop(proc)
 
 
 @contextlib.asynccontextmanager
