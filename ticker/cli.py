@@ -48,7 +48,8 @@ def _time(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _scale(text: str) -> Fraction:
+def scale_arg(text: str) -> Fraction:
+    """An argparse type for --scale (also used by extensions such as `profile check`)."""
     from simulator.generator import parse_scale
 
     try:
@@ -121,7 +122,7 @@ def _add_replay_options(p: argparse.ArgumentParser, speed: str) -> None:
     )
     p.add_argument(
         "--scale",
-        type=_scale,
+        type=scale_arg,
         default=Fraction(1),
         help="shrink the day: orders, GMV and thresholds times this factor, e.g. 0.001 (default 1)",
     )

@@ -16,8 +16,9 @@ from fractions import Fraction
 from typing import Any
 
 from simulator import profile as profiles
-from simulator.generator import DayPlan, parse_scale
+from simulator.generator import DayPlan
 from simulator.profile import Point, Profile
+from ticker.cli import scale_arg
 from ticker.core.aggregate import State
 from ticker.core.batch import Entry, Milestone, Start
 from ticker.core.clock import DAY_MS, format_time_of_day
@@ -160,13 +161,6 @@ def table(report: Report) -> list[str]:
     return lines
 
 
-def _scale_arg(text: str) -> Fraction:
-    try:
-        return parse_scale(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def _run(args: argparse.Namespace) -> int:
     report = replay(profiles.load(args.profile), args.scale, args.seed)
     print("\n".join(table(report)), flush=True)
@@ -187,7 +181,7 @@ def register(sub: Any, add_redis: Callable[[argparse.ArgumentParser], None]) -> 
     c.add_argument("profile", help="a bundled profile (2017, 2018, 2019) or a .toml path")
     c.add_argument(
         "--scale",
-        type=_scale_arg,
+        type=scale_arg,
         default=Fraction(1, 1000),
         help="shrink the day by this factor (default 0.001: about a million orders)",
     )

@@ -172,6 +172,21 @@ def load_state(server: RedisServer, namespace: str) -> State | None:
     return State.loads(raw, brands) if raw else None
 
 
+def final_state(server: RedisServer, procs: "Procs", agg: "subprocess.Popen[bytes]") -> State:
+    """Wait until the aggregator applied the whole replay, stop it cleanly, return its state."""
+
+    def ended() -> bool:
+        state = load_state(server, procs.namespace)
+        return state is not None and state.ended
+
+    wait_for(ended, 60, "the aggregator to apply the whole replay")
+    agg.terminate()
+    assert agg.wait(10) == 0, procs.text(agg)
+    live = load_state(server, procs.namespace)
+    assert live is not None
+    return live
+
+
 def wait_for(predicate: "object", timeout: float, what: str, interval: float = 0.1) -> None:
     deadline = time.monotonic() + timeout * UNIT
     while True:

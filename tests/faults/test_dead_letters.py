@@ -9,7 +9,7 @@ import orjson
 
 from simulator import profile
 from simulator.generator import DayPlan
-from tests.faults.conftest import Procs, RedisServer, load_state, wait_for
+from tests.faults.conftest import Procs, RedisServer, final_state, load_state, wait_for
 from tests.faults.fuzz import Fuzzer
 from ticker.keys import Keys
 
@@ -45,16 +45,8 @@ def test_a_thousand_fuzzed_entries_are_dead_letters_and_totals_stay_exact(
     writer.join(60)
     assert replay.wait(60) == 0, procs.text(replay)
 
-    def ended() -> bool:
-        state = load_state(aof_redis, procs.namespace)
-        return state is not None and state.ended
-
-    wait_for(ended, 60, "the aggregator to apply the whole replay")
-    agg.terminate()
-    assert agg.wait(10) == 0, procs.text(agg)
-
-    live = load_state(aof_redis, procs.namespace)
-    assert live is not None and live.run == RUN
+    live = final_state(aof_redis, procs, agg)
+    assert live.run == RUN
     assert live.dead_letters == FUZZED
     assert live.gmv_fen == plan.base_gmv + plan.total_gmv
     assert live.orders == plan.base_orders + plan.total_orders

@@ -7,7 +7,7 @@ import orjson
 
 from simulator import profile
 from simulator.generator import DayPlan
-from tests.faults.conftest import Procs, RedisServer, load_state, wait_for
+from tests.faults.conftest import Procs, RedisServer, final_state
 from ticker.keys import Keys
 
 
@@ -47,15 +47,7 @@ def test_re_added_batches_are_counted_once(aof_redis: RedisServer, procs: Procs)
         stop.set()
         writer.join()
 
-    def ended() -> bool:
-        state = load_state(aof_redis, procs.namespace)
-        return state is not None and state.ended
-
-    wait_for(ended, 60, "the aggregator to apply the whole replay")
-    agg.terminate()
-    assert agg.wait(10) == 0, procs.text(agg)
-    live = load_state(aof_redis, procs.namespace)
-    assert live is not None
+    live = final_state(aof_redis, procs, agg)
     print(f"{len(copied)} batches sent twice; duplicates {live.duplicates}")
     assert len(copied) >= 5
     assert live.duplicates == len(copied)
