@@ -7,9 +7,13 @@ waits rather than let Redis memory grow. After a Redis outage, or when started a
 the same run id, it reads the stream's last entry and continues after it: the seq numbers
 are deterministic, so nothing is skipped, and anything written twice is dropped by the
 aggregator.
+
+With `shards` > 1 the batches go round robin to the shards' streams (`shard_of`); every
+shard gets the start and the end, and a restart continues after the least advanced shard.
 """
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -20,7 +24,7 @@ import orjson
 
 from simulator.clock import ReplayClock
 from simulator.generator import DayPlan
-from ticker.core.batch import encode_end, encode_orders, encode_start
+from ticker.core.batch import encode_end, encode_orders, encode_start, shard_of
 from ticker.core.clock import format_time_of_day
 from ticker.keys import Keys
 from ticker.redis_io import TRANSIENT, client
@@ -64,8 +68,10 @@ class Replay:
         speed: float | None,
         on_progress: Callable[[Progress], None] | None = None,
         max_backlog: int = MAX_BACKLOG,
+        shards: int = 1,
     ) -> None:
         self.redis_url, self.keys, self.plan, self.run_id = redis_url, keys, plan, run
+        self.shards = [keys] if shards == 1 else [keys.shard(i) for i in range(shards)]
         self.on_progress, self.max_backlog = on_progress, max_backlog
         self.progress = Progress(sim_ms=plan.from_ms, speed_asked=speed)
         self.clock = ReplayClock(time.monotonic(), plan.from_ms, speed)
@@ -75,8 +81,12 @@ class Replay:
         self.next_control_poll = 0.0
         self.next_report = 0.0
 
-    async def last_written_seq(self) -> int | None:
-        """The highest seq this run has written, if it was begun.
+    async def last_written(self) -> list[int | None]:
+        """Per shard, the highest seq this run has written there, if it was begun there."""
+        return [await self._last_written_in(k) for k in self.shards]
+
+    async def _last_written_in(self, keys: Keys) -> int | None:
+        """The highest seq this run has written to one stream, if it was begun there.
 
         Looks at the newest entries of the stream (others, even malformed ones, may have
         been written after ours) and at the aggregator's state (the stream is trimmed
@@ -86,7 +96,7 @@ class Replay:
         best: int | None = None
         newest = "+"
         for _ in range(RESUME_SCAN_PAGES):
-            page = await self.redis.xrevrange(self.keys.orders, max=newest, count=200)
+            page = await self.redis.xrevrange(keys.orders, max=newest, count=200)
             for _id, fields in page:
                 if fields.get(b"run") == self.run_id.encode():
                     try:
@@ -98,7 +108,7 @@ class Replay:
             if best is not None or len(page) < 200:
                 break
             newest = f"({page[-1][0].decode()}"
-        raw = await self.redis.hget(self.keys.state, "state")
+        raw = await self.redis.hget(keys.state, "state")
         if raw:
             committed = orjson.loads(raw)
             if committed.get("run") == self.run_id:
@@ -132,11 +142,14 @@ class Replay:
         log.info("seeking to %s as run %s", format_time_of_day(to_ms), self.run_id)
 
     async def _run_once(self) -> None:
-        plan, keys = self.plan, self.keys
-        after = await self.last_written_seq()
-        if after is None:
-            await self.redis.xadd(keys.orders, encode_start(self.run_id, plan.meta()))
-            after = 0
+        plan, shards = self.plan, len(self.shards)
+        meta = dataclasses.replace(plan.meta(), shards=shards)
+        written = await self.last_written()
+        for i, seq in enumerate(written):
+            if seq is None:
+                await self.redis.xadd(self.shards[i].orders, encode_start(self.run_id, meta, i))
+        done = [seq or 0 for seq in written]
+        after = min(done)
         if after >= plan.end_seq:
             self.progress.done = True
             return
@@ -150,13 +163,16 @@ class Replay:
         pipe = self.redis.pipeline(transaction=False)
         queued = 0
         for batch in plan.batches(after_seq=after):
+            shard = shard_of(batch.seq, shards)
+            if batch.seq <= done[shard]:
+                continue  # this shard has it (a restart: the shards had got unequally far)
             due = self.clock.due(batch.t1)
             if queued and (due is None or due > time.monotonic()):
                 await self._flush(pipe)  # send what is due before waiting
                 queued = 0
             await self._wait_for_clock(batch.t1)
             pipe.xadd(
-                keys.orders,
+                self.shards[shard].orders,
                 encode_orders(self.run_id, batch.seq, batch.t0, batch.t1, batch.columns),
             )
             queued += 1
@@ -171,18 +187,22 @@ class Replay:
         if queued:
             await self._flush(pipe)
         await self._wait_for_clock(plan.to_ms)
-        await self.redis.xadd(keys.orders, encode_end(self.run_id, plan.end_seq, plan.to_ms))
+        for keys, seq in zip(self.shards, done, strict=True):
+            if seq < plan.end_seq:
+                end = encode_end(self.run_id, plan.end_seq, plan.to_ms)
+                await self.redis.xadd(keys.orders, end)
         self.progress.sim_ms = plan.to_ms
         self.progress.done = True
         await self._report(force=True)
 
     async def _flush(self, pipe: "object") -> None:
-        pipe.xlen(self.keys.orders)  # type: ignore[attr-defined]
+        for keys in self.shards:
+            pipe.xlen(keys.orders)  # type: ignore[attr-defined]
         replies = await pipe.execute()  # type: ignore[attr-defined]
-        backlog = replies[-1]
+        backlog = max(replies[-len(self.shards) :])
         while backlog > self.max_backlog:
             await asyncio.sleep(0.005)
-            backlog = await self.redis.xlen(self.keys.orders)
+            backlog = max([await self.redis.xlen(keys.orders) for keys in self.shards])
 
     async def _wait_for_clock(self, sim_ms: int) -> None:
         """Wait until the replay clock reaches sim_ms, obeying control commands meanwhile."""

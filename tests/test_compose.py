@@ -1,19 +1,30 @@
 """docker-compose.yml runs the same commands the tests run as processes."""
 
+import re
 import shlex
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from ticker.cli import build_parser
+from ticker.redis_io import is_cluster
 
 COMPOSE = yaml.safe_load((Path(__file__).parent.parent / "docker-compose.yml").read_text())
+SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
+CLUSTER = {name for name, s in SERVICES.items() if "cluster" in s.get("profiles", [])}
 
 
 def ticker_command(service: str) -> list[str]:
-    script = COMPOSE["services"][service]["command"][-1]
+    script = SERVICES[service]["command"][-1]
     tail = script.split("exec ticker ", 1)[1]
     return shlex.split(tail)
+
+
+def nginx_conf() -> str:
+    """The proxy's nginx.conf as nginx reads it (compose turns `$$` into `$`)."""
+    content: str = COMPOSE["configs"]["nginx-conf"]["content"]
+    return content.replace("$$", "$")
 
 
 def test_compose_services_use_valid_ticker_commands() -> None:
@@ -30,3 +41,78 @@ def test_compose_services_use_valid_ticker_commands() -> None:
 def test_compose_redis_keeps_an_append_only_file() -> None:
     """The compose Redis persists with AOF, which exactly-once across restarts relies on."""
     assert "--appendonly" in COMPOSE["services"]["redis"]["command"]
+
+
+def test_the_default_services_are_not_in_the_cluster_profile() -> None:
+    """`docker compose up` runs the single-Redis ticker exactly as before."""
+    for name in ("redis", "aggregator", "server", "simulator"):
+        assert "profiles" not in SERVICES[name], name
+        assert SERVICES[name].get("depends_on", {}).keys() <= {"redis"}
+        assert SERVICES[name].get("environment", {}).get("REDIS_URL", "redis://redis:6379/0") == (
+            "redis://redis:6379/0"
+        )
+    assert not any(name in CLUSTER for name in ("redis", "aggregator", "server", "simulator"))
+
+
+def test_cluster_profile_ticker_services_parse_with_the_real_cli() -> None:
+    """Two aggregators sharing 4 shards, two servers, one replay of 4 shards, all on the
+    cluster by REDIS_URL, started once the cluster is created."""
+    ticker = {n for n in CLUSTER if "exec ticker " in str(SERVICES[n].get("command", ""))}
+    commands = {n: ticker_command(n) for n in sorted(ticker)}
+    kinds = sorted(c[0] for c in commands.values())
+    assert kinds == ["aggregate", "aggregate", "replay", "serve", "serve"]
+    parser = build_parser()
+    for name, args in commands.items():
+        parsed = parser.parse_args(args)
+        if args[0] in ("aggregate", "replay"):
+            assert parsed.shards == 4, name
+        if args[0] == "serve":
+            assert (parsed.host, parsed.port) == ("0.0.0.0", 8080), name
+        service = SERVICES[name]
+        assert is_cluster(service["environment"]["REDIS_URL"]), name
+        assert service["depends_on"]["cluster-init"]["condition"] == (
+            "service_completed_successfully"
+        )
+    names = [parser.parse_args(commands[n]).name for n in commands if commands[n][0] == "aggregate"]
+    assert len(set(names)) == 2  # distinct consumers in the group
+
+
+def test_cluster_profile_has_three_primaries_with_a_replica_each() -> None:
+    nodes = sorted(n for n in CLUSTER if n.startswith("redis-node-"))
+    assert len(nodes) >= 6
+    for n in nodes:
+        command = SERVICES[n]["command"]
+        options = dict(zip(command[1::2], command[2::2], strict=False))
+        assert options["--cluster-enabled"] == "yes", n
+        assert options["--appendonly"] == "yes", n
+        assert "healthcheck" in SERVICES[n], n
+    init = SERVICES["cluster-init"]
+    script = init["command"][-1]
+    assert "--cluster create" in script and "--cluster-replicas 1" in script
+    assert "--cluster-yes" in script
+    assert "cluster_slots_assigned:16384" in script  # idempotent: skips a created cluster
+    assert len(nodes) // 2 >= 3  # --cluster-replicas 1: half the nodes are primaries
+    for n in nodes:
+        assert n in script
+        assert init["depends_on"][n]["condition"] == "service_healthy"
+    for n in nodes[:3]:  # the seeds of the ticker processes' URL
+        assert f"{n}:6379" in COMPOSE["x-ticker-cluster"]["environment"]["REDIS_URL"]
+
+
+def test_cluster_profile_proxy_upgrades_websockets_and_balances_both_servers() -> None:
+    proxy = SERVICES["proxy"]
+    assert proxy["image"].startswith("nginx:")
+    assert "8081:80" in proxy["ports"]
+    assert proxy["configs"] == [{"source": "nginx-conf", "target": "/etc/nginx/nginx.conf"}]
+    conf = nginx_conf()
+    assert "proxy_http_version 1.1;" in conf
+    assert re.search(r"proxy_set_header Upgrade \$http_upgrade;", conf)
+    assert re.search(r"proxy_set_header Connection \$connection_upgrade;", conf)
+    assert re.search(r"map \$http_upgrade \$connection_upgrade \{[^}]*default upgrade;", conf)
+    assert "proxy_set_header Host $http_host;" in conf  # port kept: the Origin check
+    timeout = re.search(r"proxy_read_timeout (\d+)([smh]);", conf)
+    assert timeout and int(timeout[1]) * {"s": 1, "m": 60, "h": 3600}[timeout[2]] >= 600
+    upstreams = re.findall(r"server (\S+):8080", conf)
+    assert sorted(upstreams) == ["server-1", "server-2"]
+    assert {"server-1", "server-2"} <= set(proxy["depends_on"])
+    assert not re.search(r"(?<!\$)\$(?!\$)", COMPOSE["configs"]["nginx-conf"]["content"])

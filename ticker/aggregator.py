@@ -6,6 +6,11 @@ XACK of those entries, the dead letters and one feed entry. A crash before the c
 loses nothing (the entries are still pending and are read again, `0` before `>`); a crash
 after it repeats nothing. A stale aggregator (one that another has committed past) is
 fenced off by the commit number.
+
+On a sharded run (`--shards N`) an aggregator consumes one shard's stream: its state is
+that shard's part, and instead of a feed entry each commit writes the rows it applied to
+the shard's partials stream for the merge step (`ticker.merge`), which also holds back the
+trimming of batches it has not taken yet (the `merged` floor).
 """
 
 import asyncio
@@ -15,7 +20,7 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from redis.exceptions import ResponseError
@@ -24,11 +29,18 @@ from ticker.core.aggregate import Fired, State
 from ticker.core.batch import BadEntry, End, Entry, Orders, Start, decode
 from ticker.errors import FencedOff
 from ticker.keys import GROUP, Keys
+from ticker.lease import LEASE_MS, Lease
 from ticker.redis_io import TRANSIENT, client
+
+if TYPE_CHECKING:
+    from ticker.sharding import Share
 
 log = logging.getLogger("ticker.aggregate")
 
 FEED_MAXLEN = 10_000
+# The merge step trims a shard's partials behind itself; this cap only guards against a
+# merge step that never runs (the orders streams' backlog bounds what it can fall behind).
+PARTIALS_MAXLEN = 100_000
 READ_COUNT = 128
 # A round keeps reading while the stream has more (up to ROUND_SECONDS or
 # ROUND_MAX_ENTRIES), and at least until COMMIT_INTERVAL after the previous commit, then
@@ -39,7 +51,7 @@ ROUND_SECONDS = 0.1
 ROUND_MAX_ENTRIES = 4 * READ_COUNT
 COMMIT_INTERVAL = 0.05
 
-# KEYS: state, orders, feed, dead letters, epoch, lease
+# KEYS: state, orders, feed (a shard's partials), dead letters, epoch, lease, merged floor
 # ARGV: expected commit, state blob, group, feed maxlen, feed payload, new epoch,
 #       consumer name, lease ms, brand tally blob, number of dead letters D, then D
 #       triples (original id, reason, raw fields as JSON), then the ids to acknowledge.
@@ -82,23 +94,14 @@ for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[2])) do
   end
   if keep == nil or older(floor, keep) then keep = floor end
 end
+-- A shard keeps every batch the merge step has not taken (it may read one back).
+local merged = redis.call('GET', KEYS[7])
+if merged and (keep == nil or older(merged, keep)) then keep = merged end
 if keep ~= nil and keep ~= '0-0' then
   redis.call('XTRIM', KEYS[2], 'MINID', '~', keep)
 end
 return redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'u', ARGV[5])
 """
-
-
-# Take the lease if free, or renew it if ours. KEYS: lease; ARGV: consumer, lease ms.
-LEASE = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-"""
-LEASE_MS = 5_000  # a dead aggregator's shard is taken over within this (plus a poll)
 
 
 @dataclass
@@ -120,8 +123,13 @@ class Aggregator:
         consumer: str | None = None,
         burst: bool = False,
         log_every: float = 5.0,
+        shards: int = 1,
+        share: "Share | None" = None,
     ) -> None:
+        """`keys` are a shard's own keys when `shards` > 1; `share` says when to take the
+        shard and when to hand it to another process (see `ticker.sharding`)."""
         self.redis_url, self.keys, self.burst = redis_url, keys, burst
+        self.shards, self.share = shards, share
         self.consumer = consumer or f"{socket.gethostname()}-aggregator"
         self.log_every = log_every
         self.state = State()
@@ -131,8 +139,7 @@ class Aggregator:
         self.stopping = asyncio.Event()
         self.redis = client(redis_url)
         self._commit = self.redis.register_script(COMMIT)
-        self._lease = self.redis.register_script(LEASE)
-        self.lease_renewed = 0.0
+        self.lease = Lease(self.redis, keys.lease, self.consumer)
         self.accept_gaps = False  # set after claiming every pending entry (see `run`)
         self.last_commit = 0.0
 
@@ -141,42 +148,15 @@ class Aggregator:
         raw = await self.redis.hmget(self.keys.state, ["commit", "state", "brands"])
         self.commit_no = int(raw[0] or 0)
         self.state = State.loads(raw[1], raw[2]) if raw[1] else State()
+        if self.shards > 1:
+            self.state.shard = self.keys.shard_index or 0
+            # Trim nothing until the merge step says what it has taken.
+            await self.redis.set(self.keys.merged, "0-0", nx=True)
         try:
             await self.redis.xgroup_create(self.keys.orders, GROUP, id="0", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
-
-    async def hold_lease(self) -> None:
-        """Wait until this aggregator holds the lease (one active aggregator at a time)."""
-        said = False
-        while not await self._lease(keys=[self.keys.lease], args=[self.consumer, LEASE_MS]):
-            if self.stopping.is_set():
-                return
-            if not said:
-                holder = await self.redis.get(self.keys.lease)
-                log.info("standing by: %s holds the lease", (holder or b"?").decode())
-                said = True
-            await asyncio.sleep(LEASE_MS / 5000)
-        self.lease_renewed = time.monotonic()
-
-    async def release_lease(self) -> None:
-        """On a clean stop, free the lease so a standby takes over at once."""
-        await self.redis.eval(
-            "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end",
-            1,
-            self.keys.lease,
-            self.consumer,
-        )
-
-    async def renew_lease(self) -> None:
-        if time.monotonic() - self.lease_renewed < LEASE_MS / 3000:
-            return
-        if not await self._lease(keys=[self.keys.lease], args=[self.consumer, LEASE_MS]):
-            raise FencedOff(
-                "lost the lease to another aggregator; stopping so nothing is counted twice"
-            )
-        self.lease_renewed = time.monotonic()
 
     async def claim_all(self) -> int:
         """Take over every entry pending for any other consumer (a dead aggregator's).
@@ -202,9 +182,10 @@ class Aggregator:
 
     async def run(self) -> None:
         """Consume until stopped; in burst mode, until the replay ended and all is applied."""
-        await self.hold_lease()
-        if self.stopping.is_set():
+        if not await self.lease.acquire(self.stopping, self.share.may_take if self.share else None):
             return
+        if self.share:
+            self.share.took()
         await self.load()
         claimed = await self.claim_all()
         if claimed:
@@ -212,7 +193,7 @@ class Aggregator:
         backlog = True  # first finish our own pending entries (id 0), then new ones (>)
         last_log = time.monotonic()
         while not self.stopping.is_set():
-            await self.renew_lease()
+            await self.lease.renew()
             stream_id = "0" if backlog else ">"
             block = None if backlog else (100 if self.burst else 1000)
             reply = await self.redis.xreadgroup(
@@ -227,7 +208,7 @@ class Aggregator:
             try:
                 committed = not entries or await self.apply_and_commit(entries)
             except FencedOff:
-                if await self.redis.get(self.keys.lease) != self.consumer.encode():
+                if not await self.lease.held():
                     raise
                 # We hold the lease, so no one else commits: the commit that "failed" was
                 # our own, applied by Redis but its reply lost and the command retried.
@@ -242,6 +223,9 @@ class Aggregator:
                 self.accept_gaps = True
                 backlog = True
             elif not entries and self.burst and self.state.ended:
+                break
+            elif self.share and self.share.should_give_up():
+                log.info("handing %s over to another aggregator", self.keys.orders)
                 break
             if time.monotonic() - last_log >= self.log_every:
                 last_log = time.monotonic()
@@ -279,7 +263,7 @@ class Aggregator:
             if not fields:  # deleted from the stream while pending
                 continue
             try:
-                decoded.append(decode(fields))
+                decoded.append(self._check_shard(decode(fields)))
                 origin.append(i)
             except BadEntry as exc:
                 dead += self._dead_letter(entry_id, str(exc), fields)
@@ -292,22 +276,23 @@ class Aggregator:
             entry_id, fields = entries[origin[index]]
             dead += self._dead_letter(entry_id, reason, fields)
         orders = sum(len(e.amt) for e in decoded if isinstance(e, Orders))
-        payload = self.feed_payload(fired)
+        payload = self._rows(decoded, ids, origin) if self.shards > 1 else self.feed_payload(fired)
         try:
             await self._commit(
                 keys=[
                     self.keys.state,
                     self.keys.orders,
-                    self.keys.feed,
+                    self.keys.partials if self.shards > 1 else self.keys.feed,
                     self.keys.dead_letters,
                     self.keys.epoch,
                     self.keys.lease,
+                    self.keys.merged,
                 ],
                 args=[
                     self.commit_no,
                     self.state.dumps(),
                     GROUP,
-                    FEED_MAXLEN,
+                    PARTIALS_MAXLEN if self.shards > 1 else FEED_MAXLEN,
                     payload,
                     self.epoch,
                     self.consumer,
@@ -326,7 +311,7 @@ class Aggregator:
                 ) from None
             raise
         self.commit_no += 1
-        self.lease_renewed = self.last_commit = time.monotonic()
+        self.lease.renewed = self.last_commit = time.monotonic()
         self.stats.commits += 1
         self.stats.applied_entries += len(entries)
         self.stats.applied_orders += orders
@@ -339,12 +324,33 @@ class Aggregator:
             )
         return True
 
+    def _check_shard(self, entry: Entry) -> Entry:
+        """Refuse a start entry written for another number of shards, or another shard."""
+        if isinstance(entry, Start):
+            mine = (self.keys.shard_index or 0, self.shards)
+            theirs = (entry.shard, entry.meta.shards)
+            if theirs != mine:
+                raise BadEntry(
+                    f"start entry of shard {theirs[0]} of {theirs[1]} on the stream of shard "
+                    f"{mine[0]} of {mine[1]}: run the replay and every aggregator with the "
+                    "same --shards (or TICKER_SHARDS)"
+                )
+        return entry
+
+    def _rows(self, decoded: list[Entry], ids: list[bytes], origin: list[int]) -> bytes:
+        """The rows this commit applied, for the merge step (see `ticker.core.merge.Row`)."""
+        where = {(e.run, e.seq): ids[origin[i]].decode() for i, e in enumerate(decoded)}
+        shard = self.keys.shard_index or 0
+        rows = [[*row, shard, where[row[0], row[1]]] for row in self.state.journal]
+        self.state.journal.clear()
+        return orjson.dumps(rows)
+
     def _gap_first(self, decoded: list[Entry]) -> bool:
         """Whether the first new batch of the current run skips a seq number."""
         for entry in decoded:
             if isinstance(entry, Orders | End) and entry.run == self.state.run:
                 if entry.seq > self.state.last_seq:
-                    return entry.seq > self.state.last_seq + 1
+                    return entry.seq > self.state.next_seq()
             elif isinstance(entry, Start) and entry.run != self.state.run:
                 return False  # a new run begins: its own numbering starts at 0
         return False
@@ -383,7 +389,17 @@ def _describe(fields: dict[bytes, bytes]) -> str:
     return orjson.dumps(out).decode()
 
 
-async def run_forever(agg: Aggregator) -> None:
+class Worker(Protocol):
+    """A process part that holds a lease while it runs (an aggregator, the merge step)."""
+
+    redis: Any
+    lease: Lease
+    stopping: asyncio.Event
+
+    async def run(self) -> None: ...
+
+
+async def run_forever(agg: Worker) -> None:
     """Run, riding out Redis outages with capped exponential backoff and jitter.
 
     Logs one line when an outage starts and one when it ends; every retry reloads the
@@ -400,7 +416,7 @@ async def run_forever(agg: Aggregator) -> None:
                 )
                 outage_since, delay = None, 0.1
             await agg.run()
-            await agg.release_lease()
+            await agg.lease.release()
             return
         except TRANSIENT as exc:
             if outage_since is None:

@@ -7,11 +7,13 @@ import importlib
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from fractions import Fraction
 from typing import TYPE_CHECKING, NoReturn
 
+from ticker.core.batch import MAX_SHARDS
 from ticker.core.clock import DAY_MS, format_time_of_day, parse_time_of_day
 from ticker.errors import TickerError, UsageError
 from ticker.settings import Settings
@@ -64,6 +66,27 @@ def _add_redis(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--namespace", help="ticker namespace in Redis (default: $TICKER_NAMESPACE or main)"
+    )
+
+
+def _shards(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_SHARDS:
+        raise argparse.ArgumentTypeError(f"must be a whole number 1..{MAX_SHARDS}, got {text!r}")
+    return value
+
+
+def _add_shards(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--shards",
+        type=_shards,
+        default=_shards(os.environ.get("TICKER_SHARDS", "1")),
+        help="spread the orders over this many streams (hash tags spread them over a "
+        "Redis Cluster); the replay and every aggregator need the same number "
+        "(default: $TICKER_SHARDS or 1)",
     )
 
 
@@ -166,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", help="run id; give the id of an interrupted run to resume it")
     p.add_argument("--batch-size", type=int, default=4000, help="orders per stream entry")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_shards(p)
     _add_redis(p)
 
     p = sub.add_parser("aggregate", help="aggregate orders into totals, milestones and the feed")
@@ -174,7 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="exit once the replay has ended and every entry is applied",
     )
-    p.add_argument("--name", help="consumer name in the group (default: <host>-aggregator)")
+    p.add_argument(
+        "--name",
+        help="consumer name in the group (default: <host>-aggregator; with --shards, <host>-<pid>)",
+    )
+    _add_shards(p)
     _add_redis(p)
 
     p = sub.add_parser("serve", help="serve the page, the websocket feed and the API")
@@ -261,7 +289,15 @@ def _replay(args: argparse.Namespace) -> int:
     async def go() -> None:
         r = await connect(settings.redis_url)
         await r.aclose()
-        replay = Replay(settings.redis_url, settings.keys, plan, run_id, args.speed, bar.update)
+        replay = Replay(
+            settings.redis_url,
+            settings.keys,
+            plan,
+            run_id,
+            args.speed,
+            bar.update,
+            shards=args.shards,
+        )
         print(
             f"replaying {plan.profile.title} as run {run_id}: {plan.total_orders:,} orders, "
             f"RMB {plan.total_gmv / 100:,.2f}",
@@ -285,6 +321,9 @@ def _aggregate(args: argparse.Namespace) -> int:
 
     async def go() -> None:
         await (await connect(settings.redis_url)).aclose()
+        if args.shards > 1:
+            await _aggregate_shards(args, settings)
+            return
         agg = Aggregator(settings.redis_url, settings.keys, args.name, burst=args.burst)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -298,6 +337,23 @@ def _aggregate(args: argparse.Namespace) -> int:
 
     asyncio.run(go())
     return 0
+
+
+async def _aggregate_shards(args: argparse.Namespace, settings: Settings) -> None:
+    from ticker.sharding import run_sharded
+
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    name = args.name or f"{socket.gethostname()}-{os.getpid()}"
+    print(f"aggregating {args.shards} shards as {name}", file=sys.stderr, flush=True)
+    workers = await run_sharded(
+        settings.redis_url, settings.keys, args.shards, name, stopping, burst=args.burst
+    )
+    for w in workers:
+        if w.stats.commits:
+            w.log_progress()
 
 
 def _serve(args: argparse.Namespace) -> int:

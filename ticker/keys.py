@@ -1,7 +1,9 @@
 """Every Redis key and stream name, in one place.
 
 Keys of one ticker share a hash tag (`{name}`) so that on Redis Cluster they live in one
-slot and the aggregator's atomic commit (a Lua script over several keys) stays legal.
+slot and the aggregator's atomic commit (a Lua script over several keys) stays legal. A
+sharded ticker adds one tag per shard (`{name/3}`): each shard's orders, partial state and
+lease share a slot, and the shards spread over the cluster.
 """
 
 from dataclasses import dataclass
@@ -14,9 +16,15 @@ class Keys:
     """The keys of one ticker namespace (default `main`)."""
 
     namespace: str = "main"
+    shard_index: int | None = None  # None: the namespace's global keys
 
     def _key(self, suffix: str) -> str:
-        return f"ticker:{{{self.namespace}}}:{suffix}"
+        tag = self.namespace if self.shard_index is None else f"{self.namespace}/{self.shard_index}"
+        return f"ticker:{{{tag}}}:{suffix}"
+
+    def shard(self, index: int) -> "Keys":
+        """The keys of shard `index` (its orders stream, partial state, lease...)."""
+        return Keys(self.namespace, index)
 
     @property
     def orders(self) -> str:
@@ -52,6 +60,21 @@ class Keys:
     def lease(self) -> str:
         """Which aggregator may consume now; it expires unless renewed (takeover)."""
         return self._key("lease")
+
+    @property
+    def partials(self) -> str:
+        """A shard's stream of what each commit applied, batch by batch, for the merge step."""
+        return self._key("partials")
+
+    @property
+    def merged(self) -> str:
+        """The newest orders entry of a shard the merge step is done with (trim floor)."""
+        return self._key("merged")
+
+    @property
+    def aggregators(self) -> str:
+        """Sorted set of live aggregator processes (score: when their heartbeat expires)."""
+        return self._key("aggregators")
 
     @property
     def control(self) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ticker.core.batch import End, Entry, Milestone, Orders, ReplayMeta, Start
+from ticker.core.batch import End, Entry, Milestone, Orders, ReplayMeta, Start, next_seq_of
 from ticker.core.clock import format_time_of_day
 
 TOP_N = 10
@@ -38,6 +38,34 @@ class Fired:
             "sim_time_ms": self.sim_time_ms,
             "sim_time": format_time_of_day(self.sim_time_ms),
         }
+
+
+def crossings(
+    milestones: list[Milestone],
+    at: np.ndarray[Any, Any],
+    amt: np.ndarray[Any, Any],
+    gmv_before: int,
+    orders_before: int,
+) -> list[Fired]:
+    """The milestones that these orders (in paid order, after the given totals) cross,
+    each at the paid-at time of the order that crossed it, in the order they fire."""
+    gmv_after, orders_after = gmv_before + int(amt.sum()), orders_before + len(amt)
+    found: list[tuple[int, int, Milestone]] = []
+    cum_gmv = None
+    for milestone in milestones:
+        if milestone.metric == "gmv_fen":
+            if not gmv_before < milestone.threshold <= gmv_after:
+                continue
+            if cum_gmv is None:
+                cum_gmv = np.cumsum(amt)
+            index = int(np.searchsorted(cum_gmv, milestone.threshold - gmv_before))
+        else:
+            if not orders_before < milestone.threshold <= orders_after:
+                continue
+            index = milestone.threshold - orders_before - 1
+        found.append((index, milestone.threshold, milestone))
+    found.sort(key=lambda c: (c[0], c[1]))
+    return [Fired(m, int(at[i])) for i, _, m in found]
 
 
 def _zeros(n: int) -> np.ndarray[Any, np.dtype[np.int64]]:
@@ -69,6 +97,19 @@ class State:
     duplicates: int = 0
     gaps: int = 0
     dead_letters: int = 0
+    # A sharded run's state holds one shard's part: it starts from zero (the merge step
+    # adds the window's base once), fires no milestones (only the merged totals can), and
+    # journals each entry it applies as (run, seq, orders, gmv fen, sim ms) for the merge.
+    shard: int = 0
+    journal: list[tuple[str, int, int, int, int]] = field(default_factory=list)
+
+    @property
+    def shards(self) -> int:
+        return self.meta.shards if self.meta else 1
+
+    def next_seq(self) -> int:
+        """The seq of the next order batch this state expects (its shard's next one)."""
+        return next_seq_of(self.shard, self.shards, self.last_seq)
 
     # -- reducer ---------------------------------------------------------------------
 
@@ -97,32 +138,45 @@ class State:
         if isinstance(entry, End):
             self._advance(entry.seq, entry.t)
             self.ended = True
+            self._journal(entry.seq, 0, 0, entry.t)
             return []
         return self._apply_orders([entry])
 
     def _begin(self, start: Start) -> None:
         meta = start.meta
         counters = (self.duplicates, self.gaps, self.dead_letters)
+        journal = self.journal
         self.__init__()  # type: ignore[misc]
         self.duplicates, self.gaps, self.dead_letters = counters
-        self.run, self.meta, self.last_seq = start.run, meta, start.seq
-        self.gmv_fen, self.orders, self.sim_time_ms = (
-            meta.base_gmv_fen,
-            meta.base_orders,
-            meta.from_ms,
-        )
+        self.journal = journal
+        self.run, self.meta, self.last_seq, self.shard = start.run, meta, start.seq, start.shard
+        sharded = meta.shards > 1
+        self.gmv_fen = 0 if sharded else meta.base_gmv_fen
+        self.orders = 0 if sharded else meta.base_orders
+        self.sim_time_ms = meta.from_ms
+        self._journal(start.seq, 0, 0, meta.from_ms)
         self.cat_gmv, self.cat_orders = _zeros(len(meta.categories)), _zeros(len(meta.categories))
         self.cty_gmv, self.cty_orders = _zeros(len(meta.countries)), _zeros(len(meta.countries))
         self.reg_gmv, self.reg_orders = _zeros(len(meta.regions)), _zeros(len(meta.regions))
         self.brand_gmv = _zeros(meta.brands)
         self.samples.append((meta.from_ms, self.gmv_fen, self.orders))
 
+    def _journal(self, seq: int, orders: int, gmv_fen: int, sim_ms: int) -> None:
+        if self.shards > 1 and self.run is not None:
+            self.journal.append((self.run, seq, orders, gmv_fen, sim_ms))
+
     def _advance(self, seq: int, sim_time_ms: int) -> None:
-        if seq > self.last_seq + 1:
+        if seq > self.next_seq():
             self.gaps += 1
         self.last_seq = seq
+        self.sample(sim_time_ms)
+
+    def sample(self, sim_time_ms: int) -> None:
+        """Move the simulated clock on; keep a rate sample each RATE_SAMPLE_MS."""
         self.sim_time_ms = max(self.sim_time_ms, sim_time_ms)
-        if self.sim_time_ms - self.samples[-1][0] >= RATE_SAMPLE_MS:
+        if not self.samples:
+            self.samples.append((self.sim_time_ms, self.gmv_fen, self.orders))
+        elif self.sim_time_ms - self.samples[-1][0] >= RATE_SAMPLE_MS:
             self.samples.append((self.sim_time_ms, self.gmv_fen, self.orders))
             while len(self.samples) > 2 and self.samples[1][0] <= self.sim_time_ms - RATE_WINDOW_MS:
                 self.samples.popleft()
@@ -193,13 +247,20 @@ class State:
         np.add.at(self.reg_gmv, reg, amt)
         self.reg_orders += np.bincount(reg, minlength=len(self.reg_orders))
         np.add.at(self.brand_gmv, brd, amt)
-        fired = self._fire(at, amt, gmv_before, orders_before)
+        fired: list[Fired] = []
+        if self.meta.shards == 1:  # a shard's part crosses nothing: the merge step fires
+            done = {f.milestone.id for f in self.fired}
+            pending = [m for m in self.meta.milestones if m.id not in done]
+            fired = crossings(pending, at, amt, gmv_before, orders_before)
+            self.fired.extend(fired)
         cross_border = np.flatnonzero(cty)[-RECENT_ORDERS:]
         self.recent = [(int(at[i]), int(amt[i]), int(cty[i]), int(reg[i])) for i in cross_border]
         for b in batches:
-            if b.seq > self.last_seq + 1:
+            if b.seq > self.next_seq():
                 self.gaps += 1
             self.last_seq = b.seq
+            if self.shards > 1:
+                self._journal(b.seq, b.n, int(b.amt.sum()), b.t1)
         self._advance(batches[-1].seq, max(b.t1 for b in batches))
         return fired
 
@@ -220,37 +281,6 @@ class State:
                 raise Rejected(
                     f"{name} index {int(column.max())} is out of range (the run has {size})"
                 )
-
-    def _fire(
-        self,
-        at: np.ndarray[Any, Any],
-        amt: np.ndarray[Any, Any],
-        gmv_before: int,
-        orders_before: int,
-    ) -> list[Fired]:
-        """Fire every pending milestone these orders cross, at the crossing order's time."""
-        assert self.meta is not None
-        done = {f.milestone.id for f in self.fired}
-        crossings: list[tuple[int, int, Milestone]] = []
-        cum_gmv = None
-        for milestone in self.meta.milestones:
-            if milestone.id in done:
-                continue
-            if milestone.metric == "gmv_fen":
-                if not gmv_before < milestone.threshold <= self.gmv_fen:
-                    continue
-                if cum_gmv is None:
-                    cum_gmv = np.cumsum(amt)
-                index = int(np.searchsorted(cum_gmv, milestone.threshold - gmv_before))
-            else:
-                if not orders_before < milestone.threshold <= self.orders:
-                    continue
-                index = milestone.threshold - orders_before - 1
-            crossings.append((index, milestone.threshold, milestone))
-        crossings.sort(key=lambda c: (c[0], c[1]))
-        new = [Fired(m, int(at[i])) for i, _, m in crossings]
-        self.fired.extend(new)
-        return new
 
     # -- views -------------------------------------------------------------------------
 
@@ -393,6 +423,7 @@ class State:
                 "duplicates": self.duplicates,
                 "gaps": self.gaps,
                 "dead_letters": self.dead_letters,
+                "shard": self.shard,
             },
             option=orjson.OPT_SERIALIZE_NUMPY,
         )
@@ -404,7 +435,7 @@ class State:
         state = cls()
         meta = ReplayMeta.from_json(orjson.dumps(data["meta"])) if data["meta"] else None
         by_id = {m.id: m for m in meta.milestones} if meta else {}
-        state.run, state.meta = data["run"], meta
+        state.run, state.meta, state.shard = data["run"], meta, data.get("shard", 0)
         for name in (
             "last_seq",
             "gmv_fen",

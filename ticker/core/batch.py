@@ -31,6 +31,22 @@ MAX_ORDERS_PER_BATCH = 65_536
 MAX_ORDER_FEN = 1_000_000_000
 # The aggregator keeps one counter per brand; a start entry naming more is refused.
 MAX_BRANDS = 16_777_216
+MAX_SHARDS = 1024
+
+
+def shard_of(seq: int, shards: int) -> int:
+    """The shard whose stream carries order batch `seq` (seqs start at 1; round robin).
+
+    `start` (seq 0) and `end` entries go to every shard.
+    """
+    return (seq - 1) % shards
+
+
+def next_seq_of(shard: int, shards: int, after: int) -> int:
+    """The first order batch seq above `after` that belongs to `shard`."""
+    seq = after + 1
+    return seq + (shard - shard_of(seq, shards)) % shards
+
 
 COLUMNS: dict[str, np.dtype[Any]] = {
     "at": np.dtype("<u4"),
@@ -87,6 +103,8 @@ class ReplayMeta:
     # A brand counts in `brands_over_100m` when its GMV passes this (RMB 100m, scaled);
     # 0 when the profile documents no such count.
     brand_line_fen: int = 0
+    # How many orders streams the replay spreads its batches over (see `shard_of`).
+    shards: int = 1
 
     def to_json(self) -> bytes:
         data = {**self.__dict__, "milestones": [m.__dict__ for m in self.milestones]}
@@ -112,6 +130,8 @@ class ReplayMeta:
             raise BadEntry(f"start entry's brands must be 0..{MAX_BRANDS:,}, got {meta.brands}")
         if not 0 <= meta.from_ms < meta.to_ms <= DAY_MS:
             raise BadEntry("start entry's window is not within the day")
+        if not 1 <= meta.shards <= MAX_SHARDS:
+            raise BadEntry(f"start entry's shards must be 1..{MAX_SHARDS}, got {meta.shards}")
         return meta
 
 
@@ -124,6 +144,7 @@ _META_INTS = (
     "brands",
     "seed",
     "batch_size",
+    "shards",
 )
 
 
@@ -153,6 +174,7 @@ class Start:
     run: str
     seq: int
     meta: ReplayMeta
+    shard: int = 0  # which of the meta's shards this copy of the start entry was sent to
 
 
 @dataclass(frozen=True)
@@ -185,14 +207,17 @@ class End:
 Entry = Start | Orders | End
 
 
-def encode_start(run: str, meta: ReplayMeta) -> dict[bytes, bytes]:
-    return {
+def encode_start(run: str, meta: ReplayMeta, shard: int = 0) -> dict[bytes, bytes]:
+    fields = {
         b"v": SCHEMA_VERSION,
         b"kind": b"start",
         b"run": run.encode(),
         b"seq": b"0",
         b"meta": meta.to_json(),
     }
+    if meta.shards > 1:
+        fields[b"shard"] = str(shard).encode()
+    return fields
 
 
 def encode_orders(
@@ -253,7 +278,9 @@ def decode(fields: dict[bytes, bytes]) -> Entry:
     if kind == b"start":
         if seq != 0:
             raise BadEntry("a start entry must have seq 0")
-        return Start(run, seq, ReplayMeta.from_json(fields.get(b"meta", b"")))
+        meta = ReplayMeta.from_json(fields.get(b"meta", b""))
+        shard = _int(fields, "shard", 0, meta.shards - 1) if meta.shards > 1 else 0
+        return Start(run, seq, meta, shard)
     if kind == b"end":
         return End(run, seq, _int(fields, "t", 0, DAY_MS))
     raise BadEntry(f"unknown kind {kind!r}; expected start, orders or end")

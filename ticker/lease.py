@@ -1,0 +1,77 @@
+"""A lease in Redis: which process may act on a key range now; it expires unless renewed.
+
+A process that stops renewing (killed, stopped, cut off) loses it within LEASE_MS, and a
+standby takes over. Holding the lease is not enough to be safe on its own (a paused holder
+may not know it lost it): every commit also checks it inside the commit's script.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ticker.errors import FencedOff
+
+log = logging.getLogger("ticker.lease")
+
+LEASE_MS = 5_000  # a dead holder's work is taken over within this (plus a poll)
+
+# Take the lease if free, or renew it if ours. KEYS: lease; ARGV: holder, lease ms.
+TAKE_OR_RENEW = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end"
+
+
+class Lease:
+    def __init__(self, redis: Any, key: str, holder: str) -> None:
+        self.redis, self.key, self.holder = redis, key, holder
+        self._take = redis.register_script(TAKE_OR_RENEW)
+        self.renewed = 0.0  # monotonic time of the last renewal (a commit renews it too)
+
+    async def acquire(
+        self, stopping: asyncio.Event, may_take: Callable[[], bool] | None = None
+    ) -> bool:
+        """Wait until this holder has the lease (True), or until stopping (False).
+
+        `may_take` is asked before each try; False means stand by (another process
+        should take this one).
+        """
+        said = False
+        while True:
+            if stopping.is_set():
+                return False
+            if (may_take is None or may_take()) and await self._try():
+                self.renewed = time.monotonic()
+                return True
+            if not said:
+                holder = await self.redis.get(self.key)
+                log.info("standing by for %s: %s", self.key, (holder or b"nobody").decode())
+                said = True
+            await asyncio.sleep(LEASE_MS / 5000)
+
+    async def renew(self) -> None:
+        """Renew once a third of the lease has passed; FencedOff if another holds it."""
+        if time.monotonic() - self.renewed < LEASE_MS / 3000:
+            return
+        if not await self._try():
+            raise FencedOff(
+                f"lost {self.key} to another process; stopping so nothing is counted twice"
+            )
+        self.renewed = time.monotonic()
+
+    async def held(self) -> bool:
+        return bool(await self.redis.get(self.key) == self.holder.encode())
+
+    async def release(self) -> None:
+        """On a clean stop, free the lease so a standby takes over at once."""
+        await self.redis.eval(RELEASE, 1, self.key, self.holder)
+
+    async def _try(self) -> bool:
+        return bool(await self._take(keys=[self.key], args=[self.holder, LEASE_MS]))
