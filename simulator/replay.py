@@ -27,11 +27,14 @@ from simulator.generator import DayPlan
 from ticker.core.batch import encode_end, encode_orders, encode_start, shard_of
 from ticker.core.clock import format_time_of_day
 from ticker.keys import Keys
-from ticker.redis_io import TRANSIENT, client
+from ticker.redis_io import TRANSIENT, client, is_cluster
 
 log = logging.getLogger("ticker.replay")
 
 PIPELINE_BATCHES = 32
+# After the end entries, wait this long (far beyond replication lag) and check they are
+# still there: a failover right after a write can lose it (replication is asynchronous).
+END_CHECK_DELAY = 0.5
 RESUME_SCAN_PAGES = 10  # how far back (x 200 entries) a restart looks for its own run
 MAX_BACKLOG = 400
 
@@ -49,6 +52,11 @@ class Progress:
     speed_reached: float = 0.0
     behind_ms: int = 0
     done: bool = False
+
+
+class LostWrites(ConnectionError):
+    """Entries Redis acknowledged are gone: a failover promoted a replica that had not
+    received them. The replay resumes from what is there (a `TRANSIENT` error)."""
 
 
 class _Seek(Exception):
@@ -78,6 +86,8 @@ class Replay:
         self.redis = client(redis_url)
         self.started = time.monotonic()
         self.control_id: str | None = None  # newest control command seen
+        self.queued: list[int] = []  # the shard of each batch in the pipeline
+        self.newest: dict[int, bytes] = {}  # per shard, the last entry id acknowledged
         self.next_control_poll = 0.0
         self.next_report = 0.0
 
@@ -162,6 +172,7 @@ class Replay:
             self.progress.sim_ms = resumed_at
         pipe = self.redis.pipeline(transaction=False)
         queued = 0
+        self.queued, self.newest = [], {}
         for batch in plan.batches(after_seq=after):
             shard = shard_of(batch.seq, shards)
             if batch.seq <= done[shard]:
@@ -175,6 +186,7 @@ class Replay:
                 self.shards[shard].orders,
                 encode_orders(self.run_id, batch.seq, batch.t0, batch.t1, batch.columns),
             )
+            self.queued.append(shard)
             queued += 1
             p = self.progress
             p.orders += batch.n
@@ -187,22 +199,50 @@ class Replay:
         if queued:
             await self._flush(pipe)
         await self._wait_for_clock(plan.to_ms)
-        for keys, seq in zip(self.shards, done, strict=True):
+        for i, (keys, seq) in enumerate(zip(self.shards, done, strict=True)):
             if seq < plan.end_seq:
                 end = encode_end(self.run_id, plan.end_seq, plan.to_ms)
-                await self.redis.xadd(keys.orders, end)
+                self.newest[i] = await self.redis.xadd(keys.orders, end)
+        if is_cluster(self.redis_url):
+            await asyncio.sleep(END_CHECK_DELAY)
+            await self._check_newest()
         self.progress.sim_ms = plan.to_ms
         self.progress.done = True
         await self._report(force=True)
 
     async def _flush(self, pipe: "object") -> None:
+        """Send the queued batches; check that the last flush's are still there; wait
+        while the aggregators are behind."""
+        checks = list(self.newest.items())
+        for shard, entry_id in checks:
+            pipe.xrange(self.shards[shard].orders, min=entry_id, max=entry_id)  # type: ignore[attr-defined]
         for keys in self.shards:
             pipe.xlen(keys.orders)  # type: ignore[attr-defined]
         replies = await pipe.execute()  # type: ignore[attr-defined]
+        written, found = replies[: len(self.queued)], replies[len(self.queued) :]
+        self._lost_if_missing(checks, found)
+        self.newest.update(zip(self.queued, written, strict=True))
+        self.queued = []
         backlog = max(replies[-len(self.shards) :])
         while backlog > self.max_backlog:
             await asyncio.sleep(0.005)
             backlog = max([await self.redis.xlen(keys.orders) for keys in self.shards])
+
+    async def _check_newest(self) -> None:
+        checks = list(self.newest.items())
+        found = [
+            await self.redis.xrange(self.shards[shard].orders, min=entry_id, max=entry_id)
+            for shard, entry_id in checks
+        ]
+        self._lost_if_missing(checks, found)
+
+    def _lost_if_missing(self, checks: list[tuple[int, bytes]], found: list[object]) -> None:
+        for (shard, entry_id), page in zip(checks, found, strict=False):
+            if not page:
+                raise LostWrites(
+                    f"entry {entry_id.decode()} of {self.shards[shard].orders} was acknowledged "
+                    "but is gone (a failover?); resuming from what the stream holds"
+                )
 
     async def _wait_for_clock(self, sim_ms: int) -> None:
         """Wait until the replay clock reaches sim_ms, obeying control commands meanwhile."""

@@ -196,6 +196,9 @@ async def test_the_client_survives_a_primary_killed(redis_cluster: LocalCluster)
     finally:
         await r.aclose()
         await asyncio.to_thread(redis_cluster.restart, old)
+    deadline = time.monotonic() + 30
+    while old not in redis_cluster.replicas_of(new) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)  # the restarted node learns its new role by gossip
     assert old in redis_cluster.replicas_of(new)  # back, as the new primary's replica
 
 

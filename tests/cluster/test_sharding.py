@@ -1,0 +1,142 @@
+"""A sharded replay on a real Redis Cluster ends exactly where a single stream does, through
+aggregator crashes and a primary's failover."""
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+from redis.cluster import RedisCluster
+
+from tests.conftest import UNIT, Ticker, stop
+from ticker.core.aggregate import State
+from ticker.keys import Keys
+from ticker.redis_io import LocalCluster
+
+# Two hours of the day at 1/1000: the first five GMV milestones, ~7,200 batches.
+WINDOW = ("--scale", "0.001", "--to", "02:00")
+SHARDS = "4"
+
+
+@pytest.fixture(scope="module")
+def reference(redis_url: str) -> State:
+    """The same replay on one stream of a single Redis: what every sharded run must equal."""
+    t = Ticker(redis_url, f"ref{os.getpid()}")
+    try:
+        t.miniature_day("--to", "02:00", "--seed", "7")
+        return _state(redis.Redis.from_url(redis_url), Keys(t.namespace))
+    finally:
+        t.close()
+
+
+@pytest.fixture
+def on_cluster(redis_cluster: LocalCluster, namespace: str) -> Iterator[Ticker]:
+    t = Ticker(redis_cluster.url, namespace)
+    yield t
+    t.close()
+
+
+def _state(r: Any, keys: Keys) -> State:
+    raw, brands = r.hmget(keys.state, ["state", "brands"])
+    assert raw, "no state committed"
+    return State.loads(raw, brands)
+
+
+def _cluster_client(cluster: LocalCluster) -> RedisCluster:
+    port = int(cluster.url.rsplit(":", 1)[1].split("/")[0])
+    return RedisCluster(host="127.0.0.1", port=port)
+
+
+def _assert_same(state: State, reference: State) -> None:
+    assert state.ended
+    assert (state.gmv_fen, state.orders) == (reference.gmv_fen, reference.orders)
+    for name in ("cat_gmv", "cat_orders", "cty_gmv", "reg_gmv", "reg_orders", "brand_gmv"):
+        assert np.array_equal(getattr(state, name), getattr(reference, name)), name
+    fired = [(f.milestone.id, f.sim_time_ms) for f in state.fired]
+    assert fired == [(f.milestone.id, f.sim_time_ms) for f in reference.fired]
+    assert len(fired) == 5
+    assert state.gaps == 0
+
+
+def _replay_and_aggregate(
+    t: Ticker, speed: str, during: "Callable[[list[subprocess.Popen[str]]], None] | None" = None
+) -> list[subprocess.Popen[str]]:
+    """Replay WINDOW over the shards with two aggregator processes (A, B) to the end;
+    `during` runs while they do."""
+    aggs = [t.start("aggregate", "--shards", SHARDS, "--burst", "--name", n) for n in "AB"]
+    replay = t.start(
+        "replay", *WINDOW, "--seed", "7", "--speed", speed, "--quiet", "--shards", SHARDS
+    )
+    try:
+        if during:
+            during(aggs)
+        assert replay.wait(180 * UNIT) == 0, t.output(replay)
+        for agg in aggs:
+            if agg.poll() is None or agg.returncode == 0:
+                assert agg.wait(60 * UNIT) == 0, t.output(agg)
+    finally:
+        for proc in (replay, *aggs):
+            stop(proc)
+    if os.environ.get("SHOW_LOGS"):
+        print(*(t.output(p) for p in (replay, *aggs)), sep="\n-----\n")
+    return aggs
+
+
+def test_a_sharded_day_on_the_cluster_is_exact(
+    on_cluster: Ticker, redis_cluster: LocalCluster, reference: State
+) -> None:
+    """4 shards over 3 primaries, 2 aggregator processes: the same totals, tallies and
+    milestones (at the same orders' times) as one stream; the shards were shared."""
+    aggs = _replay_and_aggregate(on_cluster, "max")
+    r = _cluster_client(redis_cluster)
+    keys = Keys(on_cluster.namespace)
+    _assert_same(_state(r, keys), reference)
+    masters = {redis_cluster.master_for_key(keys.shard(i).orders) for i in range(4)}
+    assert len(masters) >= 2  # the hash tags spread the shards over the cluster
+    logs = [on_cluster.output(a) for a in aggs]
+    assert all("commits" in log for log in logs), logs  # both aggregated a share
+
+
+def test_killing_an_aggregator_mid_replay_leaves_it_exact(
+    on_cluster: Ticker, redis_cluster: LocalCluster, reference: State
+) -> None:
+    """kill -9 one of two aggregators (it may hold the merge step too): the other takes
+    its shards over after the leases expire, and the day still ends exact."""
+
+    def kill_one(aggs: list[subprocess.Popen[str]]) -> None:
+        time.sleep(4 * UNIT)
+        aggs[0].send_signal(signal.SIGKILL)
+
+    aggs = _replay_and_aggregate(on_cluster, "600", kill_one)
+    assert aggs[0].returncode == -signal.SIGKILL
+    assert "standing by" in on_cluster.output(aggs[1])
+    _assert_same(_state(_cluster_client(redis_cluster), Keys(on_cluster.namespace)), reference)
+
+
+@pytest.mark.parametrize("whose", ["shard", "merge"])
+def test_killing_a_primary_mid_replay_leaves_it_exact(
+    on_cluster: Ticker, redis_cluster: LocalCluster, reference: State, whose: str
+) -> None:
+    """SIGKILL the primary holding shard 0's stream (or the merge step's state): its
+    replica is promoted, writes it never got are found missing and written again, and
+    the day still ends exact."""
+    keys = Keys(on_cluster.namespace)
+    key = keys.shard(0).orders if whose == "shard" else keys.state
+    took: list[float] = []
+
+    def kill_primary(aggs: list[subprocess.Popen[str]]) -> None:
+        time.sleep(4 * UNIT)
+        took.append(redis_cluster.kill_master_for_key(key))
+
+    killed = redis_cluster.master_for_key(key)
+    try:
+        _replay_and_aggregate(on_cluster, "600", kill_primary)
+        assert took and redis_cluster.master_for_key(key) != killed
+        _assert_same(_state(_cluster_client(redis_cluster), keys), reference)
+    finally:
+        redis_cluster.restart(killed)  # back as a replica, for the next test
