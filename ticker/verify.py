@@ -73,10 +73,12 @@ def compare(live: State, again: State) -> list[tuple[str, Any, Any]]:
 
 
 async def check_stream(settings: Settings, live: State, plan: DayPlan) -> tuple[int, list[str]]:
-    """Compare the run's entries still in the orders stream with their regenerated twins."""
+    """Compare the run's entries still in the orders streams with their regenerated twins."""
+    shards = live.meta.shards if live.meta else 1
+    streams = [settings.keys] if shards == 1 else [settings.keys.shard(i) for i in range(shards)]
     r = await connect(settings.redis_url)
     try:
-        entries = await r.xrange(settings.keys.orders, count=100_000)
+        entries = [e for k in streams for e in await r.xrange(k.orders, count=100_000)]
     finally:
         await r.aclose()
     wanted: dict[int, Orders] = {}

@@ -1,10 +1,12 @@
 """A sharded replay on a real Redis Cluster ends exactly where a single stream does, through
 aggregator crashes and a primary's failover."""
 
+import json
 import os
 import signal
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -13,7 +15,7 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from tests.conftest import UNIT, Ticker, stop
+from tests.conftest import UNIT, Ticker, serving, stop
 from ticker.core.aggregate import State
 from ticker.keys import Keys
 from ticker.redis_io import LocalCluster
@@ -91,13 +93,26 @@ def test_a_sharded_day_on_the_cluster_is_exact(
     on_cluster: Ticker, redis_cluster: LocalCluster, reference: State
 ) -> None:
     """4 shards over 3 primaries, 2 aggregator processes: the same totals, tallies and
-    milestones (at the same orders' times) as one stream; the shards were shared."""
-    aggs = _replay_and_aggregate(on_cluster, "max")
-    r = _cluster_client(redis_cluster)
-    keys = Keys(on_cluster.namespace)
-    _assert_same(_state(r, keys), reference)
+    milestones (at the same orders' times) as one stream; the shards were shared, and a
+    server on the cluster serves the merged feed."""
+    with serving(on_cluster) as server:
+        aggs = _replay_and_aggregate(on_cluster, "max")
+        r = _cluster_client(redis_cluster)
+        keys = Keys(on_cluster.namespace)
+        _assert_same(_state(r, keys), reference)
+        deadline = time.monotonic() + 10 * UNIT
+        while True:  # the server tails the feed: its last entry is the merged end
+            with urllib.request.urlopen(server.url + "api/state", timeout=5) as resp:
+                served = json.loads(resp.read())
+            if served["ended"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    assert (served["gmv_fen"], served["orders"]) == (reference.gmv_fen, reference.orders)
+    assert [m["id"] for m in served["milestones"]] == [f.milestone.id for f in reference.fired]
     masters = {redis_cluster.master_for_key(keys.shard(i).orders) for i in range(4)}
     assert len(masters) >= 2  # the hash tags spread the shards over the cluster
+    verify = on_cluster.run("verify")  # regenerates the run, compares every tally
+    assert verify.returncode == 0, verify.stdout + verify.stderr
     logs = [on_cluster.output(a) for a in aggs]
     assert all("commits" in log for log in logs), logs  # both aggregated a share
 

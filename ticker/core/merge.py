@@ -116,6 +116,7 @@ class Merge:
             self.prefix_gmv_fen += row.gmv_fen
             self.prefix_orders += row.orders
             self.next_seq += 1
+            self.state.last_seq = row.seq  # every batch up to here is merged (`verify`)
             if row.orders:
                 self.floors[row.shard] = row.entry_id
         # Ended once every shard has applied the end and every seq before it is taken.
