@@ -17,6 +17,7 @@ import contextlib
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
@@ -29,6 +30,7 @@ from ticker.bench.common import (
     fresh_namespace,
     load_average,
     machine,
+    proc_cpu_s,
     ticker_args,
 )
 from ticker.core.aggregate import State
@@ -38,23 +40,33 @@ from ticker.redis_io import embedded_redis, local_cluster
 
 
 @contextlib.contextmanager
-def _engine(kind: str) -> Iterator[tuple[str, Any]]:
-    """(URL, a sync client) of a private single Redis or a 3+3 local cluster."""
+def _engine(kind: str) -> Iterator[tuple[str, Any, list[int]]]:
+    """(URL, a sync client, server pids) of a private single Redis or a 3+3 local cluster."""
     if kind == "single":
         with embedded_redis() as url:
             r = redis.Redis.from_url(url)
-            yield url, r
+            yield url, r, [int(r.info("server")["process_id"])]
             r.close()
     else:
         with local_cluster(masters=3, replicas=1) as cluster:
             port = int(cluster.url.rsplit(":", 1)[1].split("/")[0])
             r = RedisCluster(host="127.0.0.1", port=port)
-            yield cluster.url, r
+            yield cluster.url, r, [n.process.pid for n in cluster.nodes]
             r.close()
 
 
-def run_one(url: str, r: Any, shards: int, to_ms: int, aggregators: int) -> dict[str, Any]:
+@dataclass
+class _Pid:
+    name: str
+    pid: int
+
+
+def run_one(
+    url: str, r: Any, shards: int, to_ms: int, aggregators: int, redis_pids: list[int]
+) -> dict[str, Any]:
     ns = fresh_namespace(f"s{shards}")
+    redis_procs = [_Pid(f"redis{i}", pid) for i, pid in enumerate(redis_pids)]
+    base = {p.name: proc_cpu_s(p.pid) or 0.0 for p in redis_procs}
     gmv, orders, window_orders = expected_totals(Fraction(1), 0, to_ms, 0, 4000)
     shard_args = ("--shards", str(shards))
     aggs = [
@@ -69,7 +81,15 @@ def run_one(url: str, r: Any, shards: int, to_ms: int, aggregators: int) -> dict
         "replay",
         ticker_args(url, ns, "replay", *shard_args, "--speed", "max", "--to", to, "--quiet"),
     )
+    cpu: dict[str, float] = {}
+    watched = [*redis_procs, *(_Pid(p.name, p.popen.pid) for p in (replay, *aggs))]
     try:
+        while any(p.popen.poll() is None for p in (replay, *aggs)):
+            for w in watched:
+                used = proc_cpu_s(w.pid)
+                if used is not None:
+                    cpu[w.name] = used
+            time.sleep(0.1)
         if replay.wait(3600) != 0:
             raise RuntimeError(f"replay failed:\n{replay.output()}")
         for agg in aggs:
@@ -89,6 +109,19 @@ def run_one(url: str, r: Any, shards: int, to_ms: int, aggregators: int) -> dict
         "orders_per_s": round(window_orders / wall),
         "exact": state.ended and (state.gmv_fen, state.orders) == (gmv, orders),
         "milestones": [f.milestone.id for f in state.fired],
+        # CPU seconds per million orders (sampled every 0.1 s, so a little under)
+        "cpu_s_per_m_orders": {
+            "replay": round(cpu.get("replay", 0) / window_orders * 1e6, 2),
+            "aggregators": round(
+                sum(v for k, v in cpu.items() if k.startswith("agg")) / window_orders * 1e6, 2
+            ),
+            "redis": round(
+                sum(v - base.get(k, 0) for k, v in cpu.items() if k.startswith("redis"))
+                / window_orders
+                * 1e6,
+                2,
+            ),
+        },
         "load_average": load_average(),
     }
 
@@ -104,15 +137,17 @@ def main(argv: list[str] | None = None) -> int:
     to_ms = parse_time_of_day(args.to)
     out: dict[str, Any] = {"machine": machine(), "load_average_before": load_average(), "runs": []}
     for engine in args.engines.split(","):
-        with _engine(engine) as (url, r):
+        with _engine(engine) as (url, r, pids):
             for n in (int(x) for x in args.shards.split(",")):
-                row = {"engine": engine, **run_one(url, r, n, to_ms, min(n, args.max_aggregators))}
+                aggs = min(n, args.max_aggregators)
+                row = {"engine": engine, **run_one(url, r, n, to_ms, aggs, pids)}
                 out["runs"].append(row)
                 if not args.json:
                     print(
                         f"{engine:8} shards {n}  aggregators {row['aggregator_processes']}  "
                         f"{row['orders']:,} orders in {row['wall_s']} s = "
                         f"{row['orders_per_s']:,} orders/s  exact {row['exact']}  "
+                        f"CPU s per M orders {row['cpu_s_per_m_orders']}  "
                         f"load {row['load_average']}",
                         flush=True,
                     )
