@@ -8,6 +8,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -15,10 +16,12 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from tests.conftest import UNIT, Ticker, serving, stop
+from tests.conftest import UNIT, Ticker, serving, stop, wait_http
+from tests.test_compose import CLUSTER, SERVICES, ticker_command
+from ticker.bench.common import expected_totals
 from ticker.core.aggregate import State
 from ticker.keys import Keys
-from ticker.redis_io import LocalCluster
+from ticker.redis_io import LocalCluster, free_port
 
 # Two hours of the day at 1/1000: the first five GMV milestones, ~7,200 batches.
 WINDOW = ("--scale", "0.001", "--to", "02:00")
@@ -155,3 +158,39 @@ def test_killing_a_primary_mid_replay_leaves_it_exact(
         _assert_same(_state(_cluster_client(redis_cluster), keys), reference)
     finally:
         redis_cluster.restart(killed)  # back as a replica, for the next test
+
+
+def test_the_compose_cluster_profile_runs_as_processes(
+    on_cluster: Ticker, redis_cluster: LocalCluster
+) -> None:
+    """docker-compose.yml's cluster services, their commands run here as processes against
+    the local cluster (the replay at max speed over half an hour of a 1/1000 day instead
+    of 1x over the whole one, the servers on free ports): exact, and both servers serve it."""
+    commands = {n: ticker_command(n) for n in CLUSTER if "exec ticker " in str(SERVICES[n])}
+    servers, procs = [], []
+    try:
+        for args in commands.values():
+            if args[0] == "serve":
+                port = free_port()
+                args = [*args, "--host", "127.0.0.1", "--port", str(port)]
+                servers.append(f"http://127.0.0.1:{port}/")
+            if args[0] != "replay":
+                procs.append(on_cluster.start(*args))
+        replay = next(a for a in commands.values() if a[0] == "replay")
+        replay[replay.index("--speed") + 1] = "max"
+        done = on_cluster.run(*replay, "--scale", "0.001", "--to", "00:30", "--quiet", timeout=120)
+        assert done.returncode == 0, done.stderr
+        gmv, orders, _ = expected_totals(Fraction(1, 1000), 0, 1_800_000, 0, 4000)
+        for url in servers:
+            deadline = time.monotonic() + 60 * UNIT
+            while True:
+                wait_http(url + "healthz")
+                with urllib.request.urlopen(url + "api/state", timeout=5) as resp:
+                    served = json.loads(resp.read())
+                if served["ended"] or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert (served["gmv_fen"], served["orders"]) == (gmv, orders), url
+    finally:
+        for proc in procs:
+            stop(proc)
