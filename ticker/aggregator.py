@@ -186,6 +186,7 @@ class Aggregator:
             return
         if self.share:
             self.share.took()
+            log.info("consuming %s", self.keys.orders)
         await self.load()
         claimed = await self.claim_all()
         if claimed:

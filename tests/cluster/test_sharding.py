@@ -126,13 +126,19 @@ def test_killing_an_aggregator_mid_replay_leaves_it_exact(
     """kill -9 one of two aggregators (it may hold the merge step too): the other takes
     its shards over after the leases expire, and the day still ends exact."""
 
+    keys = Keys(on_cluster.namespace)
+    victim: list[int] = []
+
     def kill_one(aggs: list[subprocess.Popen[str]]) -> None:
         time.sleep(4 * UNIT)
-        aggs[0].send_signal(signal.SIGKILL)
+        holder = _cluster_client(redis_cluster).get(keys.shard(0).lease)
+        victim.append(0 if holder == b"A/0" else 1)  # the one consuming shard 0
+        aggs[victim[0]].send_signal(signal.SIGKILL)
 
     aggs = _replay_and_aggregate(on_cluster, "600", kill_one)
-    assert aggs[0].returncode == -signal.SIGKILL
-    assert "standing by" in on_cluster.output(aggs[1])
+    assert aggs[victim[0]].returncode == -signal.SIGKILL
+    survivor = on_cluster.output(aggs[1 - victim[0]])
+    assert f"consuming {keys.shard(0).orders}" in survivor, survivor  # took it over
     _assert_same(_state(_cluster_client(redis_cluster), Keys(on_cluster.namespace)), reference)
 
 
