@@ -29,7 +29,7 @@ from ticker.core.aggregate import Fired, State
 from ticker.core.batch import BadEntry, End, Entry, Orders, Start, decode
 from ticker.errors import FencedOff
 from ticker.keys import GROUP, Keys
-from ticker.lease import LEASE_MS, Lease
+from ticker.lease import LEASE_MS, Lease, fence
 from ticker.redis_io import TRANSIENT, client
 
 if TYPE_CHECKING:
@@ -55,15 +55,7 @@ COMMIT_INTERVAL = 0.05
 # ARGV: expected commit, state blob, group, feed maxlen, feed payload, new epoch,
 #       consumer name, lease ms, brand tally blob, number of dead letters D, then D
 #       triples (original id, reason, raw fields as JSON), then the ids to acknowledge.
-COMMIT = """
-if redis.call('GET', KEYS[6]) ~= ARGV[7] then
-  return redis.error_reply('FENCED the lease is no longer held by ' .. ARGV[7])
-end
-local commit = tonumber(redis.call('HGET', KEYS[1], 'commit') or '0')
-if commit ~= tonumber(ARGV[1]) then
-  return redis.error_reply('FENCED state is at commit ' .. commit .. ', not ' .. ARGV[1])
-end
-redis.call('PEXPIRE', KEYS[6], ARGV[8])
+COMMIT = fence("KEYS[6]", "ARGV[7]", "KEYS[1]", "ARGV[1]", "ARGV[8]") + """
 redis.call('HSET', KEYS[1], 'commit', commit + 1, 'state', ARGV[2], 'brands', ARGV[9])
 redis.call('SET', KEYS[5], ARGV[6], 'NX')
 local dead = tonumber(ARGV[10])

@@ -26,6 +26,25 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+
+
+def fence(lease: str, holder: str, state: str, expected: str, lease_ms: str) -> str:
+    """The Lua that opens every commit script: refuse (an error starting FENCED) unless
+    `holder` has the lease and the state hash is at the `expected` commit number, then
+    renew the lease. Leaves the local `commit`. Arguments are Lua expressions
+    (e.g. `KEYS[6]`, `ARGV[7]`)."""
+    return f"""
+if redis.call('GET', {lease}) ~= {holder} then
+  return redis.error_reply('FENCED the lease is no longer held by ' .. {holder})
+end
+local commit = tonumber(redis.call('HGET', {state}, 'commit') or '0')
+if commit ~= tonumber({expected}) then
+  return redis.error_reply('FENCED state is at commit ' .. commit .. ', not ' .. {expected})
+end
+redis.call('PEXPIRE', {lease}, {lease_ms})
+"""
+
+
 RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end"
 
 

@@ -26,7 +26,7 @@ from ticker.core.batch import BadEntry, Orders, decode
 from ticker.core.merge import Merge, Row
 from ticker.errors import FencedOff
 from ticker.keys import Keys
-from ticker.lease import LEASE_MS, Lease
+from ticker.lease import LEASE_MS, Lease, fence
 from ticker.redis_io import client
 
 log = logging.getLogger("ticker.merge")
@@ -38,15 +38,7 @@ TRIM_DELAY = 0.5
 # KEYS: state, feed, epoch, lease
 # ARGV: expected commit, holder, lease ms, state blob, brands blob, merge blob,
 #       feed maxlen, feed payload, new epoch
-COMMIT = """
-if redis.call('GET', KEYS[4]) ~= ARGV[2] then
-  return redis.error_reply('FENCED the lease is no longer held by ' .. ARGV[2])
-end
-local commit = tonumber(redis.call('HGET', KEYS[1], 'commit') or '0')
-if commit ~= tonumber(ARGV[1]) then
-  return redis.error_reply('FENCED merged state is at commit ' .. commit .. ', not ' .. ARGV[1])
-end
-redis.call('PEXPIRE', KEYS[4], ARGV[3])
+COMMIT = fence("KEYS[4]", "ARGV[2]", "KEYS[1]", "ARGV[1]", "ARGV[3]") + """
 redis.call('HSET', KEYS[1], 'commit', commit + 1, 'state', ARGV[4], 'brands', ARGV[5],
            'merge', ARGV[6])
 redis.call('SET', KEYS[3], ARGV[9], 'NX')
