@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import orjson
 import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -439,6 +440,188 @@ async def test_a_stuck_client_does_not_delay_a_normal_one(ticker: Ticker, server
     # Loose bounds (a busy machine is noisy): a blocking design would stall for 10 s.
     assert crowded[0] >= 0.5 * alone[0], (alone, crowded)
     assert crowded[1] <= alone[1] + 250, (alone, crowded)  # median ms, feed entry -> client
+
+
+def test_text_frame_is_a_whole_unmasked_server_frame() -> None:
+    """The broadcast's pre-built frames: FIN + text opcode, no mask, 7/16/64-bit lengths."""
+    for size, header in (
+        (0, b"\x81\x00"),
+        (125, b"\x81\x7d"),
+        (126, b"\x81\x7e\x00\x7e"),
+        (65_535, b"\x81\x7e\xff\xff"),
+        (65_536, b"\x81\x7f" + (65_536).to_bytes(8, "big")),
+    ):
+        payload = b"x" * size
+        assert feed.text_frame(payload) == header + payload, size
+
+
+def test_fanout_writes_whole_frames_in_parallel_and_queues_what_the_kernel_refuses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Fanout's threaded raw writes: every socket gets the frame once, whole and in order;
+    what a kernel buffer does not take (a frame larger than it, a socket already full)
+    goes to that client's transport, after the part written."""
+    from ticker import server
+
+    class Transport:  # what Fanout needs of a client's transport: write() for the rest
+        def __init__(self) -> None:
+            self.queued = b""
+
+        def write(self, data: bytes) -> None:
+            self.queued += data
+
+    class Peer:
+        def __init__(self, sock: socket.socket) -> None:
+            self.fd, self.transport = sock.fileno(), Transport()
+
+    monkeypatch.setattr(server, "PARALLEL_FROM", 2)  # threads even for a few clients
+    pairs = [socket.socketpair() for _ in range(40)]
+    for a, b in pairs:
+        a.setblocking(False)
+        b.setblocking(False)
+    full = pairs[0][0]
+    for chunk in (65_536, 512, 1):  # fill one socket's buffer to the brim with zeros
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                full.send(b"\0" * chunk)
+    frame = feed.text_frame(b"x" * 400_000)  # larger than a socket buffer
+    peers = [Peer(a) for a, _ in pairs]
+    fan = server.Fanout(3)
+    try:
+        fan.write(frame, peers)  # type: ignore[arg-type]
+    finally:
+        fan.close()
+    for (a, b), peer in zip(pairs, peers, strict=True):
+        got = b""
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                got += b.recv(1 << 20)
+        if a is full:
+            got = got.lstrip(b"\0")  # what filled it before (a frame starts with 0x81)
+        assert got + peer.transport.queued == frame
+        assert peer.transport.queued  # none of them could take all 400 KB at once
+        a.close()
+        b.close()
+
+
+def read_frames(sock: socket.socket, buf: bytearray) -> list[tuple[int, bytes]]:
+    """The whole frames (opcode, payload) at the head of `buf` after one read; b"" at EOF.
+
+    Raises EOFError when the server has closed the connection."""
+    chunk = sock.recv(65_536)
+    if not chunk:
+        raise EOFError
+    buf += chunk
+    frames = []
+    while len(buf) >= 2:
+        length, head = buf[1] & 0x7F, 2
+        if length == 126:
+            length, head = int.from_bytes(buf[2:4], "big"), 4
+        elif length == 127:
+            length, head = int.from_bytes(buf[2:10], "big"), 10
+        if len(buf) < head + length:
+            break
+        frames.append((buf[0] & 0x0F, bytes(buf[head : head + length])))
+        del buf[: head + length]
+    return frames
+
+
+async def test_a_dead_connection_is_closed_within_the_heartbeat_time(
+    ticker: Ticker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that reads but never answers pings is dropped one heartbeat plus half of one
+    after it last spoke (TICKER_HEARTBEAT=1: pinged at 1 s, dropped at 1.5 s), without a
+    close frame; a live client (its library answers pings) stays, heartbeat after heartbeat.
+    """
+    heartbeat = 1.0
+    monkeypatch.setenv("TICKER_HEARTBEAT", str(heartbeat))
+    loop = asyncio.get_running_loop()
+    with serving(ticker) as srv:
+        port = int(srv.url.rsplit(":", 1)[1].strip("/"))
+        async with websockets.connect(srv.ws_url) as live:
+            await recv(live), await recv(live)
+            dead = stuck_client(port)  # completes the handshake; this one will read
+            opened = time.monotonic()
+            dead.settimeout(0.5)
+            buf, opcodes = bytearray(), []
+            deadline = opened + 20 * UNIT
+            try:
+                while time.monotonic() < deadline:
+                    with contextlib.suppress(TimeoutError):
+                        frames = await loop.run_in_executor(None, read_frames, dead, buf)
+                        opcodes += [op for op, _ in frames]
+            except (EOFError, ConnectionResetError):
+                closed_after = time.monotonic() - opened
+            else:
+                pytest.fail(f"the server kept a dead connection; frames {opcodes}")
+            finally:
+                dead.close()
+            assert opcodes[:2] == [0x1, 0x1]  # hello and snapshot
+            assert 0x9 in opcodes, opcodes  # it was pinged...
+            assert 0x8 not in opcodes, opcodes  # ...and cut without a close frame
+            assert closed_after >= heartbeat  # not before its ping went unanswered
+            # The live client answered every ping meanwhile and is still served.
+            await live.ping()
+            text = await loop.run_in_executor(None, metrics, srv.url)
+            assert sample(text, "ticker_clients") == 1
+            assert sample(text, 'ticker_disconnects_total{reason="heartbeat"}') == 1
+
+
+async def test_a_stuck_client_is_dropped_and_the_others_get_the_ticks_in_order(
+    ticker: Ticker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a 4 KB send buffer and a 1 s send timeout, a client that never reads is dropped
+    as `slow` once its buffer fills, while a reading client gets the ticks, in order."""
+    import redis
+
+    from ticker.bench.fanout import payload
+    from ticker.keys import Keys
+
+    monkeypatch.setenv("TICKER_SEND_BUFFER", "4096")
+    monkeypatch.setenv("TICKER_SEND_TIMEOUT", "1")
+    r = redis.Redis.from_url(ticker.redis_url)
+    feed_key = Keys(ticker.namespace).feed
+
+    def write(i: int) -> str:
+        state = orjson.loads(payload(i)) | {"title": "x" * 100_000}  # ~100 KB ticks
+        return str(r.xadd(feed_key, {"u": orjson.dumps(state)}).decode())
+
+    loop = asyncio.get_running_loop()
+    try:
+        with serving(ticker) as srv:
+            port = int(srv.url.rsplit(":", 1)[1].strip("/"))
+            async with websockets.connect(srv.ws_url, max_size=2**22) as ws:
+                await recv(ws), await recv(ws)
+                stuck = stuck_client(port)
+                try:
+                    await wait_state(srv.url, lambda s: True)
+                    written: list[str] = []
+                    deadline = time.monotonic() + 30 * UNIT
+                    while True:
+                        written.append(await loop.run_in_executor(None, write, len(written)))
+                        await asyncio.sleep(0.15)
+                        text = await loop.run_in_executor(None, metrics, srv.url)
+                        if sample(text, 'ticker_disconnects_total{reason="slow"}'):
+                            break
+                        assert time.monotonic() < deadline, "the stuck client was not dropped"
+                    got: list[str] = []
+                    while not got or got[-1] != written[-1]:
+                        msg = await recv(ws)
+                        assert msg["type"] == "tick", msg["type"]
+                        got.append(msg["position"])
+                finally:
+                    stuck.close()
+                text = await loop.run_in_executor(None, metrics, srv.url)
+    finally:
+        r.close()
+    # Entries 0.15 s apart, under its 10/s rate: in practice one tick each; on a starved
+    # machine two may be read together and coalesced, so the contract is checked: strictly
+    # increasing positions, each one written, up to the newest.
+    assert set(got) <= set(written) and got == sorted(got, key=key) and len(set(got)) == len(got)
+    assert got[-1] == written[-1]
+    assert sample(text, "ticker_clients") == 1
+    assert sample(text, 'ticker_disconnects_total{reason="slow"}') == 1
+    assert sample(text, "ticker_messages_direct_total") >= len(written)
 
 
 # -- safety -----------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ is the feed position. The messages are documented in docs/protocol.md and
 docs/feed.schema.json.
 """
 
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,6 +95,22 @@ def only(state: dict[str, Any], topics: frozenset[str]) -> dict[str, Any]:
         return state
     keep = {field for t in topics | {"totals"} for field in TOPICS[t]}
     return {k: v for k, v in state.items() if k in keep}
+
+
+def text_frame(payload: bytes) -> bytes:
+    """A whole websocket text frame (RFC 6455 section 5.2) carrying `payload`, as a server
+    sends it: FIN set, opcode 1, unmasked, no extension bits (so never compressed).
+
+    Built once per message and written as the same bytes to every client that gets it.
+    """
+    n = len(payload)
+    if n < 126:
+        header = struct.pack("!BB", 0x81, n)
+    elif n < 65_536:
+        header = struct.pack("!BBH", 0x81, 126, n)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, n)
+    return header + payload
 
 
 def parse_entry(fields: dict[bytes, bytes]) -> tuple[dict[str, Any], list[dict[str, Any]]]:

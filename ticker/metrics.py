@@ -7,11 +7,16 @@ from dataclasses import dataclass, field
 @dataclass
 class ServerMetrics:
     messages_sent: int = 0
+    messages_direct: int = 0  # of messages_sent: written straight to the socket by a broadcast
     bytes_sent: int = 0
     ticks_coalesced: int = 0
     updates_dropped: int = 0
     broadcast_seconds_sum: float = 0.0
     broadcasts: int = 0
+    tick_delay_seconds_sum: float = 0.0  # feed entry (its id's time) -> its broadcast starts
+    tick_delays: int = 0
+    gc_full_seconds_sum: float = 0.0
+    gc_full: int = 0
     connections_refused: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     disconnects: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
@@ -33,6 +38,13 @@ class ServerMetrics:
             "counter",
             "Websocket messages sent.",
             [("", self.messages_sent)],
+        )
+        metric(
+            "ticker_messages_direct_total",
+            "counter",
+            "Of the messages sent, those a broadcast wrote straight to the client's socket "
+            "(the rest went through the client's own sender: greeting, slow or rate-limited).",
+            [("", self.messages_direct)],
         )
         metric(
             "ticker_bytes_sent_total",
@@ -69,6 +81,18 @@ class ServerMetrics:
             "summary",
             "Time to hand one update to all clients.",
             [("_sum", self.broadcast_seconds_sum), ("_count", self.broadcasts)],
+        )
+        metric(
+            "ticker_tick_delay_seconds",
+            "summary",
+            "From a feed entry (its id's time, Redis's clock) to the start of its broadcast.",
+            [("_sum", self.tick_delay_seconds_sum), ("_count", self.tick_delays)],
+        )
+        metric(
+            "ticker_gc_full_seconds",
+            "summary",
+            "Full garbage collections, run on a schedule (the server pauses meanwhile).",
+            [("_sum", self.gc_full_seconds_sum), ("_count", self.gc_full)],
         )
         for name, (help_text, value) in gauges.items():
             metric(name, "gauge", help_text, [("", value)])

@@ -1,7 +1,7 @@
 """Fan-out: one `ticker serve` process pushing feed updates to thousands of websocket clients.
 
-The orchestrator (this process) starts a private `ticker serve`, a load generator in a
-separate process (its own core and event loop: asyncio + aiohttp's websocket client), and
+The orchestrator (this process) starts a private `ticker serve`, load generators in
+separate processes (`--loadgen-procs`, each one epoll loop over bare websocket clients), and
 writes synthetic feed entries straight into the feed stream with XADD at a fixed rate,
 each carrying the aggregator's payload shape (`u`: a full public state, ~4.6 KB of JSON).
 
@@ -12,25 +12,35 @@ wire per message (TCP bytes_sent of the server's sockets, from `ss -ti`, over th
 messages the server sent), and server RSS per idle client (RSS with the
 clients connected and idle minus RSS before they connected, divided by the clients).
 
+Also from the server's /metrics: the share of messages written straight to the socket by
+a broadcast, the mean broadcast time, and the mean wait from a feed entry to the start of
+its broadcast; and the server's CPU split into its own (user) and the kernel's (sys).
+
 The latency includes the server's tick interval (the hub hands out at most 10 ticks a
-second, so an entry waits 0-100 ms for its broadcast) and the load generator's own queueing
-when it is busy: its CPU is reported too, and a saturated load generator inflates the tail.
+second, so an entry waits 0-100 ms for its broadcast), the load generator's nap between
+reads (`--loadgen-nap`, 5 ms) and its own queueing when it is busy: its CPU is reported
+too, and a saturated load generator inflates the tail. All share the machine's cores.
 
     python -m ticker.bench.fanout --clients 1000,5000,10000 --rates 10,5 --seconds 10
 """
 
 import argparse
-import asyncio
+import base64
 import contextlib
+import gc
 import json
 import os
 import re
 import resource
+import select
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
+import zlib
 from typing import IO, Any
 
 import orjson
@@ -45,11 +55,16 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 # -- measuring a process ------------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, in seconds."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(utime, stime) of a process, in seconds: Python's own work, and the kernel's."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, in seconds."""
+    return sum(cpu_times(pid))
 
 
 def rss_bytes(pid: int) -> int:
@@ -184,150 +199,355 @@ class Writer:
         self.r.close()
 
 
-# -- the load generator (a separate process) -------------------------------------------------
+# -- the load generator (separate processes) -------------------------------------------------
+#
+# Each client is a plain non-blocking socket speaking just enough RFC 6455 for a feed client
+# (the upgrade handshake, unmasked server frames with 7/16/64-bit lengths, masked pongs and
+# close, permessage-deflate when offered and accepted), and one epoll loop serves them all.
+# A client library costs ~30 us of CPU per message (aiohttp: a task wake-up and a message
+# object each) and even asyncio's protocol callbacks ~14 us; at 50,000 messages/s that would
+# take most of this machine's two cores, and the benchmark would measure its own clients.
 
 
-async def _loadgen(url: str, clients: int, deflate: bool, connect_concurrency: int) -> None:
-    """Connect `clients` websockets, then obey `go` / `stop` / `quit` lines on stdin."""
-    import aiohttp
+PING, PONG, CLOSE, TEXT = 0x9, 0xA, 0x8, 0x1
+MAX_LATENCY_MS = 120_000  # histogram cap
 
-    raise_nofile()
-    lat: list[int] = []
-    counting = False
-    received = 0
-    received_bytes = 0
-    errors: dict[str, int] = {}
 
-    async def one(session: aiohttp.ClientSession, gate: asyncio.Semaphore) -> None:
-        nonlocal received, received_bytes
-        async with gate:
-            try:
-                ws = await session.ws_connect(url, compress=15 if deflate else 0, autoping=True)
-            except Exception as exc:
-                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
-                connected.append(False)
+class LoadStats:
+    """What one load-generator process saw; `hist[ms]` counts latencies in whole ms."""
+
+    def __init__(self) -> None:
+        self.counting = False
+        self.received = 0
+        self.received_bytes = 0
+        self.hist = [0] * (MAX_LATENCY_MS + 1)
+        self.errors: dict[str, int] = {}
+        self.closed = 0
+        self.greeted = 0  # clients that got hello and snapshot
+        self.lost = 0  # clients closed before that
+
+    def error(self, what: str) -> None:
+        self.errors[what] = self.errors.get(what, 0) + 1
+
+    def reset(self) -> None:
+        self.received = self.received_bytes = 0
+        self.hist = [0] * (MAX_LATENCY_MS + 1)
+
+
+class FeedConn:
+    """One websocket client that stamps each text message's `position` on receipt."""
+
+    def __init__(self, sock: socket.socket, stats: LoadStats) -> None:
+        self.sock, self.stats = sock, stats
+        self.head = b""  # the handshake response, until it is complete
+        self.upgraded = False
+        self.buf = b""  # an incomplete frame
+        self.greeting = 2  # hello and snapshot, before the client counts as connected
+        self.inflate: Any = None
+        self.seen = 0
+        self.open = True
+
+    def feed(self, data: bytes) -> None:
+        """Take bytes from the socket: frames are parsed in place, without copies."""
+        if not self.upgraded:
+            self.head += data
+            end = self.head.find(b"\r\n\r\n")
+            if end < 0:
                 return
-            await ws.receive()  # hello
-            await ws.receive()  # snapshot
-            connected.append(True)
-        try:
-            async for msg in ws:
-                if msg.type != aiohttp.WSMsgType.TEXT:
-                    continue
-                if counting:
-                    now_ms = time.time() * 1000
-                    d: str = msg.data
-                    p = d.find('"position":"') + 12
-                    lat.append(int(now_ms - int(d[p : d.index("-", p)])))
-                    received += 1
-                    received_bytes += len(d)
-        except Exception as exc:
-            errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
-        finally:
-            closed.append(ws.close_code)
+            head, data = self.head[:end].lower(), self.head[end + 4 :]
+            if not head.startswith(b"http/1.1 101"):
+                self.stats.error(head.split(b"\r\n", 1)[0].decode(errors="replace"))
+                self.close()
+                return
+            if b"permessage-deflate" in head:
+                self.inflate = zlib.decompressobj(-15)
+            self.upgraded, self.head = True, b""
+        if self.buf:
+            data, self.buf = self.buf + data, b""
+        i, n = 0, len(data)
+        while n - i >= 2:
+            b0, length, h = data[i], data[i + 1], 2
+            if length & 0x80 or b0 & (0x30 if self.inflate else 0x70) or not b0 & 0x80:
+                self.stats.error("bad frame header (mask, reserved bits or fragment)")
+                self.close()
+                return
+            if length == 126:
+                if n - i < 4:
+                    break
+                length, h = int.from_bytes(data[i + 2 : i + 4], "big"), 4
+            elif length == 127:
+                if n - i < 10:
+                    break
+                length, h = int.from_bytes(data[i + 2 : i + 10], "big"), 10
+            end = i + h + length
+            if end > n:
+                break
+            opcode = b0 & 0x0F
+            if opcode == TEXT:
+                if b0 & 0x40:  # compressed (permessage-deflate)
+                    text = self.inflate.decompress(data[i + h : end] + b"\x00\x00\xff\xff")
+                    self.text(text, 0, len(text))
+                elif self.greeting or self.stats.counting:
+                    self.text(data, i + h, end)
+            elif opcode == PING:  # answer with the same payload; a zero mask is a valid mask
+                self.send(bytes((0x80 | PONG, 0x80 | length)) + b"\0\0\0\0" + data[i + h : end])
+            elif opcode == CLOSE:
+                self.close()
+                return
+            i = end
+        if i < n:
+            self.buf = data[i:]
 
-    connected: list[bool] = []
-    closed: list[int | None] = []
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        gate = asyncio.Semaphore(connect_concurrency)
-        started = time.monotonic()
-        tasks = [asyncio.create_task(one(session, gate)) for _ in range(clients)]
-        while len(connected) < clients:
-            await asyncio.sleep(0.05)
-        _say(
-            {
-                "event": "connected",
-                "ok": sum(connected),
-                "failed": clients - sum(connected),
-                "seconds": round(time.monotonic() - started, 2),
-                "errors": errors,
-            }
+    def text(self, data: bytes, start: int, end: int) -> None:
+        if self.greeting:
+            self.greeting -= 1
+            self.stats.greeted += not self.greeting
+            return
+        stats = self.stats
+        if not stats.counting:
+            return
+        self.seen += 1
+        if self.seen % 50 == 1:  # check a sample whole: every frame must be one JSON message
+            try:
+                kind = orjson.loads(data[start:end]).get("type")
+            except orjson.JSONDecodeError:
+                kind = None
+            if kind not in ("tick", "milestone"):
+                stats.error(f"unexpected message {data[start : start + 60]!r}")
+        p = data.find(b'"position":"', start, end) + 12
+        if p < 12:
+            stats.error("message without a position")
+            return
+        ms = int(data[p : data.index(b"-", p, end)])
+        stats.hist[min(MAX_LATENCY_MS, max(0, int(time.time() * 1000 - ms)))] += 1
+        stats.received += 1
+        stats.received_bytes += end - start
+
+    def send(self, data: bytes) -> None:
+        with contextlib.suppress(OSError):  # a full or broken socket: the server will see
+            self.sock.send(data)
+
+    def close(self) -> None:
+        if self.open:
+            self.open = False
+            self.send(bytes((0x80 | CLOSE, 0x80)) + b"\0\0\0\0")
+            self.stats.closed += 1
+            self.stats.lost += self.greeting > 0
+
+
+def _loadgen(
+    url: str, clients: int, deflate: bool, connect_concurrency: int, nap: float = 0.0
+) -> None:
+    """Connect `clients` websockets, then obey `go` / `stop` / `quit` lines on stdin.
+
+    Between two reads of the ready sockets the loop sleeps `nap` seconds: the messages that
+    arrive meanwhile are read in one batch instead of each waking the process (a wake-up
+    costs the server's sending side too, which would be billed to the server; a real client
+    is on another machine). A message's receipt is stamped when it is read, so the nap is
+    part of the latency measured (at most `nap` more)."""
+    raise_nofile()
+    stats = LoadStats()
+    parts = urllib.parse.urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    extension = "Sec-WebSocket-Extensions: permessage-deflate\r\n" if deflate else ""
+    ep = select.epoll()
+    conns: dict[int, FeedConn] = {}
+    stdin = sys.stdin.fileno()
+    os.set_blocking(stdin, False)
+    ep.register(stdin, select.EPOLLIN)
+    lines = b""
+
+    def connect() -> None:
+        sock = socket.socket()
+        try:
+            sock.connect((host, port))
+        except OSError as exc:
+            stats.error(type(exc).__name__)
+            sock.close()
+            return
+        sock.setblocking(False)
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.send(
+            (
+                f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                f"Sec-WebSocket-Version: 13\r\n{extension}\r\n"
+            ).encode()
         )
-        cpu0 = t0 = 0.0
-        while line := (await reader.readline()).decode().strip():
+        conns[sock.fileno()] = FeedConn(sock, stats)
+        ep.register(sock.fileno(), select.EPOLLIN)
+
+    def pump(timeout: float) -> list[str]:
+        """Read what the sockets have; the complete lines from stdin."""
+        nonlocal lines
+        commands: list[str] = []
+        for fd, _ in ep.poll(timeout):
+            if fd == stdin:
+                chunk = os.read(stdin, 4096)
+                lines += chunk if chunk else b"quit\n"
+                *done, lines = lines.split(b"\n")
+                commands += [d.decode().strip() for d in done]
+                continue
+            conn = conns[fd]
+            try:
+                data = conn.sock.recv(262_144)
+            except OSError:
+                data = b""
+            if data:
+                conn.feed(data)
+            if not data or not conn.open:
+                ep.unregister(fd)
+                if conn.open:
+                    conn.open = False
+                    stats.closed += 1
+                    stats.lost += conn.greeting > 0
+        return commands
+
+    started = time.monotonic()
+    deadline = started + 120 + clients / 50
+    opened = 0
+    while time.monotonic() < deadline:
+        while opened < clients and opened - stats.greeted - stats.lost < connect_concurrency:
+            connect()
+            opened += 1
+        if opened == clients and opened == stats.greeted + stats.lost:
+            break
+        pump(0.05)
+    ok = sum(c.greeting == 0 and c.open for c in conns.values())
+    gc.disable()  # measuring allocates no cycles; a full pass over the clients would stall it
+    _say(
+        {
+            "event": "connected",
+            "ok": ok,
+            "failed": clients - ok,
+            "seconds": round(time.monotonic() - started, 2),
+            "errors": stats.errors,
+        }
+    )
+    closed0 = cpu0 = t0 = 0.0
+    running = True
+    while running:
+        if nap:
+            time.sleep(nap)
+        for line in pump(1.0):
             if line == "go":
-                lat.clear()
-                received = received_bytes = 0
-                counting, cpu0, t0 = True, time.process_time(), time.monotonic()
+                stats.reset()
+                closed0 = stats.closed
+                stats.counting, cpu0, t0 = True, time.process_time(), time.monotonic()
                 _say({"event": "going"})
             elif line == "stop":
-                counting = False
+                stats.counting = False
                 elapsed = time.monotonic() - t0
                 _say(
                     {
                         "event": "stopped",
-                        "received": received,
-                        "received_payload_bytes": received_bytes,
+                        "received": stats.received,
+                        "received_payload_bytes": stats.received_bytes,
                         "elapsed": elapsed,
                         "loadgen_cpu_pct": round(100 * (time.process_time() - cpu0) / elapsed, 1),
-                        "latency_ms": percentiles(lat),
-                        "closed_early": len(closed),
-                        "errors": errors,
+                        "latency_hist": {ms: n for ms, n in enumerate(stats.hist) if n},
+                        "closed_early": stats.closed - closed0,
+                        "errors": stats.errors,
                     }
                 )
             elif line == "quit":
-                break
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+                running = False
+    for c in conns.values():
+        c.sock.close()
 
 
 def _say(obj: dict[str, Any]) -> None:
     print(json.dumps(obj), flush=True)
 
 
-def percentiles(values: list[int]) -> dict[str, float]:
-    if not values:
-        return {"n": 0, "p50": 0, "p99": 0, "max": 0}
-    v = sorted(values)
-    return {
-        "n": len(v),
-        "p50": v[len(v) // 2],
-        "p99": v[min(len(v) - 1, int(len(v) * 0.99))],
-        "max": v[-1],
-    }
+def percentiles(hist: dict[int, int]) -> dict[str, float]:
+    """n, p50, p90, p99, p99.9 and max of a histogram {value: count}."""
+    n = sum(hist.values())
+    if not n:
+        return {"n": 0, "p50": 0, "p90": 0, "p99": 0, "p99.9": 0, "max": 0}
+    out: dict[str, float] = {"n": n}
+    marks = [("p50", n // 2), ("p90", int(n * 0.9)), ("p99", min(n - 1, int(n * 0.99)))]
+    marks.append(("p99.9", min(n - 1, int(n * 0.999))))
+    seen = 0
+    for value in sorted(hist):
+        seen += hist[value]
+        while marks and seen > marks[0][1]:
+            out[marks.pop(0)[0]] = value
+    out["max"] = max(hist)
+    return out
 
 
 # -- the orchestrator -------------------------------------------------------------------------
 
 
 class LoadGen:
-    def __init__(self, url: str, clients: int, deflate: bool) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ticker.bench.fanout", "--loadgen", url, str(clients)]
-            + (["--deflate"] if deflate else []),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+    """`procs` load-generator processes sharing `clients` between them, driven as one."""
 
-    def read(self, timeout: float = 300) -> dict[str, Any]:
-        assert self.proc.stdout is not None
+    def __init__(
+        self, url: str, clients: int, deflate: bool, procs: int = 1, nap: float = 0.0
+    ) -> None:
+        procs = max(1, min(procs, clients))
+        self.procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "ticker.bench.fanout", "--loadgen", url, str(share)]
+                + ["--loadgen-nap", str(nap)]
+                + (["--deflate"] if deflate else []),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for share in (clients // procs + (k < clients % procs) for k in range(procs))
+        ]
+
+    def _read_one(self, proc: "subprocess.Popen[str]", timeout: float) -> dict[str, Any]:
         result: list[str] = []
-        t = threading.Thread(target=lambda: result.append(self.proc.stdout.readline()))  # type: ignore[union-attr]
+        assert proc.stdout is not None
+        t = threading.Thread(target=lambda: result.append(proc.stdout.readline()))  # type: ignore[union-attr]
         t.start()
         t.join(timeout)
         if not result or not result[0]:
-            raise RuntimeError(f"load generator gave no answer (exit {self.proc.poll()})")
+            raise RuntimeError(f"load generator gave no answer (exit {proc.poll()})")
         return dict(json.loads(result[0]))
 
+    def read(self, timeout: float = 300) -> dict[str, Any]:
+        """The next answer of every process, merged (counts summed, histograms merged)."""
+        answers = [self._read_one(p, timeout) for p in self.procs]
+        merged: dict[str, Any] = {"event": answers[0]["event"], "processes": len(answers)}
+        errors: dict[str, int] = {}
+        hist: dict[int, int] = {}
+        for a in answers:
+            for k, v in a.get("errors", {}).items():
+                errors[k] = errors.get(k, 0) + v
+            for ms, count in a.get("latency_hist", {}).items():
+                hist[int(ms)] = hist.get(int(ms), 0) + count
+            for k in ("ok", "failed", "received", "received_payload_bytes", "closed_early"):
+                if k in a:
+                    merged[k] = merged.get(k, 0) + a[k]
+            for k in ("seconds", "elapsed"):
+                if k in a:
+                    merged[k] = max(merged.get(k, 0), a[k])
+        if "loadgen_cpu_pct" in answers[0]:  # of one core; above 100 with several processes
+            merged["loadgen_cpu_pct"] = round(sum(a["loadgen_cpu_pct"] for a in answers), 1)
+            merged["loadgen_cpu_pct_each"] = [a["loadgen_cpu_pct"] for a in answers]
+        merged["latency_ms"] = percentiles(hist)
+        merged["errors"] = errors
+        return merged
+
     def tell(self, line: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
+        for p in self.procs:
+            assert p.stdin is not None
+            p.stdin.write(line + "\n")
+            p.stdin.flush()
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.tell("quit")
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        for p in self.procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
 
 
 class Server:
@@ -398,7 +618,13 @@ class Server:
 
 
 def measure(
-    redis_url: str, clients: int, rates: list[float], seconds: float, deflate: bool
+    redis_url: str,
+    clients: int,
+    rates: list[float],
+    seconds: float,
+    deflate: bool,
+    loadgen_procs: int = 1,
+    loadgen_nap: float = 0.0,
 ) -> list[dict[str, Any]]:
     """One fresh server, `clients` load-generator clients, one window per rate."""
     from ticker.bench.common import drop_namespace, fresh_namespace
@@ -417,24 +643,36 @@ def measure(
     try:
         time.sleep(1.0)
         rss_before = rss_bytes(pid)
-        gen = LoadGen(server.url.replace("http://", "ws://") + "ws", clients, deflate)
+        ws_url = server.url.replace("http://", "ws://") + "ws"
+        gen = LoadGen(ws_url, clients, deflate, loadgen_procs, loadgen_nap)
         conn = gen.read()
         time.sleep(2.0)  # let the last snapshots drain and the allocator settle
         rss_idle = rss_bytes(pid)
         for rate in rates:
             gen.tell("go")
             gen.read()
-            cpu0, wire0 = cpu_seconds(pid), sent_bytes(server.port)
+            (user0, sys0), wire0 = cpu_times(pid), sent_bytes(server.port)
             sent0, t0 = server.metric("ticker_messages_sent_total"), time.monotonic()
+            direct0 = server.metric("ticker_messages_direct_total")
+            bsum0 = server.metric("ticker_broadcast_seconds_sum")
+            bcount0 = server.metric("ticker_broadcast_seconds_count")
+            delay0 = server.metric("ticker_tick_delay_seconds_sum")
+            delays0 = server.metric("ticker_tick_delay_seconds_count")
             with Writer(redis_url, keys, rate) as w:
                 time.sleep(seconds)
             elapsed = time.monotonic() - t0
-            cpu1 = cpu_seconds(pid)
+            user1, sys1 = cpu_times(pid)
+            cpu0, cpu1 = user0 + sys0, user1 + sys1
             time.sleep(0.5)  # the last entries' ticks reach the clients
             gen.tell("stop")
             got = gen.read()
             wire1 = sent_bytes(server.port)
             sent = server.metric("ticker_messages_sent_total") - sent0
+            direct = server.metric("ticker_messages_direct_total") - direct0
+            bsum = server.metric("ticker_broadcast_seconds_sum") - bsum0
+            bcount = server.metric("ticker_broadcast_seconds_count") - bcount0
+            delay = server.metric("ticker_tick_delay_seconds_sum") - delay0
+            delays = server.metric("ticker_tick_delay_seconds_count") - delays0
             rows.append(
                 {
                     "clients": clients,
@@ -447,13 +685,21 @@ def measure(
                     "per_client_msgs_per_s": round(got["received"] / got["elapsed"] / clients, 2),
                     "latency_ms": got["latency_ms"],
                     "server_cpu_pct": round(100 * (cpu1 - cpu0) / elapsed, 1),
+                    "server_cpu_sys_pct": round(100 * (sys1 - sys0) / elapsed, 1),
                     "server_cpu_us_per_msg": round(1e6 * (cpu1 - cpu0) / max(1, sent), 1),
                     "server_msgs_sent": int(sent),
+                    "server_direct_pct": round(100 * direct / max(1, sent), 1),
+                    "broadcasts": int(bcount),
+                    "broadcast_ms_mean": round(1000 * bsum / max(1, bcount), 1),
+                    "entry_to_broadcast_ms_mean": round(1000 * delay / max(1, delays), 1),
                     "wire_bytes_per_msg": round((wire1 - wire0) / max(1, sent)),
                     "payload_bytes_per_msg": round(
                         got["received_payload_bytes"] / max(1, got["received"])
                     ),
                     "loadgen_cpu_pct": got["loadgen_cpu_pct"],
+                    "loadgen_cpu_pct_each": got["loadgen_cpu_pct_each"],
+                    "loadgen_procs": got["processes"],
+                    "loadgen_nap_s": loadgen_nap,
                     "rss_idle_per_client_kb": round((rss_idle - rss_before) / clients / 1024, 1),
                     "rss_after_traffic_per_client_kb": round(
                         (rss_bytes(pid) - rss_before) / clients / 1024, 1
@@ -480,16 +726,20 @@ def run_fanout(
     rates: list[float],
     seconds: float,
     deflate_counts: list[int],
+    loadgen_procs: int = 2,
+    loadgen_nap: float = 0.005,
 ) -> dict[str, Any]:
     """The table: every count at every rate without deflate; deflate on at deflate_counts."""
     raise_nofile()
     rows: list[dict[str, Any]] = []
     for n in counts:
-        rows += measure(redis_url, n, rates, seconds, deflate=False)
+        rows += measure(redis_url, n, rates, seconds, False, loadgen_procs, loadgen_nap)
     compare: list[dict[str, Any]] = []
     for n in (c for c in deflate_counts if c > 0):  # 0 = skip the deflate comparison
         for deflate in (False, True):
-            compare += measure(redis_url, n, rates[:1], seconds, deflate=deflate)
+            compare += measure(
+                redis_url, n, rates[:1], seconds, deflate, loadgen_procs, loadgen_nap
+            )
     target = next(
         (r for r in rows if r["clients"] == max(counts) and r["updates_per_s"] == min(rates)), None
     )
@@ -548,17 +798,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rates", type=lambda s: [float(x) for x in s.split(",")], default=[10.0, 5.0])
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--deflate-clients", type=_ints, default=[1000])
+    p.add_argument(
+        "--loadgen-procs",
+        type=int,
+        default=2,
+        help="load-generator processes sharing the clients (default 2: one per core here)",
+    )
+    p.add_argument(
+        "--loadgen-nap",
+        type=float,
+        default=0.005,
+        help="seconds each load generator sleeps between reads of its ready sockets "
+        "(default 0.005; counted in the latency)",
+    )
     p.add_argument("--redis-url")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     if args.loadgen:
         url, n = args.loadgen
-        asyncio.run(_loadgen(url, int(n), args.deflate, 100))
+        _loadgen(url, int(n), args.deflate, 100, args.loadgen_nap)
         return 0
     from ticker.bench.common import bench_redis
 
     with bench_redis(args.redis_url) as url:
-        result = run_fanout(url, args.clients, args.rates, args.seconds, args.deflate_clients)
+        result = run_fanout(
+            url,
+            args.clients,
+            args.rates,
+            args.seconds,
+            args.deflate_clients,
+            args.loadgen_procs,
+            args.loadgen_nap,
+        )
     result["load_average_after"] = list(os.getloadavg())
     if args.json:
         print(json.dumps(result))
