@@ -77,18 +77,26 @@ def _replay_and_aggregate(
     replay = t.start(
         "replay", *WINDOW, "--seed", "7", "--speed", speed, "--quiet", "--shards", SHARDS
     )
+    procs = (replay, *aggs)
+
+    def logs() -> str:
+        return "\n-----\n".join(t.output(p)[-6000:] for p in procs)
+
     try:
         if during:
             during(aggs)
-        assert replay.wait(180 * UNIT) == 0, t.output(replay)
-        for agg in aggs:
-            if agg.poll() is None or agg.returncode == 0:
-                assert agg.wait(60 * UNIT) == 0, t.output(agg)
+        try:
+            assert replay.wait(180 * UNIT) == 0, logs()
+            for agg in aggs:
+                if agg.poll() is None or agg.returncode == 0:  # not the one a test killed
+                    assert agg.wait(120 * UNIT) == 0, logs()
+        except subprocess.TimeoutExpired as exc:
+            raise AssertionError(f"{exc}; the processes said:\n{logs()}") from None
     finally:
-        for proc in (replay, *aggs):
+        for proc in procs:
             stop(proc)
     if os.environ.get("SHOW_LOGS"):
-        print(*(t.output(p) for p in (replay, *aggs)), sep="\n-----\n")
+        print(logs())
     return aggs
 
 
