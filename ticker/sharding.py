@@ -21,7 +21,7 @@ from ticker.errors import FencedOff
 from ticker.keys import Keys
 from ticker.lease import LEASE_MS
 from ticker.merge import Merger
-from ticker.redis_io import TRANSIENT, client
+from ticker.redis_io import TRANSIENT, Client, client
 
 log = logging.getLogger("ticker.sharding")
 
@@ -77,12 +77,12 @@ async def _keep_running(worker: Worker, what: str, on_exit: "Share | None" = Non
 
 
 async def _heartbeat(
-    redis: object, keys: Keys, name: str, balance: Balance, stopping: asyncio.Event
+    redis: Client, keys: Keys, name: str, balance: Balance, stopping: asyncio.Event
 ) -> None:
     while not stopping.is_set():
         now = int(time.time() * 1000)
         try:
-            pipe = redis.pipeline(transaction=False)  # type: ignore[attr-defined]
+            pipe = redis.pipeline(transaction=False)
             pipe.zadd(keys.aggregators, {name: now + LEASE_MS})
             pipe.zremrangebyscore(keys.aggregators, 0, now)
             pipe.zcard(keys.aggregators)
@@ -92,14 +92,14 @@ async def _heartbeat(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), HEARTBEAT_S)
     with contextlib.suppress(*TRANSIENT):
-        await redis.zrem(keys.aggregators, name)  # type: ignore[attr-defined]
+        await redis.zrem(keys.aggregators, name)
 
 
-async def _until_ended(redis: object, keys: Keys, stopping: asyncio.Event) -> None:
+async def _until_ended(redis: Client, keys: Keys, stopping: asyncio.Event) -> None:
     """In burst mode: stop every part once the merged state says the replay ended."""
     while not stopping.is_set():
         try:
-            raw = await redis.hget(keys.state, "state")  # type: ignore[attr-defined]
+            raw = await redis.hget(keys.state, "state")
             if raw and orjson.loads(raw).get("ended"):
                 stopping.set()
                 return
