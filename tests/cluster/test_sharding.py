@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
-from redis.cluster import RedisCluster
+from redis.cluster import ClusterNode, RedisCluster
 
 from tests.conftest import UNIT, Ticker, serving, stop, wait_http
 from tests.test_compose import CLUSTER, SERVICES, ticker_command
@@ -41,7 +41,7 @@ def reference(redis_url: str) -> State:
 
 @pytest.fixture
 def on_cluster(redis_cluster: LocalCluster, namespace: str) -> Iterator[Ticker]:
-    t = Ticker(redis_cluster.url, namespace)
+    t = Ticker(redis_cluster.seeds_url, namespace)  # every node a seed: any may be killed
     yield t
     t.close()
 
@@ -53,8 +53,9 @@ def _state(r: Any, keys: Keys) -> State:
 
 
 def _cluster_client(cluster: LocalCluster) -> RedisCluster:
-    port = int(cluster.url.rsplit(":", 1)[1].split("/")[0])
-    return RedisCluster(host="127.0.0.1", port=port)
+    """A client seeded with every live node (a test may have killed the first one)."""
+    nodes = [ClusterNode("127.0.0.1", n.port) for n in cluster.nodes if n.alive]
+    return RedisCluster(startup_nodes=nodes)
 
 
 def _assert_same(state: State, reference: State) -> None:
