@@ -88,6 +88,7 @@ class Replay:
         self.control_id: str | None = None  # newest control command seen
         self.queued: list[int] = []  # the shard of each batch in the pipeline
         self.newest: dict[int, bytes] = {}  # per shard, the last entry id acknowledged
+        self.checks: list[tuple[int, bytes]] = []  # (shard, id) checks queued in the pipeline
         self.next_control_poll = 0.0
         self.next_report = 0.0
 
@@ -172,7 +173,7 @@ class Replay:
             self.progress.sim_ms = resumed_at
         pipe = self.redis.pipeline(transaction=False)
         queued = 0
-        self.queued, self.newest = [], {}
+        self.queued, self.newest, self.checks = [], {}, []
         for batch in plan.batches(after_seq=after):
             shard = shard_of(batch.seq, shards)
             if batch.seq <= done[shard]:
@@ -212,17 +213,22 @@ class Replay:
 
     async def _flush(self, pipe: "object") -> None:
         """Send the queued batches; check that the last flush's are still there; wait
-        while the aggregators are behind."""
-        checks = list(self.newest.items())
-        for shard, entry_id in checks:
-            pipe.xrange(self.shards[shard].orders, min=entry_id, max=entry_id)  # type: ignore[attr-defined]
+        while the aggregators are behind.
+
+        The checks were queued ahead of this flush's batches: the last entry of a stream
+        is never trimmed (trimming keeps the newest entry delivered), but once newer ones
+        are written it may be, legitimately."""
         for keys in self.shards:
             pipe.xlen(keys.orders)  # type: ignore[attr-defined]
         replies = await pipe.execute()  # type: ignore[attr-defined]
-        written, found = replies[: len(self.queued)], replies[len(self.queued) :]
-        self._lost_if_missing(checks, found)
+        checked = len(self.checks)
+        self._lost_if_missing(self.checks, replies[:checked])
+        written = replies[checked : checked + len(self.queued)]
         self.newest.update(zip(self.queued, written, strict=True))
         self.queued = []
+        self.checks = list(self.newest.items())
+        for shard, entry_id in self.checks:
+            pipe.xrange(self.shards[shard].orders, min=entry_id, max=entry_id)  # type: ignore[attr-defined]
         backlog = max(replies[-len(self.shards) :])
         while backlog > self.max_backlog:
             await asyncio.sleep(0.005)
