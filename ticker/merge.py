@@ -6,9 +6,10 @@ last round and the parts whose commit number moved, merges them (`ticker.core.me
 and commits the merged state, its own bookkeeping and one feed entry in one script on the
 namespace's slot, fenced by a commit number, as an aggregator does.
 
-Trimming lags the commits by TRIM_DELAY: after a failover of the namespace's master, a
-commit may be lost and the step resumes from an older one, and what it reads again must
-still be there.
+The shards drop what a commit no longer needs only once every replica of the namespace's
+primary has that commit: after a failover of that primary, a commit it had not passed on
+is lost and the step resumes from an older one, and what it reads again must still be
+there.
 """
 
 import asyncio
@@ -18,6 +19,7 @@ import uuid
 from collections import deque
 
 import orjson
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from ticker.aggregator import FEED_MAXLEN
@@ -33,17 +35,19 @@ log = logging.getLogger("ticker.merge")
 
 MERGE_INTERVAL = 0.1  # at most this many feed entries a second, like a lone aggregator
 READ_ROWS = 1_000
-TRIM_DELAY = 0.5
 
 # KEYS: state, feed, epoch, lease
 # ARGV: expected commit, holder, lease ms, state blob, brands blob, merge blob,
 #       feed maxlen, feed payload, new epoch
-COMMIT = fence("KEYS[4]", "ARGV[2]", "KEYS[1]", "ARGV[1]", "ARGV[3]") + """
+COMMIT = (
+    fence("KEYS[4]", "ARGV[2]", "KEYS[1]", "ARGV[1]", "ARGV[3]")
+    + """
 redis.call('HSET', KEYS[1], 'commit', commit + 1, 'state', ARGV[4], 'brands', ARGV[5],
            'merge', ARGV[6])
 redis.call('SET', KEYS[3], ARGV[9], 'NX')
 return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', 'u', ARGV[8])
 """
+)
 
 
 class Merger:
@@ -59,7 +63,8 @@ class Merger:
         self.merge = Merge()
         self.commit_no = 0
         self.parts: dict[int, tuple[int, State]] = {}  # shard -> (its commit, its part)
-        self.trims: deque[tuple[float, dict[int, str], dict[int, str]]] = deque()
+        # (replication offset of a commit, its cursors, its floors), oldest first
+        self.trims: deque[tuple[int, dict[int, str], dict[int, str]]] = deque()
         self.waiting = False  # for a batch to read back (see round)
 
     async def load(self) -> None:
@@ -177,12 +182,31 @@ class Merger:
             raise
         self.commit_no += 1
         self.lease.renewed = time.monotonic()
-        self.trims.append((time.monotonic(), dict(self.merge.cursors), dict(self.merge.floors)))
+        offset, _ = await self._replication()
+        self.trims.append((offset, dict(self.merge.cursors), dict(self.merge.floors)))
+
+    async def _replication(self) -> tuple[int, int | None]:
+        """The replication offset of the merged state's primary, and the lowest offset its
+        replicas have acknowledged (None when it has none)."""
+        if isinstance(self.redis, RedisCluster):
+            node = self.redis.get_node_from_key(self.keys.state)
+            info = await self.redis.execute_command("INFO", "replication", target_nodes=node)
+        else:
+            info = await self.redis.info("replication")
+        acked = [
+            int(v["offset"])
+            for k, v in info.items()
+            if k.startswith("slave") and isinstance(v, dict) and "offset" in v
+        ]
+        return int(info["master_repl_offset"]), (min(acked) if acked else None)
 
     async def _trim(self) -> None:
-        """Let the shards drop what a commit at least TRIM_DELAY old no longer needs."""
+        """Let the shards drop what the newest commit the replicas have no longer needs."""
+        if not self.trims:
+            return
+        _, acked = await self._replication()
         due = None
-        while self.trims and self.trims[0][0] <= time.monotonic() - TRIM_DELAY:
+        while self.trims and (acked is None or self.trims[0][0] <= acked):
             due = self.trims.popleft()
         if due is None:
             return
