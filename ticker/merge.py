@@ -86,7 +86,7 @@ class Merger:
             except FencedOff:
                 if not await self.lease.held():
                     raise
-                log.warning("a merge commit's reply was lost; reloading the merged state")
+                log.warning("a merge commit or its reply was lost; reloading the merged state")
                 await self.load()
             await self._trim()  # also when idle: the shards may be waiting for it
             await asyncio.sleep(max(0.0, MERGE_INTERVAL - (time.monotonic() - began)))
