@@ -68,6 +68,7 @@ def test_merged_shards_equal_one_stream_with_milestones_at_the_same_orders() -> 
     want = one_stream()
     parts, rows, batches = sharded()
     assert all(p.fired == [] and p.gaps == 0 for p in parts)
+    parts = [State.loads(p.dumps(), p.brand_blob()) for p in parts]  # as the merge reads them
     merge = Merge()
     merge_all(merge, parts, rows, batches)
     got = merge.state
@@ -79,6 +80,8 @@ def test_merged_shards_equal_one_stream_with_milestones_at_the_same_orders() -> 
     ]
     assert len(want.fired) == 4
     assert got.view()["top_brands"] == want.view()["top_brands"]
+    latest = max(p.recent[-1][0] for p in parts)
+    assert got.view()["sample_orders"][-1]["at_ms"] == latest  # the newest cross-border order
 
 
 def test_rows_in_any_interleaving_and_read_twice_fire_each_milestone_once() -> None:

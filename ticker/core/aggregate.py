@@ -424,6 +424,7 @@ class State:
                 "gaps": self.gaps,
                 "dead_letters": self.dead_letters,
                 "shard": self.shard,
+                "recent": self.recent,  # the merge step shows the newest part's
             },
             option=orjson.OPT_SERIALIZE_NUMPY,
         )
@@ -452,6 +453,7 @@ class State:
         state.brand_gmv = _unpack(brand_blob) if brand_blob else _zeros(meta.brands if meta else 0)
         state.fired = [Fired(by_id[mid], t) for mid, t in data["fired"]]
         state.samples = deque(tuple(s) for s in data["samples"])
+        state.recent = [tuple(r) for r in data.get("recent", [])]
         return state
 
 

@@ -152,7 +152,8 @@ class Merge:
         s.duplicates = sum(p.duplicates for p in parts)
         s.dead_letters = sum(p.dead_letters for p in parts)
         newest = max(mine, key=lambda p: p.sim_time_ms)
-        s.recent = newest.recent
+        # The sample orders of the part with the latest paid order.
+        s.recent = max((p.recent for p in mine), key=lambda r: r[-1][0] if r else -1)
         self.parts_ended = len(mine) == s.meta.shards and all(p.ended for p in mine)
         s.sample(newest.sim_time_ms)
 
