@@ -121,6 +121,7 @@ def test_a_sharded_day_on_the_cluster_is_exact(
             time.sleep(0.1)
     assert (served["gmv_fen"], served["orders"]) == (reference.gmv_fen, reference.orders)
     assert [m["id"] for m in served["milestones"]] == [f.milestone.id for f in reference.fired]
+    assert served["sample_orders"]  # the map's arcs: the newest cross-border orders
     masters = {redis_cluster.master_for_key(keys.shard(i).orders) for i in range(4)}
     assert len(masters) >= 2  # the hash tags spread the shards over the cluster
     verify = on_cluster.run("verify")  # regenerates the run, compares every tally
