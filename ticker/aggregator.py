@@ -309,12 +309,7 @@ class Aggregator:
         self.stats.applied_entries += len(entries)
         self.stats.applied_orders += orders
         for f in fired:
-            log.info(
-                "milestone %s (%s) at %s",
-                f.milestone.id,
-                f.milestone.label,
-                f.to_dict()["sim_time"],
-            )
+            log.info("milestone %s", f)
         return True
 
     def _check_shard(self, entry: Entry) -> Entry:

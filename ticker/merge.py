@@ -115,12 +115,7 @@ class Merger:
             fetched[need.row.entry_id] = batch
         await self._commit_round(fired)
         for f in fired:
-            log.info(
-                "milestone %s (%s) at %s",
-                f.milestone.id,
-                f.milestone.label,
-                f.to_dict()["sim_time"],
-            )
+            log.info("milestone %s", f)
         return True
 
     async def _read_rows(self, shard: int) -> list[Row]:

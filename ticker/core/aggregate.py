@@ -32,6 +32,10 @@ class Fired:
     milestone: Milestone
     sim_time_ms: int
 
+    def __str__(self) -> str:
+        m = self.milestone
+        return f"{m.id} ({m.label}) at {format_time_of_day(self.sim_time_ms)}"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             **self.milestone.__dict__,
