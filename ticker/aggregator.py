@@ -55,7 +55,9 @@ COMMIT_INTERVAL = 0.05
 # ARGV: expected commit, state blob, group, feed maxlen, feed payload, new epoch,
 #       consumer name, lease ms, brand tally blob, number of dead letters D, then D
 #       triples (original id, reason, raw fields as JSON), then the ids to acknowledge.
-COMMIT = fence("KEYS[6]", "ARGV[7]", "KEYS[1]", "ARGV[1]", "ARGV[8]") + """
+COMMIT = (
+    fence("KEYS[6]", "ARGV[7]", "KEYS[1]", "ARGV[1]", "ARGV[8]")
+    + """
 redis.call('HSET', KEYS[1], 'commit', commit + 1, 'state', ARGV[2], 'brands', ARGV[9])
 redis.call('SET', KEYS[5], ARGV[6], 'NX')
 local dead = tonumber(ARGV[10])
@@ -94,6 +96,7 @@ if keep ~= nil and keep ~= '0-0' then
 end
 return redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'u', ARGV[5])
 """
+)
 
 
 @dataclass

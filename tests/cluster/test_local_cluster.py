@@ -14,9 +14,9 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, ResponseError
 
 from ticker.errors import RedisUnavailable, UsageError
+from ticker.local_cluster import LocalCluster
 from ticker.redis_io import (
     TRANSIENT,
-    LocalCluster,
     client,
     connect,
     is_cluster,
