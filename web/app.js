@@ -554,6 +554,20 @@
   const proj = { s: 1, ox: 0, oy: 0 };
   const normLon = (lon) => (lon < MAP.lon0 ? lon + 360 : lon);
 
+  // The stretch t0..t1 (0 = seller, 1 = buyer) of an arc's quadratic Bezier, in `steps` segments.
+  function strokeArc(ctx, a, t0, t1, steps) {
+    ctx.beginPath();
+    for (let i = 0; i <= steps; i++) {
+      const t = t0 + ((t1 - t0) * i) / steps;
+      const u = 1 - t;
+      const x = u * u * a.x0 + 2 * u * t * a.cx + t * t * a.x1;
+      const y = u * u * a.y0 + 2 * u * t * a.cy + t * t * a.y1;
+      if (i === 0) ctx.moveTo(x, y);
+      else ctx.lineTo(x, y);
+    }
+    ctx.stroke();
+  }
+
   function project(lon, lat) {
     return [
       proj.ox + (normLon(lon) - MAP.lon0) * MAP.kx * proj.s,
@@ -792,31 +806,13 @@
         const N = 18;
         ctx.lineWidth = a.w * dpr * 0.8;
         ctx.strokeStyle = "rgba(255,120,60," + (0.28 * fade).toFixed(3) + ")";
-        ctx.beginPath();
-        for (let i = 0; i <= N; i++) {
-          const t = (i / N) * head;
-          const u = 1 - t;
-          const x = u * u * a.x0 + 2 * u * t * a.cx + t * t * a.x1;
-          const y = u * u * a.y0 + 2 * u * t * a.cy + t * t * a.y1;
-          if (i === 0) ctx.moveTo(x, y);
-          else ctx.lineTo(x, y);
-        }
-        ctx.stroke();
+        strokeArc(ctx, a, 0, head, N);
         // bright comet near the head
         if (p < 1) {
           const t0 = Math.max(0, head - 0.22);
           ctx.lineWidth = a.w * dpr * 1.5;
           ctx.strokeStyle = GOLD;
-          ctx.beginPath();
-          for (let i = 0; i <= 6; i++) {
-            const t = t0 + ((head - t0) * i) / 6;
-            const u = 1 - t;
-            const x = u * u * a.x0 + 2 * u * t * a.cx + t * t * a.x1;
-            const y = u * u * a.y0 + 2 * u * t * a.cy + t * t * a.y1;
-            if (i === 0) ctx.moveTo(x, y);
-            else ctx.lineTo(x, y);
-          }
-          ctx.stroke();
+          strokeArc(ctx, a, t0, head, 6);
         } else {
           // landing ring
           const k = (age - ARC_FLIGHT_MS) / (ARC_LIFE_MS - ARC_FLIGHT_MS);
