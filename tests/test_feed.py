@@ -455,13 +455,18 @@ def test_text_frame_is_a_whole_unmasked_server_frame() -> None:
         assert feed.text_frame(payload) == header + payload, size
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["c", "python"])
 def test_fanout_writes_whole_frames_in_parallel_and_queues_what_the_kernel_refuses(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, native: bool
 ) -> None:
-    """Fanout's threaded raw writes: every socket gets the frame once, whole and in order;
-    what a kernel buffer does not take (a frame larger than it, a socket already full)
-    goes to that client's transport, after the part written."""
+    """Fanout's threaded raw writes, from C and from Python: every socket gets the frame
+    once, whole and in order; what a kernel buffer does not take (a frame larger than it, a
+    socket already full) goes to that client's transport, after the part written; a closed
+    socket is skipped."""
     from ticker import server
+
+    if native:
+        assert server.write_all is not None, "ticker._fanout is not built (pip install -e .)"
 
     class Transport:  # what Fanout needs of a client's transport: write() for the rest
         def __init__(self) -> None:
@@ -486,11 +491,15 @@ def test_fanout_writes_whole_frames_in_parallel_and_queues_what_the_kernel_refus
                 full.send(b"\0" * chunk)
     frame = feed.text_frame(b"x" * 400_000)  # larger than a socket buffer
     peers = [Peer(a) for a, _ in pairs]
-    fan = server.Fanout(3)
+    gone = socket.socket()  # a client whose socket is already closed
+    peers.insert(7, Peer(gone))
+    gone.close()
+    fan = server.Fanout(3, native)
     try:
         fan.write(frame, peers)  # type: ignore[arg-type]
     finally:
         fan.close()
+    assert not peers.pop(7).transport.queued
     for (a, b), peer in zip(pairs, peers, strict=True):
         got = b""
         with contextlib.suppress(BlockingIOError):

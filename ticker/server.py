@@ -16,15 +16,18 @@ aiohttp writes every uncompressed frame whole and synchronously (compression is 
 direct writes never split one of its frames (pings, pongs, close).
 """
 
+import array
 import asyncio
 import contextlib
 import gc
 import logging
+import math
 import os
+import queue
+import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +42,12 @@ from ticker.guard import Policy, RateLimiter, bearer, token_matches
 from ticker.keys import GROUP, Keys
 from ticker.metrics import ServerMetrics
 from ticker.redis_io import TRANSIENT, client
+
+write_all: "Callable[[array.array[int], bytes], list[tuple[int, int]]] | None"
+try:
+    from ticker._fanout import write_all
+except ImportError:  # built without a C compiler: the broadcasts write from Python
+    write_all = None
 
 log = logging.getLogger("ticker.serve")
 
@@ -55,14 +64,17 @@ class Tuning:
     """Per-connection timings and bounds; docs/protocol.md states the defaults.
 
     `ticker serve` takes them from the environment (`from_env`): TICKER_HEARTBEAT,
-    TICKER_SEND_TIMEOUT (seconds) and TICKER_SEND_BUFFER (bytes). The tests shrink them to
-    see a dead connection closed, or a stuck one dropped, in a second or two.
+    TICKER_SEND_TIMEOUT (seconds), TICKER_SEND_BUFFER (bytes), TICKER_SEND_THREADS and
+    TICKER_NATIVE_WRITES (0: write broadcasts from Python even where the C module is
+    built). The tests shrink them to see a dead connection closed, or a stuck one dropped,
+    in a second or two.
     """
 
     heartbeat: float = 10.0  # ping after this long without a word; no pong in half -> dropped
     send_timeout: float = 10.0  # a send blocked this long means the client stopped reading
     send_buffer: int = 64 * 1024  # bytes queued in a client's transport: no direct writes above
     send_threads: int = 2  # threads writing a broadcast's frames (the kernel's work in parallel)
+    native_writes: bool = True  # with ticker._fanout where it is built
 
     def __post_init__(self) -> None:
         if not (self.heartbeat > 0 and self.send_timeout > 0 and self.send_buffer > 0):
@@ -85,6 +97,7 @@ class Tuning:
             send_timeout=number("TICKER_SEND_TIMEOUT", d.send_timeout),
             send_buffer=int(number("TICKER_SEND_BUFFER", d.send_buffer)),
             send_threads=int(number("TICKER_SEND_THREADS", d.send_threads)),
+            native_writes=bool(number("TICKER_NATIVE_WRITES", d.native_writes)),
         )
 
 
@@ -97,55 +110,111 @@ GC_FULL_EVERY = 600.0  # seconds between full collections...
 GC_FULL_AFTER = 2_000  # ...or sooner, after this many disconnects
 
 PARALLEL_FROM = 256  # a broadcast to fewer clients is written by the event loop's thread alone
+CHUNK = 512  # clients per share of a broadcast handed to a writer thread (~4 ms of sends)
+# The writer threads need the GIL for a moment between shares, while the event loop's
+# thread holds it choosing clients; a waiting thread gets it after this long at most
+# (Python's default is 5 ms). `ticker serve` sets it: 10,000-client broadcasts took 69 ms
+# instead of 78-88 (measured with CHUNK 512).
+GIL_SWITCH_INTERVAL = 0.001
+
+# A share of a broadcast: the frame and the clients whose sockets take it raw.
+Share = tuple[bytes, list["Client"]]
 
 
 class Fanout:
-    """Writes one frame to many sockets, the kernel's work spread over `threads` threads.
+    """Writes frames to many sockets, the kernel's work spread over `threads` threads.
 
-    A TCP send over loopback costs ~10 us of kernel time, most of a broadcast's cost, and
-    `os.write` releases the GIL while in the kernel. The event loop's thread takes the first
-    share and waits for the others: the loop runs nothing else meanwhile, so no other write
-    can reach these sockets in between. Only sockets whose transport buffer is empty are
-    written raw; what the kernel does not take goes to the transport afterwards, in order.
+    A TCP send over loopback costs ~7-10 us of kernel time, most of a broadcast's cost. The
+    broadcast hands its shares to the writer threads as it builds them, so they write while
+    it is still choosing the clients (~2 us each, in Python); then the event loop's thread
+    writes shares too, until all are written. The loop runs nothing else meanwhile, so no
+    other write can reach these sockets in between. Only sockets whose transport buffer is
+    empty are written raw; what the kernel does not take goes to the transport afterwards.
+
+    A share is written by `ticker._fanout.write_all` (C, the whole loop without the GIL)
+    when it is built, else by `os.write` in Python, which takes the GIL back after every
+    send: the threads then queue for it, and a broadcast takes ~25% longer (measured).
     """
 
-    def __init__(self, threads: int) -> None:
-        self.threads = threads
-        self.pool = (
-            ThreadPoolExecutor(threads - 1, thread_name_prefix="fanout") if threads > 1 else None
-        )
+    def __init__(self, threads: int, native: bool = True) -> None:
+        self.write_all = write_all if native else None
+        self.shares: queue.SimpleQueue[Share | None] = queue.SimpleQueue()
+        self.written: queue.SimpleQueue[list[tuple[Client, bytes]]] = queue.SimpleQueue()
+        self.writers = [
+            threading.Thread(target=self._writer, name=f"fanout-{k}", daemon=True)
+            for k in range(threads - 1)
+        ]
+        for t in self.writers:
+            t.start()
 
-    @staticmethod
-    def _write(frame: bytes, clients: list["Client"]) -> list[tuple["Client", int]]:
-        short: list[tuple[Client, int]] = []
+    def _write(self, frame: bytes, clients: list["Client"]) -> list[tuple["Client", bytes]]:
+        """Write `frame` raw to each client's socket; the parts the kernel did not take.
+
+        A socket that fails (reset, closed) is skipped: its transport learns it from its
+        own reads."""
+        if self.write_all is not None:
+            fds = array.array("i", [c.fd for c in clients])
+            return [(clients[i], frame[n:]) for i, n in self.write_all(fds, frame) if n >= 0]
+        short: list[tuple[Client, bytes]] = []
         size = len(frame)
         for c in clients:
             try:
                 n = os.write(c.fd, frame)
             except BlockingIOError:
                 n = 0
-            except OSError:  # reset or closed: the transport learns it from its own reads
+            except OSError:
                 continue
             if n < size:
-                short.append((c, n))
+                short.append((c, frame[n:]))
         return short
 
+    def _writer(self) -> None:
+        while (share := self.shares.get()) is not None:
+            short: list[tuple[Client, bytes]] = []
+            try:
+                short = self._write(*share)
+            finally:  # always answer: the broadcast waits for every share
+                self.written.put(short)
+
+    def send(self, shares: Iterable[Share], parallel: bool = True) -> None:
+        """Write every share; return once all are written.
+
+        `shares` may be a generator: each share goes to the writer threads as soon as it is
+        made. Without writers, or with `parallel` false, this thread writes them all.
+        """
+        if not (self.writers and parallel):
+            for frame, clients in shares:
+                self._finish(self._write(frame, clients))
+            return
+        handed = 0
+        try:
+            for share in shares:
+                self.shares.put(share)
+                handed += 1
+        finally:  # even if making the shares failed: no writer may outlive this call
+            while handed:  # help with what the writers have not taken, then wait for them
+                try:
+                    taken = self.shares.get_nowait()
+                except queue.Empty:
+                    self._finish(self.written.get())
+                else:
+                    assert taken is not None  # only close() hands out None
+                    self._finish(self._write(*taken))
+                handed -= 1
+
+    @staticmethod
+    def _finish(short: list[tuple["Client", bytes]]) -> None:
+        for c, rest in short:
+            c.transport.write(rest)
+
     def write(self, frame: bytes, clients: list["Client"]) -> None:
-        if self.pool is None or len(clients) < PARALLEL_FROM:
-            short = self._write(frame, clients)
-        else:
-            step = -(-len(clients) // self.threads)
-            parts = [clients[k : k + step] for k in range(0, len(clients), step)]
-            futures = [self.pool.submit(self._write, frame, part) for part in parts[1:]]
-            short = self._write(frame, parts[0])
-            for f in futures:
-                short += f.result()
-        for c, n in short:
-            c.transport.write(frame[n:])
+        """Write one frame to these clients' sockets."""
+        shares = [(frame, clients[k : k + CHUNK]) for k in range(0, len(clients), CHUNK)]
+        self.send(shares, parallel=len(clients) >= PARALLEL_FROM)
 
     def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=False)
+        for _ in self.writers:
+            self.shares.put(None)
 
 
 class Client:
@@ -291,7 +360,7 @@ class Hub:
     ) -> None:
         self.keys, self.tick_interval = keys, 1.0 / tick_hz
         self.tuning = tuning or Tuning()
-        self.fanout = Fanout(self.tuning.send_threads)
+        self.fanout = Fanout(self.tuning.send_threads, self.tuning.native_writes)
         self.redis = client(redis_url)
         self.state: dict[str, Any] = {**feed.EMPTY_STATE, "replay": None}
         self.position = "0-0"
@@ -404,27 +473,41 @@ class Hub:
             self.broadcast_key = key
             self.metrics.tick_delay_seconds_sum += max(0.0, time.time() - key[0] / 1000)
             self.metrics.tick_delays += 1
-        # Once per subscription kind: the JSON text, its frame, the clients to write it to raw.
-        encoded: dict[frozenset[str], tuple[bytes, bytes, list[Client]]] = {}
+        self.fanout.send(self._tick_shares(key, now), len(self.clients) >= PARALLEL_FROM)
+
+    def _tick_shares(self, key: feed.PositionKey, now: float) -> Iterator[Share]:
+        """Choose each client's path for this tick; yield the raw writes, a share at a time.
+
+        Runs inside `Fanout.send`, with the event loop held: the clients cannot change."""
+        # Once per subscription kind: the JSON text and its frame; the clients to write raw.
+        encoded: dict[frozenset[str], tuple[bytes, bytes]] = {}
+        raw: dict[frozenset[str], list[Client]] = {}
         for c in self.clients:
             sub = c.sub
             enc = encoded.get(sub.topics)
             if enc is None:
                 text = orjson.dumps(feed.tick(feed.only(self.state, sub.topics), self.position))
-                enc = encoded[sub.topics] = (text, feed.text_frame(text), [])
+                enc = encoded[sub.topics] = (text, feed.text_frame(text))
+                raw[sub.topics] = []
             how = c.direct(key) if now - c.last_tick_at >= 1.0 / sub.max_rate else 0
-            if how:
+            if how == 2:
                 c.floor, c.last_tick_at = key, now
-                if how == 2:
-                    enc[2].append(c)
-                else:
-                    c.transport.write(enc[1])
-                    self.count_direct(1, len(enc[0]))
+                share = raw[sub.topics]
+                share.append(c)
+                if len(share) == CHUNK:
+                    raw[sub.topics] = []
+                    self.count_direct(CHUNK, len(enc[0]))
+                    yield enc[1], share
+            elif how == 1:
+                c.floor, c.last_tick_at = key, now
+                c.transport.write(enc[1])
+                self.count_direct(1, len(enc[0]))
             else:
                 c.offer_tick(key, enc[0])
-        for text, frame, raw in encoded.values():
-            self.fanout.write(frame, raw)
-            self.count_direct(len(raw), len(text))
+        for topics, share in raw.items():
+            if share:
+                self.count_direct(len(share), len(encoded[topics][0]))
+                yield encoded[topics][1], share
 
     async def collect_garbage(self) -> None:
         """Keep the cyclic GC's full passes out of the broadcasts (see GC_FREEZE_EVERY)."""
@@ -457,6 +540,12 @@ class Hub:
         entries = await self.redis.xrange(self.keys.feed, entry if part else f"({entry}", "+")
         return [(i.decode(), f) for i, f in entries]
 
+
+# aiohttp rounds timeouts above `timeout_ceil_threshold` (5 s) up to a whole second, so
+# every connection's heartbeat would fall on the same instants: at 10,000 clients, a
+# thousand pings (and then their pongs) at once, stalling the loop for 30-110 ms (measured)
+# and any broadcast behind them. Unrounded, they spread over each second.
+HANDLER_ARGS = {"timeout_ceil_threshold": math.inf}
 
 HUB = web.AppKey("hub", Hub)
 POLICY = web.AppKey("policy", Policy)

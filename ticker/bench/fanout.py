@@ -34,6 +34,7 @@ import re
 import resource
 import select
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -41,6 +42,7 @@ import time
 import urllib.parse
 import urllib.request
 import zlib
+from dataclasses import dataclass
 from typing import IO, Any
 
 import orjson
@@ -210,17 +212,29 @@ class Writer:
 
 
 PING, PONG, CLOSE, TEXT = 0x9, 0xA, 0x8, 0x1
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux's value; Python names it from 3.14
+TIMESTAMP_SPACE = socket.CMSG_SPACE(16)  # one struct timespec
 MAX_LATENCY_MS = 120_000  # histogram cap
 
 
 class LoadStats:
-    """What one load-generator process saw; `hist[ms]` counts latencies in whole ms."""
+    """What one load-generator process saw; `hist[ms]` counts latencies in whole ms.
+
+    Two latencies per message, both from the feed entry's id: to its arrival in the client's
+    socket (`hist`: the kernel's receive timestamp, SO_TIMESTAMPNS, of the last segment that
+    completed the read), and to the moment this process read it (`read_hist`). One process
+    reads thousands of sockets in turn, so after a broadcast the last of them wait for it,
+    tens of milliseconds at 5,000 clients, where a real client on its own machine reads its
+    one socket at once: the arrival is the server's delivery, the read adds this queue.
+    """
 
     def __init__(self) -> None:
         self.counting = False
         self.received = 0
         self.received_bytes = 0
+        self.arrival_unknown = 0  # messages read together with a later one (see `text`)
         self.hist = [0] * (MAX_LATENCY_MS + 1)
+        self.read_hist = [0] * (MAX_LATENCY_MS + 1)
         self.errors: dict[str, int] = {}
         self.closed = 0
         self.greeted = 0  # clients that got hello and snapshot
@@ -230,8 +244,9 @@ class LoadStats:
         self.errors[what] = self.errors.get(what, 0) + 1
 
     def reset(self) -> None:
-        self.received = self.received_bytes = 0
+        self.received = self.received_bytes = self.arrival_unknown = 0
         self.hist = [0] * (MAX_LATENCY_MS + 1)
+        self.read_hist = [0] * (MAX_LATENCY_MS + 1)
 
 
 class FeedConn:
@@ -247,8 +262,9 @@ class FeedConn:
         self.seen = 0
         self.open = True
 
-    def feed(self, data: bytes) -> None:
-        """Take bytes from the socket: frames are parsed in place, without copies."""
+    def feed(self, data: bytes, arrived_ms: float) -> None:
+        """Take bytes from the socket, complete at `arrived_ms` (epoch): frames are parsed
+        in place, without copies."""
         if not self.upgraded:
             self.head += data
             end = self.head.find(b"\r\n\r\n")
@@ -286,9 +302,9 @@ class FeedConn:
             if opcode == TEXT:
                 if b0 & 0x40:  # compressed (permessage-deflate)
                     text = self.inflate.decompress(data[i + h : end] + b"\x00\x00\xff\xff")
-                    self.text(text, 0, len(text))
+                    self.text(text, 0, len(text), arrived_ms if end == n else None)
                 elif self.greeting or self.stats.counting:
-                    self.text(data, i + h, end)
+                    self.text(data, i + h, end, arrived_ms if end == n else None)
             elif opcode == PING:  # answer with the same payload; a zero mask is a valid mask
                 self.send(bytes((0x80 | PONG, 0x80 | length)) + b"\0\0\0\0" + data[i + h : end])
             elif opcode == CLOSE:
@@ -298,7 +314,10 @@ class FeedConn:
         if i < n:
             self.buf = data[i:]
 
-    def text(self, data: bytes, start: int, end: int) -> None:
+    def text(self, data: bytes, start: int, end: int, arrived_ms: float | None) -> None:
+        """One text message; `arrived_ms` is None when its arrival is not known: the read
+        that took it went on past it, and the timestamp is that of the read's last segment
+        (the kernel merges unread segments, so a later message's time)."""
         if self.greeting:
             self.greeting -= 1
             self.stats.greeted += not self.greeting
@@ -319,7 +338,11 @@ class FeedConn:
             stats.error("message without a position")
             return
         ms = int(data[p : data.index(b"-", p, end)])
-        stats.hist[min(MAX_LATENCY_MS, max(0, int(time.time() * 1000 - ms)))] += 1
+        if arrived_ms is None:
+            stats.arrival_unknown += 1
+        else:
+            stats.hist[min(MAX_LATENCY_MS, max(0, int(arrived_ms - ms)))] += 1
+        stats.read_hist[min(MAX_LATENCY_MS, max(0, int(time.time() * 1000 - ms)))] += 1
         stats.received += 1
         stats.received_bytes += end - start
 
@@ -333,6 +356,15 @@ class FeedConn:
             self.send(bytes((0x80 | CLOSE, 0x80)) + b"\0\0\0\0")
             self.stats.closed += 1
             self.stats.lost += self.greeting > 0
+
+
+def arrival_ms(ancillary: list[tuple[int, int, bytes]]) -> float:
+    """The kernel's receive timestamp of a read (epoch ms), or now when it gave none."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+            seconds, nanoseconds = struct.unpack_from("qq", data)
+            return int(seconds) * 1000 + int(nanoseconds) / 1e6
+    return time.time() * 1000
 
 
 def _loadgen(
@@ -366,6 +398,7 @@ def _loadgen(
             sock.close()
             return
         sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         key = base64.b64encode(os.urandom(16)).decode()
         sock.send(
             (
@@ -390,11 +423,11 @@ def _loadgen(
                 continue
             conn = conns[fd]
             try:
-                data = conn.sock.recv(262_144)
+                data, ancillary, _, _ = conn.sock.recvmsg(262_144, TIMESTAMP_SPACE)
             except OSError:
                 data = b""
             if data:
-                conn.feed(data)
+                conn.feed(data, arrival_ms(ancillary))
             if not data or not conn.open:
                 ep.unregister(fd)
                 if conn.open:
@@ -443,9 +476,11 @@ def _loadgen(
                         "event": "stopped",
                         "received": stats.received,
                         "received_payload_bytes": stats.received_bytes,
+                        "arrival_unknown": stats.arrival_unknown,
                         "elapsed": elapsed,
                         "loadgen_cpu_pct": round(100 * (time.process_time() - cpu0) / elapsed, 1),
                         "latency_hist": {ms: n for ms, n in enumerate(stats.hist) if n},
+                        "read_hist": {ms: n for ms, n in enumerate(stats.read_hist) if n},
                         "closed_early": stats.closed - closed0,
                         "errors": stats.errors,
                     }
@@ -480,17 +515,24 @@ def percentiles(hist: dict[int, int]) -> dict[str, float]:
 # -- the orchestrator -------------------------------------------------------------------------
 
 
-class LoadGen:
-    """`procs` load-generator processes sharing `clients` between them, driven as one."""
+@dataclass(frozen=True)
+class LoadSpec:
+    """How the load generators run (see `main`'s options)."""
 
-    def __init__(
-        self, url: str, clients: int, deflate: bool, procs: int = 1, nap: float = 0.0
-    ) -> None:
-        procs = max(1, min(procs, clients))
+    procs: int = 4  # processes sharing the clients
+    nap: float = 0.005  # seconds between two reads of the ready sockets
+    nice: int = 19  # their scheduling niceness: the server is served first
+
+
+class LoadGen:
+    """Load-generator processes sharing `clients` between them, driven as one."""
+
+    def __init__(self, url: str, clients: int, deflate: bool, spec: LoadSpec) -> None:
+        procs = max(1, min(spec.procs, clients))
         self.procs = [
             subprocess.Popen(
                 [sys.executable, "-m", "ticker.bench.fanout", "--loadgen", url, str(share)]
-                + ["--loadgen-nap", str(nap)]
+                + ["--loadgen-nap", str(spec.nap), "--loadgen-nice", str(spec.nice)]
                 + (["--deflate"] if deflate else []),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -515,12 +557,22 @@ class LoadGen:
         merged: dict[str, Any] = {"event": answers[0]["event"], "processes": len(answers)}
         errors: dict[str, int] = {}
         hist: dict[int, int] = {}
+        read_hist: dict[int, int] = {}
         for a in answers:
             for k, v in a.get("errors", {}).items():
                 errors[k] = errors.get(k, 0) + v
             for ms, count in a.get("latency_hist", {}).items():
                 hist[int(ms)] = hist.get(int(ms), 0) + count
-            for k in ("ok", "failed", "received", "received_payload_bytes", "closed_early"):
+            for ms, count in a.get("read_hist", {}).items():
+                read_hist[int(ms)] = read_hist.get(int(ms), 0) + count
+            for k in (
+                "ok",
+                "failed",
+                "received",
+                "received_payload_bytes",
+                "arrival_unknown",
+                "closed_early",
+            ):
                 if k in a:
                     merged[k] = merged.get(k, 0) + a[k]
             for k in ("seconds", "elapsed"):
@@ -530,6 +582,7 @@ class LoadGen:
             merged["loadgen_cpu_pct"] = round(sum(a["loadgen_cpu_pct"] for a in answers), 1)
             merged["loadgen_cpu_pct_each"] = [a["loadgen_cpu_pct"] for a in answers]
         merged["latency_ms"] = percentiles(hist)
+        merged["read_latency_ms"] = percentiles(read_hist)
         merged["errors"] = errors
         return merged
 
@@ -623,8 +676,7 @@ def measure(
     rates: list[float],
     seconds: float,
     deflate: bool,
-    loadgen_procs: int = 1,
-    loadgen_nap: float = 0.0,
+    spec: LoadSpec,
 ) -> list[dict[str, Any]]:
     """One fresh server, `clients` load-generator clients, one window per rate."""
     from ticker.bench.common import drop_namespace, fresh_namespace
@@ -644,7 +696,7 @@ def measure(
         time.sleep(1.0)
         rss_before = rss_bytes(pid)
         ws_url = server.url.replace("http://", "ws://") + "ws"
-        gen = LoadGen(ws_url, clients, deflate, loadgen_procs, loadgen_nap)
+        gen = LoadGen(ws_url, clients, deflate, spec)
         conn = gen.read()
         time.sleep(2.0)  # let the last snapshots drain and the allocator settle
         rss_idle = rss_bytes(pid)
@@ -684,6 +736,10 @@ def measure(
                     "delivered_msgs_per_s": round(got["received"] / got["elapsed"]),
                     "per_client_msgs_per_s": round(got["received"] / got["elapsed"] / clients, 2),
                     "latency_ms": got["latency_ms"],
+                    "read_latency_ms": got["read_latency_ms"],
+                    "arrival_unknown_pct": round(
+                        100 * got["arrival_unknown"] / max(1, got["received"]), 2
+                    ),
                     "server_cpu_pct": round(100 * (cpu1 - cpu0) / elapsed, 1),
                     "server_cpu_sys_pct": round(100 * (sys1 - sys0) / elapsed, 1),
                     "server_cpu_us_per_msg": round(1e6 * (cpu1 - cpu0) / max(1, sent), 1),
@@ -699,7 +755,8 @@ def measure(
                     "loadgen_cpu_pct": got["loadgen_cpu_pct"],
                     "loadgen_cpu_pct_each": got["loadgen_cpu_pct_each"],
                     "loadgen_procs": got["processes"],
-                    "loadgen_nap_s": loadgen_nap,
+                    "loadgen_nap_s": spec.nap,
+                    "loadgen_nice": spec.nice,
                     "rss_idle_per_client_kb": round((rss_idle - rss_before) / clients / 1024, 1),
                     "rss_after_traffic_per_client_kb": round(
                         (rss_bytes(pid) - rss_before) / clients / 1024, 1
@@ -726,20 +783,17 @@ def run_fanout(
     rates: list[float],
     seconds: float,
     deflate_counts: list[int],
-    loadgen_procs: int = 2,
-    loadgen_nap: float = 0.005,
+    spec: LoadSpec = LoadSpec(),
 ) -> dict[str, Any]:
     """The table: every count at every rate without deflate; deflate on at deflate_counts."""
     raise_nofile()
     rows: list[dict[str, Any]] = []
     for n in counts:
-        rows += measure(redis_url, n, rates, seconds, False, loadgen_procs, loadgen_nap)
+        rows += measure(redis_url, n, rates, seconds, False, spec)
     compare: list[dict[str, Any]] = []
     for n in (c for c in deflate_counts if c > 0):  # 0 = skip the deflate comparison
         for deflate in (False, True):
-            compare += measure(
-                redis_url, n, rates[:1], seconds, deflate, loadgen_procs, loadgen_nap
-            )
+            compare += measure(redis_url, n, rates[:1], seconds, deflate, spec)
     target = next(
         (r for r in rows if r["clients"] == max(counts) and r["updates_per_s"] == min(rates)), None
     )
@@ -798,24 +852,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rates", type=lambda s: [float(x) for x in s.split(",")], default=[10.0, 5.0])
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--deflate-clients", type=_ints, default=[1000])
+    d = LoadSpec()
     p.add_argument(
         "--loadgen-procs",
         type=int,
-        default=2,
-        help="load-generator processes sharing the clients (default 2: one per core here)",
+        default=d.procs,
+        help=f"load-generator processes sharing the clients (default {d.procs})",
     )
     p.add_argument(
         "--loadgen-nap",
         type=float,
-        default=0.005,
+        default=d.nap,
         help="seconds each load generator sleeps between reads of its ready sockets "
-        "(default 0.005; counted in the latency)",
+        f"(default {d.nap}; counted in the read latency)",
+    )
+    p.add_argument(
+        "--loadgen-nice",
+        type=int,
+        default=d.nice,
+        help=f"the load generators' niceness (default {d.nice}: the server's CPU comes "
+        "first, as if its clients were elsewhere; 0 to share it evenly)",
     )
     p.add_argument("--redis-url")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     if args.loadgen:
         url, n = args.loadgen
+        os.nice(args.loadgen_nice)
         _loadgen(url, int(n), args.deflate, 100, args.loadgen_nap)
         return 0
     from ticker.bench.common import bench_redis
@@ -827,8 +890,7 @@ def main(argv: list[str] | None = None) -> int:
             args.rates,
             args.seconds,
             args.deflate_clients,
-            args.loadgen_procs,
-            args.loadgen_nap,
+            LoadSpec(args.loadgen_procs, args.loadgen_nap, args.loadgen_nice),
         )
     result["load_average_after"] = list(os.getloadavg())
     if args.json:

@@ -1,0 +1,3 @@
+from array import array
+
+def write_all(fds: array[int], frame: bytes, /) -> list[tuple[int, int]]: ...
