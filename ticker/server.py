@@ -38,6 +38,7 @@ from aiohttp.abc import AbstractStreamWriter
 
 from ticker import feed
 from ticker.core.control import CONTROL_MAXLEN, parse_command
+from ticker.core.pace import Pace
 from ticker.guard import Policy, RateLimiter, bearer, token_matches
 from ticker.keys import GROUP, Keys
 from ticker.metrics import ServerMetrics
@@ -224,10 +225,10 @@ class Client:
         "close_reason",
         "fd",
         "floor",
-        "last_tick_at",
         "latest_tick",
         "live",
         "metrics",
+        "pace",
         "ready",
         "send_buffer",
         "send_timeout",
@@ -266,7 +267,7 @@ class Client:
         self.ready = asyncio.Event()  # set once the snapshot (or resume backlog) is sent
         self.live = False  # ready, as a plain attribute for the broadcast loop
         self.sending = False  # the sender is inside a send (possibly waiting for the socket)
-        self.last_tick_at = 0.0
+        self.pace = Pace(self.sub.max_rate)  # the client's max_rate, as a token bucket
         self.close_reason = "closed"
 
     def direct(self, key: feed.PositionKey) -> int:
@@ -329,7 +330,7 @@ class Client:
                         await self.send(text)
                 if self.latest_tick is None:
                     continue
-                wait = self.last_tick_at + 1 / self.sub.max_rate - time.monotonic()
+                wait = self.pace.wait(time.monotonic())
                 if wait > 0:  # the client's own rate limit; newer ticks replace this one
                     with contextlib.suppress(TimeoutError):  # a milestone cuts the wait short
                         await asyncio.wait_for(self.wake.wait(), wait)
@@ -338,7 +339,7 @@ class Client:
                 (key, text), self.latest_tick = self.latest_tick, None
                 if key > self.floor:
                     self.floor = key
-                    self.last_tick_at = time.monotonic()
+                    self.pace.take(time.monotonic())
                     await self.send(text)
         except (TimeoutError, ConnectionResetError):
             log.warning("disconnecting a client that stopped reading")
@@ -449,16 +450,16 @@ class Hub:
         self.metrics.bytes_sent += messages * payload
 
     async def ticker(self) -> None:
-        """Send a tick as soon as the state changes, but at most `tick_hz` times a second."""
-        last = -self.tick_interval
+        """Send a tick as soon as the state changes, but at most `tick_hz` times a second
+        on average (see `Pace`: a feed at that very rate is never held back)."""
+        pace = Pace(1.0 / self.tick_interval)
         while True:
             await self.dirty.wait()
+            while (wait := pace.wait(time.monotonic())) > 0:
+                await asyncio.sleep(wait)
             now = time.monotonic()
-            while now < last + self.tick_interval:
-                await asyncio.sleep(last + self.tick_interval - now)
-                now = time.monotonic()
+            pace.take(now)
             self.dirty.clear()
-            last = now
             started = time.perf_counter()
             self.broadcast_tick(now)
             self.metrics.broadcasts += 1
@@ -489,9 +490,11 @@ class Hub:
                 text = orjson.dumps(feed.tick(feed.only(self.state, sub.topics), self.position))
                 enc = encoded[sub.topics] = (text, feed.text_frame(text))
                 raw[sub.topics] = []
-            how = c.direct(key) if now - c.last_tick_at >= 1.0 / sub.max_rate else 0
+            how = 0 if c.pace.wait(now) else c.direct(key)
+            if how:
+                c.floor = key
+                c.pace.take(now)
             if how == 2:
-                c.floor, c.last_tick_at = key, now
                 share = raw[sub.topics]
                 share.append(c)
                 if len(share) == CHUNK:
@@ -499,7 +502,6 @@ class Hub:
                     self.count_direct(CHUNK, len(enc[0]))
                     yield enc[1], share
             elif how == 1:
-                c.floor, c.last_tick_at = key, now
                 c.transport.write(enc[1])
                 self.count_direct(1, len(enc[0]))
             else:
@@ -581,8 +583,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if not request.app[LIMITER].allow(request.remote or "?"):
         return _refuse(hub, "rate", 429, "too many new connections from this address")
     # No permessage-deflate: a compressor per connection costs ~125 KB of memory and
-    # doubles the CPU per message (measured: docs/protocol.md); clients wanting fewer bytes
-    # subscribe to `totals` only.
+    # doubles the CPU per message (measured: the README's Measured table); clients wanting
+    # fewer bytes subscribe to `totals` only.
     # Compression must stay off: the broadcast writes pre-built uncompressed frames.
     ws = web.WebSocketResponse(
         heartbeat=hub.tuning.heartbeat, max_msg_size=MAX_CLIENT_MESSAGE, compress=False
@@ -652,6 +654,7 @@ async def _read_requests(c: Client) -> None:
         if msg.type == WSMsgType.TEXT:
             try:
                 c.sub = feed.parse_request(msg.data)
+                c.pace.rate = c.sub.max_rate
                 c.wake.set()
             except feed.BadRequest as exc:
                 bad += 1

@@ -239,7 +239,7 @@ def _fanout(url: str, args: argparse.Namespace) -> dict[str, Any]:
 
     counts = args.client_counts or ([50, 200] if args.quick else [1000, 5000, 10000])
     seconds = args.duration or (2.0 if args.quick else 10.0)
-    return run_fanout(url, counts, [10.0, 5.0], seconds, counts[:1])
+    return run_fanout(url, counts, [10.0, 5.0], seconds, [])
 
 
 def _recovery(url: str, args: argparse.Namespace) -> dict[str, Any]:
