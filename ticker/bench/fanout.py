@@ -816,7 +816,8 @@ def run_fanout(
                 f"{target['read_latency_ms']['p99']})",
                 "target": "<= 150",
                 "value": target["latency_ms"]["p99"],
-                "met": target["latency_ms"]["p99"] <= 150,
+                # a p99 over the timed messages stands for all only if nearly all were timed
+                "met": target["latency_ms"]["p99"] <= 150 and target["arrival_unknown_pct"] <= 1,
             },
             {
                 "what": "server RSS per idle client (KB)",
@@ -839,7 +840,8 @@ def deflate_column(row: dict[str, Any]) -> str:
 def print_table(result: dict[str, Any]) -> None:
     head = (
         f"{'clients':>7} {'defl':>5} {'upd/s':>5} {'msgs/s':>8} {'p50':>5} {'p99':>5} "
-        f"{'max':>5} {'rd p99':>6} {'bcast':>5} {'srvCPU%':>7} {'genCPU%':>7} {'B/msg':>6} "
+        f"{'max':>5} {'timed%':>6} {'rd p99':>6} {'bcast':>5} {'srvCPU%':>7} {'genCPU%':>7} "
+        f"{'B/msg':>6} "
         f"{'KB/idle':>7} {'KB/act':>7}"
     )
     for title, rows in (("fan-out", result["rows"]), ("permessage-deflate", result["deflate"])):
@@ -851,15 +853,17 @@ def print_table(result: dict[str, Any]) -> None:
             print(
                 f"  {r['connected']:>7,} {deflate_column(r):>5} "
                 f"{r['updates_per_s']:>5g} {r['delivered_msgs_per_s']:>8,} {lat['p50']:>5} "
-                f"{lat['p99']:>5} {lat['max']:>5} {r['read_latency_ms']['p99']:>6} "
+                f"{lat['p99']:>5} {lat['max']:>5} {100 - r['arrival_unknown_pct']:>6.1f} "
+                f"{r['read_latency_ms']['p99']:>6} "
                 f"{r['broadcast_ms_mean']:>5.0f} {r['server_cpu_pct']:>7} "
                 f"{r['loadgen_cpu_pct']:>7} {r['wire_bytes_per_msg']:>6,} "
                 f"{r['rss_idle_per_client_kb']:>7} {r['rss_after_traffic_per_client_kb']:>7}"
             )
     print(
-        "  latency (ms) from the feed entry to arrival in the client's socket; rd p99: to "
-        "its read by the load generator; bcast: mean broadcast (ms); defl no: "
-        "permessage-deflate offered, declined by the server"
+        "  p50/p99/max (ms): feed entry -> arrival in the client's socket, over the messages "
+        "whose arrival was timed (timed%: the others were read together with a later one); "
+        "rd p99: to the load generator's read; bcast: mean broadcast (ms); "
+        "defl no: permessage-deflate offered, declined by the server"
     )
     for t in result["targets"]:
         met = "met" if t["met"] else "NOT met"
