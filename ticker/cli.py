@@ -360,7 +360,7 @@ def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from ticker.redis_io import connect
-    from ticker.server import GIL_SWITCH_INTERVAL, HANDLER_ARGS, make_app
+    from ticker.server import GIL_SWITCH_INTERVAL, make_app
 
     settings = _settings(args)
 
@@ -371,5 +371,5 @@ def _serve(args: argparse.Namespace) -> int:
     app = make_app(settings.redis_url, settings.keys, policy=_policy(args))
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     print(f"serving on http://{args.host}:{args.port}/", file=sys.stderr, flush=True)
-    web.run_app(app, host=args.host, port=args.port, print=None, handler_args=HANDLER_ARGS)
+    web.run_app(app, host=args.host, port=args.port, print=None)
     return 0

@@ -776,7 +776,9 @@ def make_app(
     """The aiohttp application; its background tasks start and stop with it.
 
     `tuning` defaults to `Tuning.from_env()` (TICKER_HEARTBEAT and the like)."""
-    app = web.Application(middlewares=[no_tracebacks], client_max_size=64 * 1024)
+    app = web.Application(
+        middlewares=[no_tracebacks], client_max_size=64 * 1024, handler_args=HANDLER_ARGS
+    )
     app[HUB] = Hub(redis_url, keys, tick_hz, tuning or Tuning.from_env())
     app[POLICY] = policy or Policy.from_env()
     app[LIMITER] = RateLimiter(app[POLICY].connects_per_ip_per_s, app[POLICY].connect_burst)
