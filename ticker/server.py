@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import math
 import os
 import queue
 import threading
@@ -543,12 +542,6 @@ class Hub:
         return [(i.decode(), f) for i, f in entries]
 
 
-# aiohttp rounds timeouts above `timeout_ceil_threshold` (5 s) up to a whole second, so
-# every connection's heartbeat would fall on the same instants: at 10,000 clients, a
-# thousand pings (and then their pongs) at once, stalling the loop for 30-110 ms (measured)
-# and any broadcast behind them. Unrounded, they spread over each second.
-HANDLER_ARGS = {"timeout_ceil_threshold": math.inf}
-
 HUB = web.AppKey("hub", Hub)
 POLICY = web.AppKey("policy", Policy)
 LIMITER = web.AppKey("limiter", RateLimiter)
@@ -776,9 +769,7 @@ def make_app(
     """The aiohttp application; its background tasks start and stop with it.
 
     `tuning` defaults to `Tuning.from_env()` (TICKER_HEARTBEAT and the like)."""
-    app = web.Application(
-        middlewares=[no_tracebacks], client_max_size=64 * 1024, handler_args=HANDLER_ARGS
-    )
+    app = web.Application(middlewares=[no_tracebacks], client_max_size=64 * 1024)
     app[HUB] = Hub(redis_url, keys, tick_hz, tuning or Tuning.from_env())
     app[POLICY] = policy or Policy.from_env()
     app[LIMITER] = RateLimiter(app[POLICY].connects_per_ip_per_s, app[POLICY].connect_burst)
