@@ -1,7 +1,8 @@
 """The websocket server's I/O shell (aiohttp).
 
 One task tails the feed stream (XREAD BLOCK) and keeps the latest state; another hands a
-tick to every client at most `tick_hz` times a second; milestones go out at once. Each
+tick to every client at most `tick_hz` times a second on average (`Pace`); milestones go
+out at once. Each
 message is encoded once per subscription kind, and framed once as websocket bytes.
 
 Fan-out has two paths. The fast one: a client that is ready, has nothing queued, is due a
