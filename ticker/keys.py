@@ -80,3 +80,9 @@ class Keys:
     def control(self) -> str:
         """Capped stream of replay commands (pause, resume, speed, seek) for the simulator."""
         return self._key("control")
+
+    @property
+    def curve(self) -> str:
+        """The day's curve so far (JSON, see `ticker.core.timeline`), written with each
+        feed entry; feed entries carry only its tail."""
+        return self._key("curve")

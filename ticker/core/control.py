@@ -6,7 +6,7 @@ capped stream `ticker:{NS}:control`, one JSON object per entry (field `c`).
 
 from typing import Any
 
-from ticker.core.clock import parse_time_of_day
+from ticker.core.clock import format_time_of_day, parse_time_of_day
 
 CONTROL_MAXLEN = 1_000  # commands kept in the control stream
 
@@ -31,3 +31,62 @@ def parse_command(body: Any) -> dict[str, Any]:
             raise ValueError('seek needs "to": "HH:MM[:SS]"')
         return {"action": "seek", "to_ms": parse_time_of_day(to)}
     raise ValueError("action must be pause, resume, speed or seek")
+
+
+# -- what the replay can obey ------------------------------------------------------------
+#
+# The replay writes its state to the hash `ticker:{NS}:replay` (field `state`, JSON) at
+# least every HEARTBEAT_MS while it runs or is paused, and once more when the window has
+# been written to the end: {"run", "state": "running" | "paused" | "ended", "speed" (None =
+# max), "speed_reached", "behind_ms", "sim_time_ms", "from_ms", "to_ms" (this run's window),
+# "window_from_ms", "window_to_ms" (the window a seek may target: the replay's first one),
+# "heartbeat_ms" (wall clock, ms since the Unix epoch), "waiting" (None, or what the replay
+# waits for, e.g. "aggregator")}. Readers pass it through `replay_status`, which turns a
+# replay that stopped beating into the state "stopped".
+
+HEARTBEAT_MS = 250  # how often a live replay writes its state
+STALE_MS = 3_000  # no heartbeat for this long: the replay is gone
+
+
+def replay_status(raw: Any, now_ms: int) -> dict[str, Any] | None:
+    """The replay's state as screens and controls should see it at wall time `now_ms`
+    (ms since the Unix epoch), or None if no replay ever wrote one (or it is not a dict).
+
+    A running or paused replay whose heartbeat is older than STALE_MS is "stopped"."""
+    if not isinstance(raw, dict) or raw.get("state") not in ("running", "paused", "ended"):
+        return None
+    status = dict(raw)
+    beat = raw.get("heartbeat_ms")
+    fresh = isinstance(beat, int) and not isinstance(beat, bool) and now_ms - beat <= STALE_MS
+    if raw["state"] != "ended" and not fresh:
+        status["state"] = "stopped"
+    return status
+
+
+def refusal(status: dict[str, Any] | None, command: dict[str, Any]) -> str | None:
+    """Why nothing can obey `command` (a `parse_command` result) given the replay's
+    `replay_status`, or None when the replay will obey it."""
+    state = status.get("state") if status else None
+    if state in (None, "stopped"):
+        return (
+            "no replay is running in this namespace; start one with `ticker replay` "
+            "(or `ticker demo`)"
+        )
+    assert status is not None
+    if state == "ended":
+        return (
+            f"the replay has ended (its window closed at "
+            f"{format_time_of_day(int(status.get('to_ms', 0)), millis=False)}); "
+            "start a new one with `ticker replay`"
+        )
+    if command.get("action") == "seek":
+        lo = int(status.get("window_from_ms", status.get("from_ms", 0)))
+        hi = int(status.get("window_to_ms", status.get("to_ms", 0)))
+        to = int(command["to_ms"])
+        if not lo <= to < hi:
+            return (
+                f"seek to {format_time_of_day(to, millis=False)} is outside this replay's "
+                f"window ({format_time_of_day(lo, millis=False)} to "
+                f"{format_time_of_day(hi, millis=False)}); choose a time within it"
+            )
+    return None
