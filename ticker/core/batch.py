@@ -105,6 +105,10 @@ class ReplayMeta:
     brand_line_fen: int = 0
     # How many orders streams the replay spreads its batches over (see `shard_of`).
     shards: int = 1
+    # The day before the window, for the chart of a window replay (or a seek): the exact
+    # cumulative (sim ms, GMV fen, orders) at each whole minute from 00:00 up to from_ms,
+    # the same figures a replay from midnight reaches there (see `ticker.core.timeline`).
+    history: tuple[tuple[int, int, int], ...] = ()
 
     def to_json(self) -> bytes:
         data = {**self.__dict__, "milestones": [m.__dict__ for m in self.milestones]}
@@ -122,6 +126,7 @@ class ReplayMeta:
             data["last_year_points"] = tuple(
                 (int(t), int(v)) for t, v in data.get("last_year_points", ())
             )
+            data["history"] = tuple((int(t), int(g), int(o)) for t, g, o in data.get("history", ()))
             meta = cls(**data)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise BadEntry(f"start entry has an invalid meta field: {exc}") from None
@@ -132,6 +137,12 @@ class ReplayMeta:
             raise BadEntry("start entry's window is not within the day")
         if not 1 <= meta.shards <= MAX_SHARDS:
             raise BadEntry(f"start entry's shards must be 1..{MAX_SHARDS}, got {meta.shards}")
+        if len(meta.history) > DAY_MS // 60_000 + 1 or any(
+            t > meta.from_ms for t, _, _ in meta.history
+        ):
+            raise BadEntry(
+                "start entry's history must be at most one point a minute before from_ms"
+            )
         return meta
 
 
