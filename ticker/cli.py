@@ -278,12 +278,14 @@ def _plan(args: argparse.Namespace, batch_size: int = 4000) -> "object":
 
 def _replay(args: argparse.Namespace) -> int:
     from simulator.generator import DayPlan
-    from simulator.replay import Replay
+    from simulator.replay import Replay, run_id_problem
     from ticker.progress import ProgressBar
     from ticker.redis_io import connect, masked
 
     if args.batch_size < 1 or args.batch_size > 65_536:
         raise UsageError("--batch-size must be 1..65536")
+    if args.run is not None and (problem := run_id_problem(args.run)):
+        raise UsageError(f"--run {args.run[:70]!r}: {problem}")
     plan = _plan(args, args.batch_size)
     assert isinstance(plan, DayPlan)
     settings = _settings(args)
