@@ -9,6 +9,7 @@ one of them is down. A cluster has only database 0.
 
 import asyncio
 import contextlib
+import re
 import shutil
 import socket
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeAlias
 from urllib.parse import unquote, urlsplit
 
+import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.connection import parse_url
@@ -59,6 +61,21 @@ URL_FORMS = "redis://host:port/db, rediss://…, unix:///path or redis+cluster:/
 CLUSTER_SOCKET_TIMEOUT = 10.0
 
 
+_QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)[^&#]*")
+
+
+def masked(url: str) -> str:
+    """`url` with its password shown as ****, for messages and logs:
+    `redis://:****@host:6379/0`, `redis://user:****@host`, `...?password=****`."""
+    scheme, sep, rest = url.partition("://")
+    before_query, query_mark, query = rest.partition("?")
+    # The last @ before the query ends the credentials, even if the password holds a /.
+    userinfo, at, hosts = before_query.rpartition("@")
+    if sep and at and ":" in userinfo:
+        url = f"{scheme}://{userinfo.partition(':')[0]}:****@{hosts}{query_mark}{query}"
+    return _QUERY_PASSWORD.sub(r"\1****", url)
+
+
 def is_cluster(url: str) -> bool:
     """Whether `url` names a Redis Cluster (`redis+cluster://` or `rediss+cluster://`)."""
     return url.partition("://")[0].lower() in CLUSTER_SCHEMES
@@ -73,17 +90,17 @@ def client(url: str) -> Client:
     scheme = url.partition("://")[0] if "://" in url else ""
     if scheme.lower() not in ("redis", "rediss", "unix"):
         reason = f"unknown scheme {scheme!r}" if scheme else "no scheme"
-        raise UsageError(f"invalid Redis URL {url!r}: {reason}; use {URL_FORMS}")
+        raise UsageError(f"invalid Redis URL {masked(url)!r}: {reason}; use {URL_FORMS}")
     try:
         return aioredis.Redis.from_url(url, socket_connect_timeout=3, health_check_interval=15)
     except ValueError as exc:
-        raise UsageError(f"invalid Redis URL {url!r}: {exc}; use {URL_FORMS}") from None
+        raise UsageError(f"invalid Redis URL {masked(url)!r}: {exc}; use {URL_FORMS}") from None
 
 
 def _cluster_client(url: str) -> RedisCluster:
     def invalid(reason: str) -> UsageError:
         return UsageError(
-            f"invalid Redis Cluster URL {url!r}: {reason}; use "
+            f"invalid Redis Cluster URL {masked(url)!r}: {reason}; use "
             "redis+cluster://host:port (or several seeds: redis+cluster://h1:p1,h2:p2)"
         )
 
@@ -140,7 +157,7 @@ async def connect(url: str) -> Client:
         )
         reason = " ".join(str(exc).split()) or "no answer"
         raise RedisUnavailable(
-            f"cannot reach Redis{' Cluster' if is_cluster(url) else ''} at {url} "
+            f"cannot reach Redis{' Cluster' if is_cluster(url) else ''} at {masked(url)} "
             f"({exc.__class__.__name__}: {reason}); {remedy}"
         ) from None
     return r
@@ -212,8 +229,12 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def embedded_redis(appendonly: bool = False) -> Iterator[str]:
+def embedded_redis(appendonly: bool = False, data_dir: Path | None = None) -> Iterator[str]:
     """Run a private redis-server on a free port of 127.0.0.1; yield its URL.
+
+    With `data_dir`, it keeps its data there as an append-only file (appendonly yes,
+    appendfsync everysec: at most a second of writes lost if the machine stops) and loads
+    it again on the next start; otherwise it uses a temporary folder.
 
     Uses the `redis-server` binary on PATH (Debian's redis-server package, which this
     machine kind has; `apt-get install redis-server` elsewhere).
@@ -224,7 +245,13 @@ def embedded_redis(appendonly: bool = False) -> Iterator[str]:
             "no Redis configured and no redis-server on PATH; install it "
             "(apt-get install redis-server) or set REDIS_URL"
         )
-    with tempfile.TemporaryDirectory(prefix="ticker-redis-") as tmp:
+    with contextlib.ExitStack() as stack:
+        if data_dir is None:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ticker-redis-")))
+        else:
+            folder = data_dir
+            folder.mkdir(parents=True, exist_ok=True)
+            appendonly = True
         port = free_port()
         args = [
             binary,
@@ -233,21 +260,31 @@ def embedded_redis(appendonly: bool = False) -> Iterator[str]:
             "--bind",
             "127.0.0.1",
             "--dir",
-            tmp,
+            str(folder),
             "--save",
             "",
             "--appendonly",
             "yes" if appendonly else "no",
+            "--appendfsync",
+            "everysec",
             "--logfile",
-            str(Path(tmp) / "redis.log"),
+            str(folder / "redis.log"),
         ]
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Its own session: a Ctrl-C meant for our process group must not stop Redis
+        # before the processes that use it (we terminate it last).
+        proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         url = f"redis://127.0.0.1:{port}/0"
         try:
-            deadline = time.monotonic() + 10
-            while not port_open(port):
+            # Loading a large append-only file takes a while (Redis answers LOADING).
+            deadline = time.monotonic() + (10 if data_dir is None else 300)
+            while not _answers(port):
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RedisUnavailable(f"embedded redis-server failed to start on {port}")
+                    raise RedisUnavailable(
+                        f"embedded redis-server failed to start on {port}; "
+                        f"see {folder / 'redis.log'}"
+                    )
                 time.sleep(0.02)
             yield url
         finally:
@@ -257,6 +294,19 @@ def embedded_redis(appendonly: bool = False) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def _answers(port: int) -> bool:
+    """Whether the Redis on this local port answers PING (not still loading its data)."""
+    if not port_open(port):
+        return False
+    r = redis.Redis(port=port, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        return bool(r.ping())
+    except RedisError:
+        return False
+    finally:
+        r.close()
 
 
 def port_open(port: int) -> bool:
