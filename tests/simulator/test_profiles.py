@@ -79,7 +79,10 @@ def test_brand_shares_put_exactly_237_brands_far_above_the_line_at_full_scale() 
     expected = brands.shares(p.brands, p.brands_over_100m, p.final_gmv_fen) * p.final_gmv_fen
     line = brands.LINE_FEN
     assert len(expected) == p.brands == 180_000
-    assert np.all(expected[:237] >= 2.5 * line) and np.all(expected[237:] <= 0.25 * line)
+    # (within a few ulps: the 238th brand sits on the ceiling, and summation order differs
+    # between numpy versions)
+    assert np.all(expected[:237] >= 2.5 * line)
+    assert np.all(expected[237:] <= 0.25 * line * (1 + 1e-12))
     assert p.named_brands == (
         "Apple", "Dyson", "Kindle", "Estée Lauder", "L'Oréal", "Nestlé", "Gap", "Nike", "Adidas",
     )  # fmt: skip
