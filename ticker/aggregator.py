@@ -5,7 +5,13 @@ state (the pure core), and commits in one Lua script: the state and its commit n
 XACK of those entries, the dead letters and one feed entry. A crash before the commit
 loses nothing (the entries are still pending and are read again, `0` before `>`); a crash
 after it repeats nothing. A stale aggregator (one that another has committed past) is
-fenced off by the commit number.
+fenced off by the commit number, and the lease (a token unique to the process) makes one
+aggregator active at a time whatever the names.
+
+Within a run nothing is applied ahead of a missing seq: such an entry is held, still
+pending, until the gap fills, and dead-lettered after a bounded wait (`ticker.core.hold`).
+A Redis that came back empty gets the committed state back from memory under a new epoch
+(`ticker.reseed`).
 
 On a sharded run (`--shards N`) an aggregator consumes one shard's stream: its state is
 that shard's part, and instead of a feed entry each commit writes the rows it applied to

@@ -51,6 +51,8 @@ def test_a_stray_future_batch_is_dead_lettered_and_the_day_ends_exact(
     stray = _entries(plan, RUN, 1)[1] | {b"seq": str(state.last_seq + 100_000).encode()}
     with aof_redis.client() as r:
         r.xadd(keys.orders, stray)  # type: ignore[arg-type]
+    held = lambda: (s := load_state(aof_redis, procs.namespace)) and s.held == 1  # noqa: E731
+    wait_for(held, 10, "the stray shown as held in the state")
     assert replay.wait(60) == 0, procs.text(replay)
     live = final_state(aof_redis, procs, agg)
     assert (live.gmv_fen, live.orders) == (plan.total_gmv, plan.total_orders)
