@@ -15,14 +15,12 @@ there.
 import asyncio
 import logging
 import time
-import uuid
 from collections import deque
 
 import orjson
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import ResponseError
 
-from ticker.aggregator import FEED_MAXLEN
+from ticker.commit import FEED_MAXLEN, feed_payload, run_fenced
 from ticker.core.aggregate import Fired, State
 from ticker.core.batch import BadEntry, Orders, decode
 from ticker.core.merge import Merge, Row
@@ -30,21 +28,23 @@ from ticker.errors import FencedOff
 from ticker.keys import Keys
 from ticker.lease import LEASE_MS, Lease, fence
 from ticker.redis_io import client
+from ticker.reseed import new_epoch, reseed
 
 log = logging.getLogger("ticker.merge")
 
 MERGE_INTERVAL = 0.1  # at most this many feed entries a second, like a lone aggregator
 READ_ROWS = 1_000
 
-# KEYS: state, feed, epoch, lease
+# KEYS: state, feed, epoch, lease, curve
 # ARGV: expected commit, holder, lease ms, state blob, brands blob, merge blob,
-#       feed maxlen, feed payload, new epoch
+#       feed maxlen, feed payload, new epoch, the full curve as JSON
 COMMIT = (
     fence("KEYS[4]", "ARGV[2]", "KEYS[1]", "ARGV[1]", "ARGV[3]")
     + """
 redis.call('HSET', KEYS[1], 'commit', commit + 1, 'state', ARGV[4], 'brands', ARGV[5],
            'merge', ARGV[6])
 redis.call('SET', KEYS[3], ARGV[9], 'NX')
+redis.call('SET', KEYS[5], ARGV[10])
 return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', 'u', ARGV[8])
 """
 )
@@ -59,7 +59,7 @@ class Merger:
         self.lease = Lease(self.redis, keys.lease, f"{name}/merge")
         self._commit = self.redis.register_script(COMMIT)
         self.stopping = asyncio.Event()
-        self.epoch = uuid.uuid4().hex[:12]
+        self.epoch = new_epoch()
         self.merge = Merge()
         self.commit_no = 0
         self.parts: dict[int, tuple[int, State]] = {}  # shard -> (its commit, its part)
@@ -69,9 +69,38 @@ class Merger:
 
     async def load(self) -> None:
         raw = await self.redis.hmget(self.keys.state, ["commit", "state", "brands", "merge"])
+        self.parts = {}
+        if raw[3] is None:
+            self.epoch = new_epoch()  # a new feed, or one Redis lost: never an old epoch
+        if raw[3] is None and self.commit_no > 0:
+            # Redis lost its data while we hold a merged commit: put it back (see
+            # `ticker.reseed`). The shards' aggregators restore their parts the same way.
+            state = self.merge.state
+            await reseed(
+                self.redis,
+                [
+                    self.keys.state,
+                    self.keys.lease,
+                    self.keys.epoch,
+                    self.keys.curve,
+                    self.keys.feed,
+                ],
+                self.lease.holder,
+                LEASE_MS,
+                self.commit_no,
+                (
+                    state.dumps(),
+                    state.brand_blob(),
+                    orjson.dumps(state.curve()),
+                    feed_payload(state, []),
+                    self.merge.dumps(),
+                ),
+                FEED_MAXLEN,
+                self.epoch,
+            )
+            return
         self.commit_no = int(raw[0] or 0)
         self.merge = Merge.loads(raw[3], State.loads(raw[1], raw[2])) if raw[3] else Merge()
-        self.parts = {}
 
     async def run(self) -> None:
         if not await self.lease.acquire(self.stopping):
@@ -154,27 +183,29 @@ class Merger:
 
     async def _commit_round(self, fired: list[Fired]) -> None:
         state = self.merge.state
-        view = state.view()
-        view["fired"] = [f.to_dict() for f in fired]
-        try:
-            await self._commit(
-                keys=[self.keys.state, self.keys.feed, self.keys.epoch, self.keys.lease],
-                args=[
-                    self.commit_no,
-                    self.lease.holder,
-                    LEASE_MS,
-                    state.dumps(),
-                    state.brand_blob(),
-                    self.merge.dumps(),
-                    FEED_MAXLEN,
-                    orjson.dumps(view),
-                    self.epoch,
-                ],
-            )
-        except ResponseError as exc:
-            if str(exc).startswith("FENCED"):
-                raise FencedOff(f"another merge step committed first ({exc})") from None
-            raise
+        await run_fenced(
+            self._commit,
+            [
+                self.keys.state,
+                self.keys.feed,
+                self.keys.epoch,
+                self.keys.lease,
+                self.keys.curve,
+            ],
+            [
+                self.commit_no,
+                self.lease.holder,
+                LEASE_MS,
+                state.dumps(),
+                state.brand_blob(),
+                self.merge.dumps(),
+                FEED_MAXLEN,
+                feed_payload(state, fired),
+                self.epoch,
+                orjson.dumps(state.curve()),
+            ],
+            "merge step",
+        )
         self.commit_no += 1
         self.lease.renewed = time.monotonic()
         offset, _ = await self._replication()
