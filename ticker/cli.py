@@ -201,7 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--name",
-        help="consumer name in the group (default: <host>-aggregator; with --shards, <host>-<pid>)",
+        help=(
+            "consumer name in the group (default: unique per process, <host>-<pid>-<random>;"
+            " with --shards, <host>-<pid>)"
+        ),
     )
     _add_shards(p)
     _add_redis(p)
