@@ -431,6 +431,7 @@ class Hub:
         self.redis_ok = False
         self.read_at = -READER_STALE_S  # time.monotonic() of the feed reader's last reply
         self.reader: asyncio.Task[None] | None = None  # the task running `tail`
+        self.tasks: list[asyncio.Task[Any]] = []  # all background tasks, the reader too
         self.resumes = asyncio.Semaphore(RESUME_READERS)
         self.resume_readers = 0  # resumes reading the feed now
         self.closing: set[asyncio.Task[Any]] = set()  # close handshakes under way
@@ -466,6 +467,8 @@ class Hub:
         """None while the feed is followed; else what is wrong, in words."""
         if self.reader is None or self.reader.done():
             return "the feed reader is not running"
+        if any(t.done() for t in self.tasks):
+            return "a background task of the server has stopped"
         if not self.redis_ok:
             return "Redis is unavailable"
         if time.monotonic() - self.read_at > READER_STALE_S:
@@ -550,11 +553,15 @@ class Hub:
         "stopped" when its heartbeat ends, with or without a write."""
         while True:
             await asyncio.sleep(REPLAY_POLL_S)
-            # Unreadable: judged on the last state read, so a heartbeat unseen goes stale.
-            with contextlib.suppress(*TRANSIENT):
+            try:
                 self.replay_raw = feed.decode_replay(
                     await self.redis.hget(self.keys.replay, "state")
                 )
+            except TRANSIENT:
+                pass  # judged on the last state read, so a heartbeat unseen goes stale
+            except Exception:  # e.g. the key is not a hash: say so, and keep polling
+                log.exception("could not read the replay's state")
+                self.replay_raw = None
             try:
                 self.update_replay(replay_status(self.replay_raw, int(time.time() * 1000)))
             except Exception:
@@ -643,7 +650,10 @@ class Hub:
             pace.take(now)
             self.dirty.clear()
             started = time.perf_counter()
-            self.broadcast_tick(now)
+            try:
+                self.broadcast_tick(now)
+            except Exception:  # one failed broadcast must not end the ticks
+                log.exception("a tick broadcast failed")
             self.metrics.broadcasts += 1
             self.metrics.broadcast_seconds_sum += time.perf_counter() - started
 
@@ -1061,6 +1071,7 @@ def make_app(
             asyncio.create_task(t)
             for t in (hub.ticker(), hub.follow_replay(), hub.collect_garbage())
         ]
+        hub.tasks = tasks
         yield
         for t in tasks:
             t.cancel()

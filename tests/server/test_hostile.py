@@ -415,3 +415,16 @@ def test_own_origins_take_a_host_header_only_when_it_is_an_address() -> None:
     assert own_origins("http", ("10.0.0.5", 8080), "evil.example:8080") == {"http://10.0.0.5:8080"}
     assert "http://localhost:3000" in own_origins("http", None, "localhost:3000")
     assert "http://[::1]:80" in own_origins("http", ("::1", 80, 0, 0), "[::1]:80")
+
+
+async def test_a_replay_key_of_the_wrong_type_does_not_stop_the_replay_state(
+    live: Live, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The replay key written as a string is logged; once right again, it is followed."""
+    await live.redis.set(live.keys.replay, "not a hash")
+    await eventually(lambda: "could not read the replay's state" in caplog.text)
+    await live.redis.delete(live.keys.replay)
+    state = {"run": "r", "state": "paused", "heartbeat_ms": 2**53}
+    await live.redis.hset(live.keys.replay, "state", orjson.dumps(state))
+    await eventually(lambda: (live.hub.replay or {}).get("state") == "paused")
+    assert live.hub.healthy() is None
