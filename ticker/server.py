@@ -797,31 +797,46 @@ def _address(request: web.Request) -> str:
     )
 
 
-def _check_masks(request: web.Request, c: Client) -> None:
-    """Close (1002) a connection whose client sends an unmasked frame (RFC 6455 5.1):
-    aiohttp's reader takes them, so its parser is fronted by a `MaskCheck`."""
-    protocol = request.protocol
-    inner: Any = getattr(protocol, "_payload_parser", None)
-    if protocol is None or inner is None:
-        return
-    check = MaskCheck()
+class CheckedWebSocket(web.WebSocketResponse):
+    """A websocket that closes (1002) a connection whose client sends an unmasked frame
+    (RFC 6455 section 5.1), which aiohttp's reader accepts: its frame parser is fronted by
+    a `MaskCheck` from the first byte after the handshake, before any frame is parsed."""
 
-    class Checked:
-        def feed_data(self, data: bytes) -> tuple[bool, bytes]:
-            if check.feed(data):
-                return inner.feed_data(data)  # type: ignore[no-any-return]
-            if not c.transport.is_closing():
-                c.close_reason = "unmasked"
-                reason = b"client frames must be masked"
-                payload = struct.pack("!H", WSCloseCode.PROTOCOL_ERROR) + reason
-                c.transport.write(feed.frame(0x8, payload))
-                c.transport.close()
-            return False, b""
+    unmasked = False  # the client sent an unmasked frame; the connection is closing
 
-        def feed_eof(self) -> None:
-            inner.feed_eof()
+    def _post_start(self, request: Any, protocol: Any, writer: Any) -> None:
+        proto = request.protocol
+        check = MaskCheck()
+        early = bytes(getattr(proto, "_message_tail", b"") or b"")  # sent with the upgrade
+        clean = check.feed(early)
+        super()._post_start(request, protocol, writer)
+        inner: Any = getattr(proto, "_payload_parser", None)
+        if inner is None:
+            return
+        ws = self
 
-    protocol._payload_parser = Checked()
+        class Checked:
+            def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+                if check.feed(data):
+                    return inner.feed_data(data)  # type: ignore[no-any-return]
+                ws._refuse_unmasked(request)
+                return False, b""
+
+            def feed_eof(self) -> None:
+                inner.feed_eof()
+
+        proto._payload_parser = Checked()
+        if not clean:
+            self._refuse_unmasked(request)
+
+    def _refuse_unmasked(self, request: Any) -> None:
+        transport = request.transport
+        if self.unmasked or transport is None or transport.is_closing():
+            return
+        self.unmasked = True
+        reason = b"client frames must be masked"
+        transport.write(feed.frame(0x8, struct.pack("!H", WSCloseCode.PROTOCOL_ERROR) + reason))
+        transport.close()
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:
@@ -849,7 +864,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     # doubles the CPU per message (measured: the README's Measured table); clients wanting
     # fewer bytes subscribe to `totals` only.
     # Compression must stay off: the broadcast writes pre-built uncompressed frames.
-    ws = web.WebSocketResponse(
+    ws = CheckedWebSocket(
         heartbeat=hub.tuning.heartbeat, max_msg_size=MAX_CLIENT_MESSAGE, compress=False
     )
     writer = await ws.prepare(request)
@@ -857,7 +872,6 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if transport is None:  # gone already
         return ws
     c = Client(ws, writer, transport, hub.metrics, hub.tuning)
-    _check_masks(request, c)
     hub.clients.add(c)
     sender = asyncio.create_task(c.send_loop())
     try:
@@ -883,6 +897,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             await sender
         if ws.close_code == WSCloseCode.MESSAGE_TOO_BIG:
             c.close_reason = "too_big"
+        if ws.unmasked:
+            c.close_reason = "unmasked"
         if c.close_reason == "too_big":
             hub.metrics.connections_refused["too_big"] += 1
         if c.close_reason in ("heartbeat", "slow"):
