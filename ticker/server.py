@@ -459,7 +459,8 @@ class Hub:
             except feed.BadFeedEntry as exc:
                 self.skip_entry(position, str(exc))
         tail = state.get("curve") or []
-        full, _ = timeline.merge_tail(feed.decode_curve(curve), tail, int(state["from_ms"] or 0))
+        from_ms = int(state.get("from_ms") or 0)
+        full, _ = timeline.merge_tail(feed.decode_curve(curve), tail, from_ms)
         self.set_state(state, position, full)
         self.dirty.set()
 

@@ -474,3 +474,14 @@ async def test_a_masked_frame_sent_with_the_upgrade_request_is_taken(live: Live)
 
     opcode, payload = await asyncio.to_thread(exchange)
     assert opcode == 0x1 and b"bad_request" in payload
+
+
+async def test_a_started_server_takes_a_newest_entry_with_few_fields(
+    redis_url: str, namespace: str
+) -> None:
+    """A newest entry written by hand with one field (no window) is still a state."""
+    keys = Keys(namespace)
+    async with running(redis_url, keys) as live:
+        await live.redis.xadd(keys.feed, {"u": b'{"gmv_fen": 3}'})
+        async with running(redis_url, keys) as fresh:
+            assert (await fresh.get("api/state"))[1]["gmv_fen"] == 3
