@@ -117,18 +117,44 @@ def _add_server_options(p: argparse.ArgumentParser) -> None:
         type=float,
         help="new websocket connections per second per address (default 20; 429 beyond)",
     )
+    p.add_argument(
+        "--public-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="the origin people open the page at, e.g. https://ticker.example.com "
+        "(repeatable; $TICKER_PUBLIC_ORIGINS; default: the address the server is reached on)",
+    )
+    p.add_argument(
+        "--trusted-proxy",
+        action="append",
+        metavar="ADDRESS",
+        help="a proxy whose X-Forwarded-For is believed for per-address limits: an address "
+        "or network like 10.0.0.0/8 (repeatable; $TICKER_TRUSTED_PROXIES)",
+    )
+    p.add_argument(
+        "--metrics-token",
+        help="token for /metrics (default: $TICKER_METRICS_TOKEN; else the feed token "
+        "when the feed is private)",
+    )
 
 
 def _policy(args: argparse.Namespace) -> "Policy":
-    from ticker.guard import Policy
+    from ticker.guard import Policy, parse_networks
 
-    return Policy.from_env(
-        control_token=args.control_token,
-        feed_token=args.feed_token,
-        allowed_origins=frozenset(args.allow_origin) if args.allow_origin else None,
-        max_clients=args.max_clients,
-        connects_per_ip_per_s=args.max_connects_per_ip,
-    )
+    try:
+        proxies = parse_networks(args.trusted_proxy) if args.trusted_proxy else None
+        return Policy.from_env(
+            control_token=args.control_token,
+            feed_token=args.feed_token,
+            metrics_token=args.metrics_token,
+            public_origins=frozenset(args.public_origin) if args.public_origin else None,
+            allowed_origins=frozenset(args.allow_origin) if args.allow_origin else None,
+            trusted_proxies=proxies,
+            max_clients=args.max_clients,
+            connects_per_ip_per_s=args.max_connects_per_ip,
+        )
+    except ValueError as exc:  # a bad --trusted-proxy or $TICKER_TRUSTED_PROXIES
+        raise UsageError(str(exc)) from None
 
 
 def _add_replay_options(p: argparse.ArgumentParser, speed: str) -> None:

@@ -54,12 +54,20 @@ class Milestone:
 
 
 @dataclass(frozen=True)
+class Replay:
+    """The replay's state changed (paused, resumed, speed, seek, ended, stopped); it
+    carries no position (see docs/protocol.md)."""
+
+    replay: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
 class Error:
     code: str
     message: str
 
 
-Message = Hello | Snapshot | Tick | Milestone | Error
+Message = Hello | Snapshot | Tick | Milestone | Replay | Error
 
 
 def parse(raw: str | bytes) -> Message:
@@ -74,6 +82,8 @@ def parse(raw: str | bytes) -> Message:
         return Tick(m["position"], m["state"])
     if kind == "milestone":
         return Milestone(m["position"], m["milestone"])
+    if kind == "replay":
+        return Replay(m["replay"])
     if kind == "error":
         return Error(m["code"], m["message"])
     raise ValueError(f"unknown feed message type {kind!r}")
