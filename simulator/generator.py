@@ -22,6 +22,7 @@ from simulator.curve import Curve
 from simulator.profile import Profile, Weighted
 from ticker.core.batch import Milestone, Orders, ReplayMeta
 from ticker.core.clock import DAY_MS
+from ticker.core.timeline import STEP_MS
 
 SLOT_MS = 100  # at full scale; a miniature day uses longer slots (see `slot_ms_for`)
 MIN_ORDER_FEN = 100  # no paid order below RMB 1
@@ -119,6 +120,7 @@ class DayPlan:
             raise ValueError(f"{profile.name}: {exc}") from None
         self.brand_cdf = np.cumsum(brand_p)
         self.brand_cdf[-1] = 1.0
+        self._history: tuple[tuple[int, int, int], ...] | None = None
 
     @property
     def total_orders(self) -> int:
@@ -159,6 +161,7 @@ class DayPlan:
                 + [(q.at_ms, q.value) for q in p.last_year_points]
                 + [(DAY_MS, p.last_year_gmv_fen)]
             ),
+            history=self.history(),
             milestones=tuple(
                 Milestone(
                     id=m.id,
@@ -169,6 +172,41 @@ class DayPlan:
                 )
                 for m in p.milestones
             ),
+        )
+
+    def history(self) -> tuple[tuple[int, int, int], ...]:
+        """The day before the window: (ms, GMV fen, orders) at each whole minute before
+        from_ms, exactly as a replay from 00:00 (to the same to_ms) has folded them there.
+
+        Computed from the per-slot totals of that replay, without generating an order: its
+        orders at a minute are the orders curve there; its GMV is the GMV curve at the end of
+        the last slot with orders (`_gmv_where_orders_are` moves a slot's fen along to the
+        next slot with orders); past that replay's last slot with orders, which carries the
+        rest of its window, the GMV curve at to_ms."""
+        if self._history is None:
+            self._history = self._compute_history()
+        return self._history
+
+    def _compute_history(self) -> tuple[tuple[int, int, int], ...]:
+        minutes = np.arange(0, self.from_ms, STEP_MS, dtype=np.int64)
+        if not len(minutes):
+            return ()
+        edges = np.arange(0, int(minutes[-1]) + 1, self.slot_ms, dtype=np.int64)
+        cum_orders = self.orders(edges)
+        # Index of the edge ending the last slot with orders, at or before each edge.
+        grew = np.concatenate(([False], np.diff(cum_orders) > 0))
+        last_end = np.maximum.accumulate(np.where(grew, np.arange(len(edges)), 0))
+        at = minutes // self.slot_ms
+        gmv_at = self.gmv(edges[last_end[at]])
+        last = int(np.flatnonzero(grew)[-1]) if grew.any() else -1
+        if last >= 0 and int(self.orders(np.array([self.to_ms]))[0]) == int(cum_orders[last]):
+            # That replay has no order after this slot: its last slot with orders carries
+            # the GMV up to to_ms.
+            at_end = int(self.gmv(np.array([self.to_ms]))[0])
+            gmv_at = np.where(last_end[at] == last, at_end, gmv_at)
+        return tuple(
+            (int(t), int(g), int(o))
+            for t, g, o in zip(minutes, gmv_at, cum_orders[at], strict=True)
         )
 
     def slot_of_seq(self, seq: int) -> tuple[int, int]:

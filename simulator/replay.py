@@ -26,6 +26,7 @@ from simulator.clock import ReplayClock
 from simulator.generator import DayPlan
 from ticker.core.batch import encode_end, encode_orders, encode_start, shard_of
 from ticker.core.clock import format_time_of_day
+from ticker.core.control import HEARTBEAT_MS, BadCommand, decode_command
 from ticker.keys import Keys
 from ticker.redis_io import TRANSIENT, client, is_cluster
 
@@ -37,6 +38,12 @@ PIPELINE_BATCHES = 32
 END_CHECK_DELAY = 0.5
 RESUME_SCAN_PAGES = 10  # how far back (x 200 entries) a restart looks for its own run
 MAX_BACKLOG = 400
+# A wait for the aggregators this long is shown in the state (`waiting`); this long, it is
+# announced (`on_waiting`). Shorter waits are the usual flow control.
+WAITING_SHOWN_S = 1.0
+WAITING_NOTICE_S = 2.0
+REPORT_EVERY_S = HEARTBEAT_MS / 1000 * 0.8  # the loops below may oversleep by 50 ms
+CONTROL_BATCH = 100  # control entries read at a time
 
 
 @dataclass
@@ -52,6 +59,8 @@ class Progress:
     speed_reached: float = 0.0
     behind_ms: int = 0
     done: bool = False
+    waiting: str | None = None  # what the replay waits for ("aggregator"), if anything
+    backlog: int = 0  # entries in the orders stream(s) the aggregators have yet to take
 
 
 class LostWrites(ConnectionError):
@@ -77,10 +86,16 @@ class Replay:
         on_progress: Callable[[Progress], None] | None = None,
         max_backlog: int = MAX_BACKLOG,
         shards: int = 1,
+        on_waiting: Callable[[int | None], None] | None = None,
     ) -> None:
+        """`on_waiting(backlog)` is called once a wait for the aggregators has lasted
+        WAITING_NOTICE_S, and `on_waiting(None)` when that wait ends (default: log it)."""
         self.redis_url, self.keys, self.plan, self.run_id = redis_url, keys, plan, run
         self.shards = [keys] if shards == 1 else [keys.shard(i) for i in range(shards)]
         self.on_progress, self.max_backlog = on_progress, max_backlog
+        self.on_waiting = on_waiting or _log_waiting
+        # The first window: seeks may land anywhere in it, and it stays across seeks.
+        self.window_from_ms, self.window_to_ms = plan.from_ms, plan.to_ms
         self.progress = Progress(sim_ms=plan.from_ms, speed_asked=speed)
         self.clock = ReplayClock(time.monotonic(), plan.from_ms, speed)
         self.redis = client(redis_url)
@@ -163,6 +178,8 @@ class Replay:
         after = min(done)
         if after >= plan.end_seq:
             self.progress.done = True
+            self.progress.sim_ms = plan.to_ms
+            await self._report(force=True)
             return
         if after and not self.progress.batches:
             # Resuming a run begun by an earlier process: the clock starts where that one
@@ -222,7 +239,7 @@ class Replay:
             pipe.xlen(keys.orders)  # type: ignore[attr-defined]
         replies = await pipe.execute()  # type: ignore[attr-defined]
         checked = len(self.checks)
-        self._lost_if_missing(self.checks, replies[:checked])
+        await self._lost_if_missing(self.checks, replies[:checked])
         written = replies[checked : checked + len(self.queued)]
         self.newest.update(zip(self.queued, written, strict=True))
         self.queued = []
@@ -230,9 +247,35 @@ class Replay:
         for shard, entry_id in self.checks:
             pipe.xrange(self.shards[shard].orders, min=entry_id, max=entry_id)  # type: ignore[attr-defined]
         backlog = max(replies[-len(self.shards) :])
-        while backlog > self.max_backlog:
-            await asyncio.sleep(0.005)
-            backlog = max([await self.redis.xlen(keys.orders) for keys in self.shards])
+        if backlog > self.max_backlog:
+            await self._wait_for_aggregators(backlog)
+
+    async def _wait_for_aggregators(self, backlog: int) -> None:
+        """Wait until the aggregators have taken the backlog down to max_backlog, beating
+        and obeying commands meanwhile; say so once the wait lasts."""
+        p, since, noticed = self.progress, time.monotonic(), False
+        p.backlog = backlog
+        try:
+            while backlog > self.max_backlog:
+                now = time.monotonic()
+                if now - since >= WAITING_SHOWN_S and p.waiting is None:
+                    p.waiting = "aggregator"
+                    await self._report(force=True)
+                if now - since >= WAITING_NOTICE_S and not noticed:
+                    noticed = True
+                    self.on_waiting(backlog)
+                if now >= self.next_control_poll:
+                    self.next_control_poll = now + 0.1
+                    await self._obey_controls()
+                await self._report()
+                # Short waits are the usual flow control: poll fast, then gently.
+                await asyncio.sleep(0.005 if now - since < 0.5 else 0.05)
+                backlog = max([await self.redis.xlen(keys.orders) for keys in self.shards])
+                p.backlog = backlog
+        finally:
+            p.waiting = None  # done waiting, or seeking, or Redis is gone
+        if noticed:
+            self.on_waiting(None)
 
     async def _check_newest(self) -> None:
         checks = list(self.newest.items())
@@ -240,15 +283,26 @@ class Replay:
             await self.redis.xrange(self.shards[shard].orders, min=entry_id, max=entry_id)
             for shard, entry_id in checks
         ]
-        self._lost_if_missing(checks, found)
+        await self._lost_if_missing(checks, found)
 
-    def _lost_if_missing(self, checks: list[tuple[int, bytes]], found: list[object]) -> None:
+    async def _lost_if_missing(self, checks: list[tuple[int, bytes]], found: list[object]) -> None:
+        """Raise LostWrites if an entry we wrote is gone but not trimmed.
+
+        With one producer, our newest entry is the stream's newest and is never trimmed.
+        With several (another run, a second replay), newer entries follow ours and the
+        aggregators may legitimately trim ours once they have taken it: an entry older than
+        the stream's first one was trimmed. A failover loses the newest entries, so a lost
+        one is never older than what the stream still holds."""
         for (shard, entry_id), page in zip(checks, found, strict=False):
-            if not page:
-                raise LostWrites(
-                    f"entry {entry_id.decode()} of {self.shards[shard].orders} was acknowledged "
-                    "but is gone (a failover?); resuming from what the stream holds"
-                )
+            if page:
+                continue
+            first = await self.redis.xrange(self.shards[shard].orders, count=1)
+            if first and _id_key(first[0][0]) > _id_key(entry_id):
+                continue  # trimmed behind the aggregators
+            raise LostWrites(
+                f"entry {entry_id.decode()} of {self.shards[shard].orders} was acknowledged "
+                "but is gone (a failover?); resuming from what the stream holds"
+            )
 
     async def _wait_for_clock(self, sim_ms: int) -> None:
         """Wait until the replay clock reaches sim_ms, obeying control commands meanwhile."""
@@ -263,25 +317,41 @@ class Replay:
             if due is not None and due <= now:
                 self.progress.behind_ms = self.clock.behind_ms(sim_ms, now)
                 return
-            await asyncio.sleep(0.1 if due is None else min(0.1, due - now))
+            await asyncio.sleep(0.05 if due is None else min(0.05, due - now))
 
     async def _obey_controls(self) -> None:
-        reply = await self.redis.xread({self.keys.control: self.control_id or "0-0"})
+        """Obey the commands sent since the last look; skip (and log) malformed ones."""
+        reply = await self.redis.xread(
+            {self.keys.control: self.control_id or "0-0"}, count=CONTROL_BATCH
+        )
         for entry_id, fields in reply[0][1] if reply else []:
             self.control_id = entry_id.decode()
-            command = orjson.loads(fields[b"c"])
+            try:
+                command = decode_command(fields)
+            except BadCommand as exc:
+                log.warning("skipping control entry %s: %s", self.control_id, exc)
+                continue
             now, at = time.monotonic(), self.progress.sim_ms
-            action = command.get("action")
+            action = command["action"]
             log.info("replay command: %s", command)
             if action == "pause":
                 self.clock.pause()
             elif action == "resume":
                 self.clock.resume(now, at)
             elif action == "speed":
-                self.clock.set_speed(command.get("speed"), now, at)
+                self.clock.set_speed(command["speed"], now, at)
                 self.progress.speed_asked = self.clock.speed
-            elif action == "seek" and int(command["to_ms"]) < self.plan.to_ms:
-                raise _Seek(int(command["to_ms"]))  # restart as a new run from there
+            elif not self.window_from_ms <= command["to_ms"] < self.window_to_ms:
+                log.warning(
+                    "skipping control entry %s: seek to %s is outside the window %s to %s",
+                    self.control_id,
+                    *(
+                        format_time_of_day(t, millis=False)
+                        for t in (command["to_ms"], self.window_from_ms, self.window_to_ms)
+                    ),
+                )
+            else:
+                raise _Seek(command["to_ms"])  # restart as a new run from there
         if reply:
             await self._report(force=True)
 
@@ -290,7 +360,7 @@ class Replay:
         now = time.monotonic()
         if not force and now < self.next_report:
             return
-        self.next_report = now + 0.25
+        self.next_report = now + REPORT_EVERY_S
         p = self.progress
         p.wall_s = now - self.started
         p.speed_reached = self.clock.speed_reached(p.sim_ms, now)
@@ -303,7 +373,27 @@ class Replay:
             "sim_time_ms": p.sim_ms,
             "from_ms": self.plan.from_ms,
             "to_ms": self.plan.to_ms,
+            "window_from_ms": self.window_from_ms,
+            "window_to_ms": self.window_to_ms,
+            "heartbeat_ms": int(time.time() * 1000),
+            "waiting": None if p.done else p.waiting,
         }
         await self.redis.hset(self.keys.replay, "state", orjson.dumps(state))
         if self.on_progress:
             self.on_progress(p)
+
+
+def _id_key(entry_id: bytes) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition(b"-")
+    return int(ms), int(seq or 0)
+
+
+def _log_waiting(backlog: int | None) -> None:
+    if backlog is None:
+        log.info("the aggregators caught up; writing again")
+    else:
+        log.warning(
+            "waiting for an aggregator: %s entries are not yet consumed; start one with "
+            "`ticker aggregate`",
+            f"{backlog:,}",
+        )

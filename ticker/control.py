@@ -2,13 +2,15 @@
 
 import argparse
 import asyncio
+import sys
+import time
 from typing import Any
 
 import orjson
 
-from ticker.core.control import CONTROL_MAXLEN, parse_command
+from ticker.core.control import CONTROL_MAXLEN, BadCommand, parse_command, refusal, replay_status
 from ticker.errors import UsageError
-from ticker.redis_io import connect
+from ticker.redis_io import connect, masked
 from ticker.settings import Settings
 
 
@@ -39,22 +41,36 @@ def run(args: argparse.Namespace) -> int:
         body["to"] = args.value
     try:
         command = parse_command(body)
-    except ValueError as exc:
+    except BadCommand as exc:
         raise UsageError(str(exc)) from None
     settings = Settings.from_env(args.redis_url, args.namespace)
+    where = f"namespace {settings.keys.namespace!r} at {masked(settings.redis_url)}"
 
-    async def send() -> None:
+    async def send() -> str | None:
+        """Send the command unless the replay's state says nothing can obey it."""
         r = await connect(settings.redis_url)
         try:
+            raw = await r.hget(settings.keys.replay, "state")
+            try:
+                state = orjson.loads(raw) if raw else None
+            except orjson.JSONDecodeError:
+                state = None
+            why = refusal(replay_status(state, int(time.time() * 1000)), command)
+            if why:
+                return why
             await r.xadd(
                 settings.keys.control,
                 {"c": orjson.dumps(command)},
                 maxlen=CONTROL_MAXLEN,
                 approximate=True,
             )
+            return None
         finally:
             await r.aclose()
 
-    asyncio.run(send())
-    print(f"sent {command} to the replay in namespace {settings.keys.namespace!r}")
+    why = asyncio.run(send())
+    if why:
+        print(f"ticker control: {why} ({where})", file=sys.stderr)
+        return 1
+    print(f"sent {command} to the replay in {where}")
     return 0

@@ -9,6 +9,7 @@ one of them is down. A cluster has only database 0.
 
 import asyncio
 import contextlib
+import re
 import shutil
 import socket
 import subprocess
@@ -59,6 +60,21 @@ URL_FORMS = "redis://host:port/db, rediss://…, unix:///path or redis+cluster:/
 CLUSTER_SOCKET_TIMEOUT = 10.0
 
 
+_QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)[^&#]*")
+
+
+def masked(url: str) -> str:
+    """`url` with its password shown as ****, for messages and logs:
+    `redis://:****@host:6379/0`, `redis://user:****@host`, `...?password=****`."""
+    scheme, sep, rest = url.partition("://")
+    before_query, query_mark, query = rest.partition("?")
+    # The last @ before the query ends the credentials, even if the password holds a /.
+    userinfo, at, hosts = before_query.rpartition("@")
+    if sep and at and ":" in userinfo:
+        url = f"{scheme}://{userinfo.partition(':')[0]}:****@{hosts}{query_mark}{query}"
+    return _QUERY_PASSWORD.sub(r"\1****", url)
+
+
 def is_cluster(url: str) -> bool:
     """Whether `url` names a Redis Cluster (`redis+cluster://` or `rediss+cluster://`)."""
     return url.partition("://")[0].lower() in CLUSTER_SCHEMES
@@ -73,17 +89,17 @@ def client(url: str) -> Client:
     scheme = url.partition("://")[0] if "://" in url else ""
     if scheme.lower() not in ("redis", "rediss", "unix"):
         reason = f"unknown scheme {scheme!r}" if scheme else "no scheme"
-        raise UsageError(f"invalid Redis URL {url!r}: {reason}; use {URL_FORMS}")
+        raise UsageError(f"invalid Redis URL {masked(url)!r}: {reason}; use {URL_FORMS}")
     try:
         return aioredis.Redis.from_url(url, socket_connect_timeout=3, health_check_interval=15)
     except ValueError as exc:
-        raise UsageError(f"invalid Redis URL {url!r}: {exc}; use {URL_FORMS}") from None
+        raise UsageError(f"invalid Redis URL {masked(url)!r}: {exc}; use {URL_FORMS}") from None
 
 
 def _cluster_client(url: str) -> RedisCluster:
     def invalid(reason: str) -> UsageError:
         return UsageError(
-            f"invalid Redis Cluster URL {url!r}: {reason}; use "
+            f"invalid Redis Cluster URL {masked(url)!r}: {reason}; use "
             "redis+cluster://host:port (or several seeds: redis+cluster://h1:p1,h2:p2)"
         )
 
@@ -140,7 +156,7 @@ async def connect(url: str) -> Client:
         )
         reason = " ".join(str(exc).split()) or "no answer"
         raise RedisUnavailable(
-            f"cannot reach Redis{' Cluster' if is_cluster(url) else ''} at {url} "
+            f"cannot reach Redis{' Cluster' if is_cluster(url) else ''} at {masked(url)} "
             f"({exc.__class__.__name__}: {reason}); {remedy}"
         ) from None
     return r

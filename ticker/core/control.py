@@ -4,33 +4,79 @@ Commands travel from `POST /api/replay` or `ticker control` to the simulator thr
 capped stream `ticker:{NS}:control`, one JSON object per entry (field `c`).
 """
 
+from collections.abc import Mapping
 from typing import Any
 
-from ticker.core.clock import format_time_of_day, parse_time_of_day
+import orjson
+
+from ticker.core.clock import DAY_MS, format_time_of_day, parse_time_of_day
 
 CONTROL_MAXLEN = 1_000  # commands kept in the control stream
+MAX_SPEED = 1e6
+MAX_ENTRY_BYTES = 1_024  # a control entry's `c` field; real commands are under 60 bytes
+
+
+class BadCommand(ValueError):
+    """A replay command that cannot be understood; the message says what is wrong."""
+
+
+def _speed(speed: Any) -> float:
+    if isinstance(speed, bool) or not isinstance(speed, int | float) or not 0 < speed <= MAX_SPEED:
+        raise BadCommand('speed must be a number above 0, or "max"')
+    return float(speed)
 
 
 def parse_command(body: Any) -> dict[str, Any]:
-    """The command a request body asks for; raises ValueError saying what is wrong."""
+    """The command a request body asks for; raises BadCommand saying what is wrong."""
     if not isinstance(body, dict):
-        raise ValueError('send a JSON object like {"action": "pause"}')
+        raise BadCommand('send a JSON object like {"action": "pause"}')
     action = body.get("action")
     if action in ("pause", "resume"):
         return {"action": action}
     if action == "speed":
         speed = body.get("speed")
-        if speed == "max":
-            return {"action": "speed", "speed": None}
-        if isinstance(speed, bool) or not isinstance(speed, int | float) or not 0 < speed <= 1e6:
-            raise ValueError('speed must be a number above 0, or "max"')
-        return {"action": "speed", "speed": float(speed)}
+        return {"action": "speed", "speed": None if speed == "max" else _speed(speed)}
     if action == "seek":
         to = body.get("to")
         if not isinstance(to, str):
-            raise ValueError('seek needs "to": "HH:MM[:SS]"')
-        return {"action": "seek", "to_ms": parse_time_of_day(to)}
-    raise ValueError("action must be pause, resume, speed or seek")
+            raise BadCommand('seek needs "to": "HH:MM[:SS]"')
+        try:
+            return {"action": "seek", "to_ms": parse_time_of_day(to)}
+        except ValueError as exc:
+            raise BadCommand(str(exc)) from None
+    raise BadCommand("action must be pause, resume, speed or seek")
+
+
+def decode_command(fields: Mapping[bytes, bytes]) -> dict[str, Any]:
+    """The command of one control stream entry, checked: `{"action": "pause" | "resume"}`,
+    `{"action": "speed", "speed": float | None}` (None = max) or `{"action": "seek",
+    "to_ms": int}` (0..DAY_MS), as `parse_command` makes them.
+
+    Raises BadCommand saying what is wrong, whatever the entry holds (anyone who can write
+    to Redis can XADD to the control stream: the replay skips such entries)."""
+    raw = fields.get(b"c")
+    if not isinstance(raw, bytes):
+        raise BadCommand("control entry has no field 'c'")
+    if len(raw) > MAX_ENTRY_BYTES:
+        raise BadCommand(f"control entry's 'c' is {len(raw)} bytes, above {MAX_ENTRY_BYTES}")
+    try:
+        command = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise BadCommand(f"control entry's 'c' is not JSON: {raw[:60]!r}") from None
+    if not isinstance(command, dict):
+        raise BadCommand(f"control entry's 'c' is not a JSON object: {raw[:60]!r}")
+    action = command.get("action")
+    if action in ("pause", "resume"):
+        return {"action": action}
+    if action == "speed":
+        speed = command.get("speed", "missing")
+        return {"action": "speed", "speed": None if speed is None else _speed(speed)}
+    if action == "seek":
+        to_ms = command.get("to_ms")
+        if isinstance(to_ms, bool) or not isinstance(to_ms, int) or not 0 <= to_ms <= DAY_MS:
+            raise BadCommand(f"a seek needs to_ms, whole ms 0..{DAY_MS}; got {to_ms!r}"[:120])
+        return {"action": "seek", "to_ms": to_ms}
+    raise BadCommand(f"action must be pause, resume, speed or seek; got {action!r}"[:120])
 
 
 # -- what the replay can obey ------------------------------------------------------------
