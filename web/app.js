@@ -2041,6 +2041,7 @@
     get currency() {
       return currency;
     },
+    mergeTail, // the curve rule, for tests against ticker/core/timeline.py
   };
 
   setCurrency(wantedCurrency === "USD" ? "RMB" : wantedCurrency, false); // USD once a rate arrives

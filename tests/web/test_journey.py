@@ -15,6 +15,7 @@ from playwright.sync_api import Browser, Page
 
 from tests.conftest import UNIT, Ticker, stop, wait_http
 from tests.web.conftest import RECORDER
+from ticker.core import timeline
 from ticker.redis_io import free_port
 
 TOKEN = "journey-token"
@@ -281,6 +282,27 @@ def test_amounts_are_on_the_counters_scale(ended: Site) -> None:
     assert page.locator("#scale").text_content() == "1:1,000 miniature"
     assert page.locator("#brand-line").text_content() == "¥100k"
     assert "RMB" not in (page.locator("#vs-last-year").text_content() or "")
+
+
+def test_page_folds_curve_tails_by_the_servers_rule(ended: Site) -> None:
+    """The page's merge_tail gives what ticker/core/timeline.py gives, joined or not."""
+    page = ended.open()
+    m = 60_000
+    day = [[0, 0, 0], *[[i * m, i * 10, i] for i in range(1, 40)], [39 * m + 500, 395, 39]]
+    window = [[90_500, 5, 1], [2 * m, 9, 2], [3 * m, 12, 3], [3 * m + 7, 13, 3]]
+    cases = [
+        (day, timeline.tail(day, 0), 0),
+        (day[:20], timeline.tail(day, 0), 0),  # missed minutes: does not join
+        (day[:-1], [[39 * m, 390, 39], [39 * m + 900, 399, 39]], 0),
+        ([], window, 90_500),
+        (window[:2], window[1:], 90_500),
+        (window, [], 90_500),
+    ]
+    for curve, tail, from_ms in cases:
+        mine = page.evaluate(
+            "([c, t, f]) => window.tickerView.mergeTail(c, t, f)", [curve, tail, from_ms]
+        )
+        assert mine == list(timeline.merge_tail(curve, tail, from_ms)), (curve, tail, from_ms)
 
 
 def test_no_console_errors(ended: Site) -> None:
