@@ -22,11 +22,13 @@ from typing import Any
 import jsonschema
 import orjson
 import pytest
+import redis
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.conftest import UNIT, Server, Ticker, serving, stop
 from ticker import feed
+from ticker.keys import Keys
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 SCHEMA = json.loads((DOCS / "feed.schema.json").read_text())
@@ -143,17 +145,32 @@ def sample(text: str, name: str) -> float:
 def test_protocol_doc_names_every_message_field_close_code_and_refusal() -> None:
     """docs/protocol.md documents every message type, state field, close code and refusal."""
     doc = (DOCS / "protocol.md").read_text()
-    for word in ("hello", "snapshot", "tick", "milestone", "error", "subscribe", "max_rate"):
+    words = ("hello", "snapshot", "tick", "milestone", "replay", "error", "subscribe", "max_rate")
+    for word in words:
         assert f"`{word}`" in doc, word
     for field in [*feed.EMPTY_STATE, "replay", "recovered", "position", "epoch"]:
         assert f"`{field}`" in doc, field
-    for code in ("1001", "1003", "1008", "1009", "401", "403", "429", "503"):
+    for code in (
+        "1001",
+        "1002",
+        "1003",
+        "1008",
+        "1009",
+        "1012",
+        "400",
+        "401",
+        "403",
+        "409",
+        "429",
+        "503",
+    ):
         assert code in doc, code
     for text in ("every 10 s", "within 15 s", "since=<position>&epoch=<epoch>", "/api/replay"):
         assert text in doc, text
     assert "/metrics" in doc and "ticker_disconnects_total" in doc
     jsonschema.Draft202012Validator.check_schema(SCHEMA)
     assert {"hello", "snapshot", "tick", "milestone", "error"} <= SCHEMA["$defs"].keys()
+    assert "replay_message" in SCHEMA["$defs"] and "merge_tail" in doc
 
 
 async def test_real_messages_of_a_replay_validate_against_the_schema(
@@ -177,7 +194,8 @@ async def test_real_messages_of_a_replay_validate_against_the_schema(
         while resumed[-1]["type"] != "snapshot":
             resumed.append(await recv(c))
     seen = full + partial + resumed
-    assert {m["type"] for m in seen} == {"hello", "snapshot", "tick", "milestone", "error"}
+    kinds = {"hello", "snapshot", "tick", "milestone", "replay", "error"}
+    assert {m["type"] for m in seen} == kinds
     assert resumed[-1]["recovered"] is True
     check = validator()
     for msg in seen:
@@ -230,7 +248,7 @@ async def test_resume_sends_exactly_the_missed_milestones_and_a_recovered_snapsh
         key(m["position"]) for m in second[1:-1]
     )
 
-    for query in (f"since=1-0&epoch={epoch}", f"since={last}&epoch=another", "since=garbage"):
+    for query in (f"since=1-0&epoch={epoch}", f"since={last}&epoch=another"):
         async with websockets.connect(f"{server.ws_url}?{query}") as ws:
             assert (await recv(ws))["type"] == "hello"
             snap = await recv(ws)
@@ -239,6 +257,9 @@ async def test_resume_sends_exactly_the_missed_milestones_and_a_recovered_snapsh
     async with websockets.connect(server.ws_url) as ws:
         await recv(ws)
         assert "recovered" not in await recv(ws)
+    with pytest.raises(InvalidStatus) as refused:  # not a position: refused before the upgrade
+        await websockets.connect(f"{server.ws_url}?since=garbage")
+    assert refused.value.response.status_code == 400
 
 
 async def test_a_client_moves_between_two_servers_without_a_gap(
@@ -265,7 +286,7 @@ async def test_a_client_moves_between_two_servers_without_a_gap(
     assert snap["recovered"] is True and key(snap["position"]) >= key(last)
     seen = [m["id"] for m in a_msgs[0]["state"]["milestones"]] + fired_ids(a_msgs + b_msgs)
     assert seen == [m["id"] for m in final["milestones"]] == WINDOW_MILESTONES
-    positions = [key(m["position"]) for m in a_msgs + b_msgs if m["type"] != "milestone"]
+    positions = [key(m["position"]) for m in a_msgs + b_msgs if m["type"] in ("tick", "snapshot")]
     assert positions == sorted(positions)
     assert b_msgs[-1]["state"]["gmv_fen"] == final["gmv_fen"]
 
@@ -409,6 +430,8 @@ async def test_a_stuck_client_does_not_delay_a_normal_one(ticker: Ticker, server
             try:
                 while True:
                     msg = await recv(ws, 30)
+                    if msg["type"] == "replay":  # no position: the replay's own news
+                        continue
                     lag.append(time.time() * 1000 - key(msg["position"])[0])
                     got.append(msg)
                     state = msg.get("state", {})
@@ -675,7 +698,7 @@ async def test_tokens_origins_and_connection_limits_are_enforced(ticker: Ticker)
             ({}, pause, 401),
             ({"Authorization": "Bearer nope"}, pause, 403),
             ({"Authorization": "Basic C"}, pause, 401),
-            ({"Authorization": "Bearer C"}, pause, 202),
+            ({"Authorization": "Bearer C"}, pause, 409),  # no replay runs: refused
             ({"Authorization": "Bearer C"}, b"{not json", 400),
             ({"Authorization": "Bearer C"}, b'{"action": "fly"}', 400),
             ({"Authorization": "Bearer C"}, b'{"action": "speed", "speed": -1}', 400),
@@ -688,6 +711,9 @@ async def test_tokens_origins_and_connection_limits_are_enforced(ticker: Ticker)
             assert "Traceback" not in text
             answer = json.loads(text)
             assert answer.get("message") or status == 202, answer
+        running = {"run": "r", "state": "running", "heartbeat_ms": int(time.time() * 1000)}
+        with redis.Redis.from_url(ticker.redis_url) as r:
+            r.hset(Keys(ticker.namespace).replay, "state", json.dumps(running))
         status, text = http(replay, "POST", pause, {"Authorization": "Bearer C"})
         assert json.loads(text) == {"accepted": {"action": "pause"}}
 

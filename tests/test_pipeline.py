@@ -4,10 +4,14 @@ import asyncio
 import json
 import urllib.request
 
+import orjson
+import redis
 import websockets
 
 from simulator.profile import load
 from tests.conftest import UNIT, Server, Ticker
+from ticker.core import timeline
+from ticker.keys import Keys
 
 SCALED_GMV_FEN = 21_350_000_000  # RMB 213.5bn x 0.001
 SCALED_ORDERS = 1_042_000
@@ -87,3 +91,16 @@ async def test_websocket_snapshot_then_rising_ticks_ending_at_api_state(
     assert ticks[-1]["position"] == final["position"]
     milestones = [m["milestone"]["id"] for m in received if m["type"] == "milestone"]
     assert milestones == [m["id"] for m in final["milestones"]]
+
+
+def test_the_day_s_curve_is_stored_whole_and_the_feed_carries_its_tail(ticker: Ticker) -> None:
+    """After a day: the curve key holds every minute exactly; the last feed entry its tail."""
+    ticker.miniature_day()
+    keys = Keys(ticker.namespace)
+    with redis.Redis.from_url(ticker.redis_url) as r:
+        curve = orjson.loads(r.get(keys.curve) or b"[]")
+        last = orjson.loads(r.xrevrange(keys.feed, count=1)[0][1][b"u"])
+    assert [p[0] for p in curve] == list(range(0, 86_400_001, 60_000))
+    assert curve[-1] == [86_400_000, SCALED_GMV_FEN, SCALED_ORDERS]
+    assert last["curve"] == timeline.tail(curve, 0)
+    assert len(last["sample_orders"]) == 8

@@ -25,9 +25,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 from redis.exceptions import ResponseError
 
+from ticker.core import timeline
 from ticker.core.aggregate import Fired, State
-from ticker.core.batch import BadEntry, End, Entry, Orders, Start, decode
-from ticker.errors import FencedOff
+from ticker.core.batch import BadEntry, End, Entry, Start, decode
+from ticker.core.hold import HOLD_SECONDS, Held, Hold
+from ticker.errors import FencedOff, TickerError
 from ticker.keys import GROUP, Keys
 from ticker.lease import LEASE_MS, Lease, fence
 from ticker.redis_io import TRANSIENT, client
@@ -51,17 +53,20 @@ ROUND_SECONDS = 0.1
 ROUND_MAX_ENTRIES = 4 * READ_COUNT
 COMMIT_INTERVAL = 0.05
 
-# KEYS: state, orders, feed (a shard's partials), dead letters, epoch, lease, merged floor
+# KEYS: state, orders, feed (a shard's partials), dead letters, epoch, lease, merged floor,
+#       curve
 # ARGV: expected commit, state blob, group, feed maxlen, feed payload, new epoch,
-#       consumer name, lease ms, brand tally blob, number of dead letters D, then D
-#       triples (original id, reason, raw fields as JSON), then the ids to acknowledge.
+#       consumer name, lease ms, brand tally blob, the full curve as JSON ('' on a shard:
+#       the merge step writes it), number of dead letters D, then D triples (original id,
+#       reason, raw fields as JSON), then the ids to acknowledge.
 COMMIT = (
     fence("KEYS[6]", "ARGV[7]", "KEYS[1]", "ARGV[1]", "ARGV[8]")
     + """
 redis.call('HSET', KEYS[1], 'commit', commit + 1, 'state', ARGV[2], 'brands', ARGV[9])
 redis.call('SET', KEYS[5], ARGV[6], 'NX')
-local dead = tonumber(ARGV[10])
-local i = 11
+if ARGV[10] ~= '' then redis.call('SET', KEYS[8], ARGV[10]) end
+local dead = tonumber(ARGV[11])
+local i = 12
 for _ = 1, dead do
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', 100000, '*',
              'id', ARGV[i], 'reason', ARGV[i + 1], 'entry', ARGV[i + 2])
@@ -99,6 +104,15 @@ return redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'u', ARGV[5])
 )
 
 
+# How long an entry ahead of a missing seq is held before it is dead-lettered; the
+# environment may set it (tests do).
+HOLD_SECONDS = float(os.environ.get("TICKER_HOLD_SECONDS", HOLD_SECONDS))
+
+
+class RunIncomplete(TickerError):
+    """The run can no longer end: its end entry came ahead of batches that never came."""
+
+
 @dataclass
 class Stats:
     """Counters for the log line and /metrics."""
@@ -120,6 +134,7 @@ class Aggregator:
         log_every: float = 5.0,
         shards: int = 1,
         share: "Share | None" = None,
+        hold_seconds: float | None = None,
     ) -> None:
         """`keys` are a shard's own keys when `shards` > 1; `share` says when to take the
         shard and when to hand it to another process (see `ticker.sharding`)."""
@@ -135,11 +150,14 @@ class Aggregator:
         self.redis = client(redis_url)
         self._commit = self.redis.register_script(COMMIT)
         self.lease = Lease(self.redis, keys.lease, self.consumer)
-        self.accept_gaps = False  # set after claiming every pending entry (see `run`)
+        self.clock = time.monotonic  # the hold's clock (a test may pass its own)
+        self.hold = Hold(HOLD_SECONDS if hold_seconds is None else hold_seconds)
+        self.incomplete: str | None = None  # why the run can no longer end, once it cannot
         self.last_commit = 0.0
 
     async def load(self) -> None:
         """Reload the committed state and make sure the consumer group exists."""
+        self.hold = Hold(self.hold.wait_s)  # held entries are read again from the pending list
         raw = await self.redis.hmget(self.keys.state, ["commit", "state", "brands"])
         self.commit_no = int(raw[0] or 0)
         self.state = State.loads(raw[1], raw[2]) if raw[1] else State()
@@ -176,7 +194,10 @@ class Aggregator:
                 return claimed
 
     async def run(self) -> None:
-        """Consume until stopped; in burst mode, until the replay ended and all is applied."""
+        """Consume until stopped; in burst mode, until the replay ended and all is applied.
+
+        Raises RunIncomplete in burst mode when the run can no longer end (its end entry
+        was given up, ahead of batches that never came)."""
         if not await self.lease.acquire(self.stopping, self.share.may_take if self.share else None):
             return
         if self.share:
@@ -186,23 +207,29 @@ class Aggregator:
         claimed = await self.claim_all()
         if claimed:
             log.info("claimed %d entries read earlier but never committed", claimed)
-        backlog = True  # first finish our own pending entries (id 0), then new ones (>)
+        # First our own pending entries (from id 0, in stream order; held ones are passed
+        # over), then new ones (>).
+        backlog: str | None = "0"
         last_log = time.monotonic()
         while not self.stopping.is_set():
             await self.lease.renew()
-            stream_id = "0" if backlog else ">"
-            block = None if backlog else (100 if self.burst else 1000)
+            stream_id = backlog or ">"
+            block = None if backlog else self._block_ms()
             reply = await self.redis.xreadgroup(
                 GROUP, self.consumer, {self.keys.orders: stream_id}, count=READ_COUNT, block=block
             )
             entries = reply[0][1] if reply else []
-            if backlog and not entries:
-                backlog = False
-                continue
-            if not backlog:
+            if backlog is not None:
+                if not entries:
+                    backlog = None
+                    continue
+                backlog = entries[-1][0].decode()
+            else:
                 entries += await self._more(len(entries))
+            deadline = self.hold.next_deadline()
+            due = deadline is not None and self.clock() >= deadline
             try:
-                committed = not entries or await self.apply_and_commit(entries)
+                opened = await self.apply_and_commit(entries) if entries or due else False
             except FencedOff:
                 if not await self.lease.held():
                     raise
@@ -210,22 +237,30 @@ class Aggregator:
                 # our own, applied by Redis but its reply lost and the command retried.
                 log.warning("a commit's reply was lost; reloading the committed state")
                 await self.load()
-                backlog = True
+                backlog = "0"
                 continue
-            if not committed:
-                # A batch is missing before these: another consumer read it. Claim it and
-                # re-read our pending list in stream order; a gap left after that is real.
-                await self.claim_all()
-                self.accept_gaps = True
-                backlog = True
-            elif not entries and self.burst and self.state.ended:
+            # A gap opened: another consumer may have read the missing batch. Claim what
+            # others hold pending, and read our pending list again.
+            if opened and await self.claim_all():
+                backlog = "0"
+            if self.burst and self.incomplete:
+                raise RunIncomplete(self.incomplete)
+            if not entries and self.burst and self.state.ended and not self.hold:
                 break
-            elif self.share and self.share.should_give_up():
+            if self.share and self.share.should_give_up():
                 log.info("handing %s over to another aggregator", self.keys.orders)
                 break
             if time.monotonic() - last_log >= self.log_every:
                 last_log = time.monotonic()
                 self.log_progress()
+
+    def _block_ms(self) -> int:
+        """How long a read of new entries may wait: not past the next held entry's wait."""
+        block = 100 if self.burst else 1000
+        deadline = self.hold.next_deadline()
+        if deadline is not None:
+            block = max(1, min(block, int((deadline - self.clock()) * 1000) + 1))
+        return block
 
     async def _more(self, got: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
         """Read on while the stream has entries waiting, to fold them into one commit."""
@@ -249,30 +284,81 @@ class Aggregator:
         return more
 
     async def apply_and_commit(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> bool:
-        """Apply and commit one round; False (nothing done) if a batch is missing first."""
+        """Apply and commit one round; True if it held back an entry ahead of a missing
+        seq while nothing was held before (a gap opened)."""
         dead: list[str] = []
-        ids: list[bytes] = []
-        decoded: list[Entry] = []
-        origin: list[int] = []  # index in `entries` of each decoded entry
-        for i, (entry_id, fields) in enumerate(entries):
-            ids.append(entry_id)
+        ack: list[bytes] = []
+        todo: list[tuple[bytes, dict[bytes, bytes], Entry]] = []
+        now = self.clock()
+        for entry_id, fields in entries:
+            if entry_id in self.hold:
+                continue  # read again from the pending list: it stays held
             if not fields:  # deleted from the stream while pending
+                ack.append(entry_id)
                 continue
             try:
-                decoded.append(self._check_shard(decode(fields)))
-                origin.append(i)
+                todo.append((entry_id, fields, self._check_shard(decode(fields))))
             except BadEntry as exc:
                 dead += self._dead_letter(entry_id, str(exc), fields)
-        if not self.accept_gaps and self._gap_first(decoded):
-            self.state.dead_letters -= len(dead) // 3  # counted again when re-read
-            return False
-        self.accept_gaps = False
-        fired, rejected = self.state.apply_many(decoded)
-        for index, reason in rejected:
-            entry_id, fields = entries[origin[index]]
-            dead += self._dead_letter(entry_id, reason, fields)
-        orders = sum(len(e.amt) for e in decoded if isinstance(e, Orders))
-        payload = self._rows(decoded, ids, origin) if self.shards > 1 else self.feed_payload(fired)
+                ack.append(entry_id)
+        # Held entries first (they came first), then the new ones; what is still ahead is
+        # tried again in seq order while the state moves on.
+        candidates = [(h.entry_id, h.fields, h.entry) for h in self.hold.in_seq_order()]
+        candidates += todo
+        fired: list[Fired] = []
+        applied: list[tuple[bytes, dict[bytes, bytes], Entry]] = []
+        folded = self.state.folded
+        while candidates:
+            before = (self.state.run, self.state.last_seq, self.state.ended)
+            new, rejected, ahead = self.state.apply_many([c[2] for c in candidates])
+            fired += new
+            bad = dict(rejected)
+            later = set(ahead)
+            for i, (entry_id, fields, entry) in enumerate(candidates):
+                if i in later:
+                    continue
+                if entry_id in self.hold:
+                    self.hold.release(entry_id)
+                ack.append(entry_id)
+                if i in bad:
+                    dead += self._dead_letter(entry_id, bad[i], fields)
+                else:
+                    applied.append((entry_id, fields, entry))
+            candidates = sorted((candidates[i] for i in ahead), key=lambda c: (c[2].run, c[2].seq))
+            if (self.state.run, self.state.last_seq, self.state.ended) == before:
+                break
+        opened = False
+        for entry_id, fields, entry in candidates:
+            was_holding = bool(self.hold)
+            if self.hold.add(Held(entry_id, fields, entry, now)):
+                self.state.gaps += 1
+                if not was_holding:
+                    opened = True
+                    log.warning(
+                        "run %s: seq %d expected, got %d; holding it (up to %.0fs) for the "
+                        "missing batches",
+                        entry.run,
+                        self.state.next_seq(),
+                        entry.seq,
+                        self.hold.wait_s,
+                    )
+        for h in self.hold.give_up(now):
+            reason = (
+                f"seq {self.state.next_seq()} expected, got {h.entry.seq} (held "
+                f"{now - h.since:.1f}s; the batches before it never came)"
+            )
+            dead += self._dead_letter(h.entry_id, reason, h.fields)
+            ack.append(h.entry_id)
+            if isinstance(h.entry, End) and h.entry.run == self.state.run:
+                self.incomplete = (
+                    f"run {h.entry.run} cannot complete: its end entry waited for batch "
+                    f"{self.state.next_seq()}, which never came (dead-lettered: {reason})"
+                )
+                log.error("%s", self.incomplete)
+        self.state.held = len(self.hold)
+        ids = ack
+        where = {(e.run, e.seq): i.decode() for i, _, e in applied}
+        payload = self._rows(where) if self.shards > 1 else self.feed_payload(fired)
         try:
             await self._commit(
                 keys=[
@@ -283,6 +369,7 @@ class Aggregator:
                     self.keys.epoch,
                     self.keys.lease,
                     self.keys.merged,
+                    self.keys.curve,
                 ],
                 args=[
                     self.commit_no,
@@ -294,6 +381,7 @@ class Aggregator:
                     self.consumer,
                     LEASE_MS,
                     self.state.brand_blob(),
+                    b"" if self.shards > 1 else orjson.dumps(self.state.curve()),
                     len(dead) // 3,
                     *dead,
                     *ids,
@@ -309,11 +397,11 @@ class Aggregator:
         self.commit_no += 1
         self.lease.renewed = self.last_commit = time.monotonic()
         self.stats.commits += 1
-        self.stats.applied_entries += len(entries)
-        self.stats.applied_orders += orders
+        self.stats.applied_entries += len(applied)
+        self.stats.applied_orders += self.state.folded - folded
         for f in fired:
             log.info("milestone %s", f)
-        return True
+        return opened
 
     def _check_shard(self, entry: Entry) -> Entry:
         """Refuse a start entry written for another number of shards, or another shard."""
@@ -328,23 +416,13 @@ class Aggregator:
                 )
         return entry
 
-    def _rows(self, decoded: list[Entry], ids: list[bytes], origin: list[int]) -> bytes:
-        """The rows this commit applied, for the merge step (see `ticker.core.merge.Row`)."""
-        where = {(e.run, e.seq): ids[origin[i]].decode() for i, e in enumerate(decoded)}
+    def _rows(self, where: dict[tuple[str, int], str]) -> bytes:
+        """The rows this commit applied, for the merge step (see `ticker.core.merge.Row`):
+        `where` gives each applied entry's stream id by (run, seq)."""
         shard = self.keys.shard_index or 0
         rows = [[*row, shard, where[row[0], row[1]]] for row in self.state.journal]
         self.state.journal.clear()
         return orjson.dumps(rows)
-
-    def _gap_first(self, decoded: list[Entry]) -> bool:
-        """Whether the first new batch of the current run skips a seq number."""
-        for entry in decoded:
-            if isinstance(entry, Orders | End) and entry.run == self.state.run:
-                if entry.seq > self.state.last_seq:
-                    return entry.seq > self.state.next_seq()
-            elif isinstance(entry, Start) and entry.run != self.state.run:
-                return False  # a new run begins: its own numbering starts at 0
-        return False
 
     def _dead_letter(self, entry_id: bytes, reason: str, fields: dict[bytes, bytes]) -> list[str]:
         self.state.dead_letters += 1
@@ -352,9 +430,9 @@ class Aggregator:
         return [entry_id.decode(), reason, _describe(fields)]
 
     def feed_payload(self, fired: list[Fired]) -> bytes:
-        view = self.state.view()
-        view["fired"] = [f.to_dict() for f in fired]
-        return orjson.dumps(view)
+        """The feed entry: the public state with the milestones fired and, of the curve,
+        only its tail (the full curve goes to `Keys.curve` in the same commit)."""
+        return feed_payload(self.state, fired)
 
     def log_progress(self) -> None:
         s = self.state
@@ -369,6 +447,14 @@ class Aggregator:
             s.dead_letters,
             s.duplicates,
         )
+
+
+def feed_payload(state: State, fired: list[Fired]) -> bytes:
+    """A feed entry's payload (see `Aggregator.feed_payload`); the merge step's too."""
+    view = state.view()
+    view["fired"] = [f.to_dict() for f in fired]
+    view["curve"] = timeline.tail(view["curve"], view["from_ms"])
+    return orjson.dumps(view)
 
 
 def _describe(fields: dict[bytes, bytes]) -> str:

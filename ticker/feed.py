@@ -18,7 +18,7 @@ from ticker.core.aggregate import State
 PROTOCOL = 1
 
 # What /api/state and the snapshot show before any replay has been aggregated.
-EMPTY_STATE: dict[str, Any] = State().view()
+EMPTY_STATE: dict[str, Any] = {"curve": [], **State().view()}
 
 # Subscription topics and the state fields each adds to ticks; `totals` is always on.
 TOPICS: dict[str, tuple[str, ...]] = {
@@ -48,9 +48,11 @@ TOPICS: dict[str, tuple[str, ...]] = {
     "top": ("top_categories", "top_countries", "top_brands"),
     "samples": ("sample_orders",),
     "replay": ("replay",),
+    "curve": ("curve",),
 }
 ALL_TOPICS = frozenset(TOPICS)
 MAX_RATE_HZ = 10.0
+MAX_EPOCH = 64  # characters of an epoch a client may name (the feed's are 12)
 
 
 class BadRequest(ValueError):
@@ -85,6 +87,33 @@ def milestone(fired: dict[str, Any], position: str) -> dict[str, Any]:
     return {"type": "milestone", "position": position, "milestone": fired}
 
 
+def replay(status: dict[str, Any] | None) -> dict[str, Any]:
+    """The replay's state (`ticker.core.control.replay_status`) after it changed."""
+    return {"type": "replay", "replay": status}
+
+
+# Fields of the replay's status that move on every heartbeat: their change alone is no news
+# (ticks carry them); any other change (state, speed, run, window, waiting) is pushed.
+REPLAY_CLOCK_FIELDS = frozenset({"heartbeat_ms", "sim_time_ms", "behind_ms", "speed_reached"})
+
+
+def replay_news(status: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What of a replay status, when it changes, is worth a `replay` message."""
+    if status is None:
+        return None
+    return {k: v for k, v in status.items() if k not in REPLAY_CLOCK_FIELDS}
+
+
+def decode_replay(raw: bytes | None) -> Any:
+    """The replay hash's `state` field as JSON, or None if absent or not JSON."""
+    if raw is None:
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+
+
 def error(code: str, message: str) -> dict[str, Any]:
     return {"type": "error", "code": code, "message": message}
 
@@ -97,32 +126,87 @@ def only(state: dict[str, Any], topics: frozenset[str]) -> dict[str, Any]:
     return {k: v for k, v in state.items() if k in keep}
 
 
-def text_frame(payload: bytes) -> bytes:
-    """A whole websocket text frame (RFC 6455 section 5.2) carrying `payload`, as a server
-    sends it: FIN set, opcode 1, unmasked, no extension bits (so never compressed).
-
-    Built once per message and written as the same bytes to every client that gets it.
-    """
-    n = len(payload)
+def frame(opcode: int, payload: bytes) -> bytes:
+    """A whole websocket frame (RFC 6455 section 5.2) carrying `payload`, as a server sends
+    it: FIN set, this opcode, unmasked, no extension bits (so never compressed)."""
+    n, first = len(payload), 0x80 | opcode
     if n < 126:
-        header = struct.pack("!BB", 0x81, n)
+        header = struct.pack("!BB", first, n)
     elif n < 65_536:
-        header = struct.pack("!BBH", 0x81, 126, n)
+        header = struct.pack("!BBH", first, 126, n)
     else:
-        header = struct.pack("!BBQ", 0x81, 127, n)
+        header = struct.pack("!BBQ", first, 127, n)
     return header + payload
 
 
+def text_frame(payload: bytes) -> bytes:
+    """A whole text frame carrying `payload` (see `frame`).
+
+    Built once per message and written as the same bytes to every client that gets it.
+    """
+    return frame(0x1, payload)
+
+
+class BadFeedEntry(ValueError):
+    """A feed stream entry that is not a state update (not written by an aggregator)."""
+
+
 def parse_entry(fields: dict[bytes, bytes]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(state, milestones fired in this commit) from one feed stream entry."""
-    update: dict[str, Any] = orjson.loads(fields[b"u"])
+    """(state, milestones fired in this commit) from one feed stream entry; raises BadFeedEntry.
+
+    The state's `curve` is the tail the entry carries (see `ticker.core.timeline`)."""
+    raw = fields.get(b"u")
+    if raw is None:
+        raise BadFeedEntry(f"no field u (fields: {sorted(fields)[:5]})")
+    try:
+        update = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadFeedEntry(f"field u is not JSON ({exc})") from None
+    if not isinstance(update, dict):
+        raise BadFeedEntry("field u is not a JSON object")
     fired = update.pop("fired", [])
+    if not isinstance(fired, list) or not all(isinstance(f, dict) and "id" in f for f in fired):
+        raise BadFeedEntry("fired is not a list of milestones")
+    if not is_curve(update.get("curve", [])):
+        raise BadFeedEntry("curve is not a list of [sim_ms, gmv_fen, orders] points")
+    if not isinstance(update.get("from_ms", 0), int):
+        raise BadFeedEntry("from_ms is not an integer")
     return update, fired
+
+
+def is_curve(value: Any) -> bool:
+    """Whether `value` is a curve (or a tail): a list of [sim_ms, gmv_fen, orders] ints."""
+    return isinstance(value, list) and all(
+        isinstance(p, list) and len(p) == 3 and all(type(v) is int for v in p) for p in value
+    )
+
+
+def decode_curve(raw: bytes | None) -> list[list[int]]:
+    """The full curve as stored at `Keys.curve` (JSON), or [] if absent or malformed."""
+    if raw is None:
+        return []
+    try:
+        curve = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return []
+    return curve if is_curve(curve) else []
 
 
 WHOLE = 2**31  # the part number of a position that covers its whole feed entry
 
 PositionKey = tuple[int, int, int]
+
+
+MAX_ID = 2**64 - 1  # Redis stream ids are two unsigned 64-bit numbers
+MAX_POSITION = 48  # characters: `ms-seq.part` at their largest fits
+
+
+def _number(text: str, limit: int) -> int | None:
+    """A decimal of ASCII digits no larger than `limit` (not `①`, not `²`), else None."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 20):
+        return None
+    n = int(text)
+    return n if n <= limit else None
 
 
 def position_key(position: str) -> PositionKey:
@@ -131,16 +215,21 @@ def position_key(position: str) -> PositionKey:
     A position is a feed entry id `ms-seq`, meaning "everything up to and including that
     entry". When one commit fires several milestones, all but the last milestone message
     carry `ms-seq.k` (the k-th of that entry, from 0), so a client cut off between them
-    resumes exactly after the last one it got.
+    resumes exactly after the last one it got. Each number is ASCII digits within what a
+    Redis stream id holds (and a part below WHOLE), so a valid position is a valid id.
     """
+    if len(position) > MAX_POSITION:
+        raise BadRequest(f"{position[:20]!r}… is not a feed position (too long)")
     entry, dot, part = position.partition(".")
     ms, sep, seq = entry.partition("-")
-    if (
-        not (ms.isdigit() and (not sep or seq.isdigit()) and (not dot or part.isdigit()))
-        or len(position) > 48
-    ):
-        raise BadRequest(f"{position[:45]!r} is not a feed position (like 1732730000000-0)")
-    return int(ms), int(seq or 0), int(part) if dot else WHOLE
+    key = (
+        _number(ms, MAX_ID),
+        _number(seq, MAX_ID) if sep else 0,
+        _number(part, WHOLE - 1) if dot else WHOLE,
+    )
+    if key[0] is None or key[1] is None or key[2] is None:
+        raise BadRequest(f"{position!r} is not a feed position (like 1732730000000-0)")
+    return key[0], key[1], key[2]
 
 
 def milestone_positions(position: str, count: int) -> list[str]:

@@ -22,7 +22,7 @@ import orjson
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
-from ticker.aggregator import FEED_MAXLEN
+from ticker.aggregator import FEED_MAXLEN, feed_payload
 from ticker.core.aggregate import Fired, State
 from ticker.core.batch import BadEntry, Orders, decode
 from ticker.core.merge import Merge, Row
@@ -36,15 +36,16 @@ log = logging.getLogger("ticker.merge")
 MERGE_INTERVAL = 0.1  # at most this many feed entries a second, like a lone aggregator
 READ_ROWS = 1_000
 
-# KEYS: state, feed, epoch, lease
+# KEYS: state, feed, epoch, lease, curve
 # ARGV: expected commit, holder, lease ms, state blob, brands blob, merge blob,
-#       feed maxlen, feed payload, new epoch
+#       feed maxlen, feed payload, new epoch, the full curve as JSON
 COMMIT = (
     fence("KEYS[4]", "ARGV[2]", "KEYS[1]", "ARGV[1]", "ARGV[3]")
     + """
 redis.call('HSET', KEYS[1], 'commit', commit + 1, 'state', ARGV[4], 'brands', ARGV[5],
            'merge', ARGV[6])
 redis.call('SET', KEYS[3], ARGV[9], 'NX')
+redis.call('SET', KEYS[5], ARGV[10])
 return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', 'u', ARGV[8])
 """
 )
@@ -154,11 +155,15 @@ class Merger:
 
     async def _commit_round(self, fired: list[Fired]) -> None:
         state = self.merge.state
-        view = state.view()
-        view["fired"] = [f.to_dict() for f in fired]
         try:
             await self._commit(
-                keys=[self.keys.state, self.keys.feed, self.keys.epoch, self.keys.lease],
+                keys=[
+                    self.keys.state,
+                    self.keys.feed,
+                    self.keys.epoch,
+                    self.keys.lease,
+                    self.keys.curve,
+                ],
                 args=[
                     self.commit_no,
                     self.lease.holder,
@@ -167,8 +172,9 @@ class Merger:
                     state.brand_blob(),
                     self.merge.dumps(),
                     FEED_MAXLEN,
-                    orjson.dumps(view),
+                    feed_payload(state, fired),
                     self.epoch,
+                    orjson.dumps(state.curve()),
                 ],
             )
         except ResponseError as exc:

@@ -17,6 +17,8 @@ class ServerMetrics:
     tick_delays: int = 0
     gc_full_seconds_sum: float = 0.0
     gc_full: int = 0
+    feed_bad_entries: int = 0  # feed entries skipped: not a state update
+    resume_entries_read: int = 0  # feed entries read to find the milestones a resume missed
     connections_refused: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     disconnects: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
@@ -63,6 +65,18 @@ class ServerMetrics:
             "counter",
             "Messages not delivered because their client was disconnected as stuck.",
             [("", self.updates_dropped)],
+        )
+        metric(
+            "ticker_feed_bad_entries_total",
+            "counter",
+            "Feed entries skipped because they are not a state update (see the log).",
+            [("", self.feed_bad_entries)],
+        )
+        metric(
+            "ticker_resume_entries_read_total",
+            "counter",
+            "Feed entries read to find the milestones resuming clients missed.",
+            [("", self.resume_entries_read)],
         )
         metric(
             "ticker_disconnects_total",

@@ -24,6 +24,8 @@ import gc
 import logging
 import os
 import queue
+import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -37,9 +39,18 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.abc import AbstractStreamWriter
 
 from ticker import feed
-from ticker.core.control import CONTROL_MAXLEN, parse_command
+from ticker.core import timeline
+from ticker.core.control import CONTROL_MAXLEN, parse_command, refusal, replay_status
 from ticker.core.pace import Pace
-from ticker.guard import Policy, RateLimiter, bearer, token_matches
+from ticker.guard import (
+    MaskCheck,
+    Policy,
+    RateLimiter,
+    RedactTokens,
+    bearer,
+    own_origins,
+    token_matches,
+)
 from ticker.keys import GROUP, Keys
 from ticker.metrics import ServerMetrics
 from ticker.redis_io import TRANSIENT, client
@@ -58,6 +69,11 @@ WEB_DIR = Path(os.environ.get("TICKER_WEB_DIR") or Path(__file__).resolve().pare
 MAX_URGENT = 1_000  # milestones queued for one client before it is deemed stuck
 MAX_CLIENT_MESSAGE = 4_096  # bytes; larger client messages close the connection with 1009
 MAX_BAD_MESSAGES = 5  # malformed client messages answered with errors before close 1008
+REPLAY_POLL_S = 0.25  # how often the replay's state is read (screens learn within 1 s)
+READER_STALE_S = 5.0  # the feed reader heard from Redis this recently, or /healthz is 503
+RESUME_PAGE = 64  # feed entries read per XRANGE while a resume looks for missed milestones
+RESUME_MAX_ENTRIES = 2_000  # a resume further behind gets a fresh snapshot instead
+RESUME_READERS = 4  # resumes reading the feed at once, per server
 
 
 @dataclass(frozen=True)
@@ -65,7 +81,8 @@ class Tuning:
     """Per-connection timings and bounds; docs/protocol.md states the defaults.
 
     `ticker serve` takes them from the environment (`from_env`): TICKER_HEARTBEAT,
-    TICKER_SEND_TIMEOUT (seconds), TICKER_SEND_BUFFER (bytes), TICKER_SEND_THREADS and
+    TICKER_SEND_TIMEOUT (seconds), TICKER_SEND_BUFFER and TICKER_SOCKET_BUFFER (bytes),
+    TICKER_SEND_THREADS and
     TICKER_NATIVE_WRITES (0: write broadcasts from Python even where the C module is
     built). The tests shrink them to see a dead connection closed, or a stuck one dropped,
     in a second or two.
@@ -74,11 +91,20 @@ class Tuning:
     heartbeat: float = 10.0  # ping after this long without a word; no pong in half -> dropped
     send_timeout: float = 10.0  # a send blocked this long means the client stopped reading
     send_buffer: int = 64 * 1024  # bytes queued in a client's transport: no direct writes above
+    # The kernel's send buffer per client socket (SO_SNDBUF; Linux doubles it): bounded, so
+    # a client that stops reading is noticed (and dropped after send_timeout) while it
+    # holds ~2x this, not the megabytes the kernel's autotuning would give it.
+    socket_buffer: int = 64 * 1024
     send_threads: int = 2  # threads writing a broadcast's frames (the kernel's work in parallel)
     native_writes: bool = True  # with ticker._fanout where it is built
 
     def __post_init__(self) -> None:
-        if not (self.heartbeat > 0 and self.send_timeout > 0 and self.send_buffer > 0):
+        if not (
+            self.heartbeat > 0
+            and self.send_timeout > 0
+            and self.send_buffer > 0
+            and self.socket_buffer > 0
+        ):
             raise ValueError(f"heartbeat, send timeout and send buffer must be above 0: {self}")
         if not 1 <= self.send_threads <= 64:
             raise ValueError(f"send threads must be 1 to 64: {self}")
@@ -97,6 +123,7 @@ class Tuning:
             heartbeat=number("TICKER_HEARTBEAT", d.heartbeat),
             send_timeout=number("TICKER_SEND_TIMEOUT", d.send_timeout),
             send_buffer=int(number("TICKER_SEND_BUFFER", d.send_buffer)),
+            socket_buffer=int(number("TICKER_SOCKET_BUFFER", d.socket_buffer)),
             send_threads=int(number("TICKER_SEND_THREADS", d.send_threads)),
             native_writes=bool(number("TICKER_NATIVE_WRITES", d.native_writes)),
         )
@@ -120,6 +147,9 @@ GIL_SWITCH_INTERVAL = 0.001
 
 # A share of a broadcast: the frame and the clients whose sockets take it raw.
 Share = tuple[bytes, list["Client"]]
+# A message queued for one client: its position (None: a replay message, which has none),
+# its JSON text, and whether it is a tick (sending it raises the client's floor).
+Queued = tuple[feed.PositionKey | None, bytes, bool]
 
 
 class Fanout:
@@ -257,12 +287,17 @@ class Client:
         # The socket, for raw writes while the transport has nothing buffered (never under
         # TLS, where the bytes on the socket are not the frames).
         sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, tuning.socket_buffer)
         plain = sock is not None and transport.get_extra_info("sslcontext") is None
         self.fd: int = sock.fileno() if plain else -1
         self.sub = feed.Subscription()
         self.floor: feed.PositionKey = (0, 0, 0)  # positions at or below this were sent
         self.latest_tick: tuple[feed.PositionKey, bytes] | None = None
-        self.urgent: deque[tuple[feed.PositionKey, bytes]] = deque()
+        # In order: milestones (at their position), replay messages (no position: never
+        # below the floor) and a tick that a replay message had to follow (see offer_replay).
+        self.urgent: deque[Queued] = deque()
         self.wake = asyncio.Event()
         self.ready = asyncio.Event()  # set once the snapshot (or resume backlog) is sent
         self.live = False  # ready, as a plain attribute for the broadcast loop
@@ -270,19 +305,20 @@ class Client:
         self.pace = Pace(self.sub.max_rate)  # the client's max_rate, as a token bucket
         self.close_reason = "closed"
 
-    def direct(self, key: feed.PositionKey) -> int:
+    def direct(self, key: feed.PositionKey | None) -> int:
         """May the message at `key` be written now, bypassing the sender? 0: no; 1: yes, to
         the transport (behind the bytes it holds); 2: yes, raw to the socket (it holds none).
 
         Only when the sender holds and sends nothing (so nothing older is still to come),
-        the message is new to this client, and the connection keeps up.
+        the message is new to this client (a `key` of None, a replay message, always is),
+        and the connection keeps up.
         """
         if (
             not self.live
             or self.sending
             or self.latest_tick is not None
             or self.urgent
-            or key <= self.floor
+            or (key is not None and key <= self.floor)
             or self.transport.is_closing()
             or self.ws.closed
         ):
@@ -298,12 +334,24 @@ class Client:
         self.latest_tick = (key, text)  # coalesce: only the newest tick is kept
         self.wake.set()
 
-    def offer_urgent(self, key: feed.PositionKey, text: bytes) -> bool:
+    def offer_urgent(self, key: feed.PositionKey | None, text: bytes) -> bool:
+        """Queue a milestone (or with `key` None, a replay message); False if stuck."""
         if len(self.urgent) >= MAX_URGENT:
             return False
-        self.urgent.append((key, text))
+        self.urgent.append((key, text, False))
         self.wake.set()
         return True
+
+    def offer_replay(self, text: bytes) -> bool:
+        """Queue a replay message behind the tick waiting for this client, if any: that
+        tick carries the replay's older state, and must not arrive after the news."""
+        if self.latest_tick is not None:
+            if len(self.urgent) >= MAX_URGENT:
+                return False
+            key, tick_text = self.latest_tick
+            self.latest_tick = None
+            self.urgent.append((key, tick_text, True))
+        return self.offer_urgent(None, text)
 
     async def send(self, text: bytes) -> None:
         """Send one encoded JSON text frame (encoded once for every client that gets it),
@@ -325,8 +373,12 @@ class Client:
                 await self.wake.wait()
                 self.wake.clear()
                 while self.urgent:
-                    key, text = self.urgent.popleft()
-                    if key > self.floor:
+                    key, text, is_tick = self.urgent.popleft()
+                    if key is None or key > self.floor:
+                        if is_tick:
+                            assert key is not None
+                            self.floor = key
+                            self.pace.take(time.monotonic())
                         await self.send(text)
                 if self.latest_tick is None:
                     continue
@@ -363,82 +415,211 @@ class Hub:
         self.tuning = tuning or Tuning()
         self.fanout = Fanout(self.tuning.send_threads, self.tuning.native_writes)
         self.redis = client(redis_url)
+        # The state at `position` with the day's full curve (snapshots, /api/state), and the
+        # same with only the feed entry's tail of it (ticks).
         self.state: dict[str, Any] = {**feed.EMPTY_STATE, "replay": None}
+        self.tick_state: dict[str, Any] = dict(self.state)
+        self.curve: list[timeline.Point] = []
         self.position = "0-0"
         self.epoch = ""
-        self.replay: dict[str, Any] | None = None
+        self.replay_raw: Any = None  # the replay hash's state as last read
+        self.replay: dict[str, Any] | None = None  # replay_status(replay_raw, now)
         self.clients: set[Client] = set()
         self.metrics = ServerMetrics()
         self.dirty = asyncio.Event()  # the state changed since the last tick went out
         self.broadcast_key: feed.PositionKey = (0, 0, 0)  # the newest position broadcast
         self.redis_ok = False
+        self.read_at = -READER_STALE_S  # time.monotonic() of the feed reader's last reply
+        self.reader: asyncio.Task[None] | None = None  # the task running `tail`
+        self.resumes = asyncio.Semaphore(RESUME_READERS)
+        self.closing: set[asyncio.Task[Any]] = set()  # close handshakes under way
+
+    def set_state(self, state: dict[str, Any], position: str, curve: list[timeline.Point]) -> None:
+        self.curve, self.position = curve, position
+        self.tick_state = {**state, "replay": self.replay}
+        self.state = {**self.tick_state, "curve": curve}
 
     async def load(self) -> None:
-        raw = await self.redis.get(self.keys.epoch)
-        self.epoch = raw.decode() if raw else ""
-        last = await self.redis.xrevrange(self.keys.feed, count=1)
+        """Start from the newest feed entry and the full curve, read in one transaction
+        (the keys share a hash tag), so the curve is the one of that entry."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.get(self.keys.epoch)
+            pipe.get(self.keys.curve)
+            pipe.xrevrange(self.keys.feed, count=1)
+            epoch, curve, last = await pipe.execute()
+        self.epoch = epoch.decode() if epoch else ""
+        state, position = {**feed.EMPTY_STATE}, "0-0"
         if last:
             entry_id, fields = last[0]
-            self.state, _ = feed.parse_entry(fields)
-            self.state["replay"] = self.replay
-            self.position = entry_id.decode()
-        self.redis_ok = True
+            position = entry_id.decode()
+            try:
+                state, _ = feed.parse_entry(fields)
+            except feed.BadFeedEntry as exc:
+                self.skip_entry(position, str(exc))
+        tail = state.get("curve") or []
+        full, _ = timeline.merge_tail(feed.decode_curve(curve), tail, int(state["from_ms"] or 0))
+        self.set_state(state, position, full)
+        self.dirty.set()
+
+    def healthy(self) -> str | None:
+        """None while the feed is followed; else what is wrong, in words."""
+        if self.reader is None or self.reader.done():
+            return "the feed reader is not running"
+        if not self.redis_ok:
+            return "Redis is unavailable"
+        if time.monotonic() - self.read_at > READER_STALE_S:
+            return "the feed reader has had no answer from Redis lately"
+        return None
 
     async def tail(self) -> None:
-        """Follow the feed stream forever, reconnecting after Redis outages."""
-        delay = 0.1
+        """Follow the feed stream forever. Through a Redis outage it resumes from the
+        position reached (so no milestone is skipped); a bad entry is skipped and logged;
+        a feed that was lost (a new epoch) is loaded afresh and the clients resync; any
+        other failure is logged and the reader starts again."""
+        delay, loaded = 0.1, False
         while True:
             try:
-                await self.load()
-                delay = 0.1
+                if loaded:
+                    await self.reconnect()
+                else:
+                    await self.load()
+                    loaded = True
+                self.redis_ok, self.read_at, delay = True, time.monotonic(), 0.1
                 while True:
                     reply = await self.redis.xread(
                         {self.keys.feed: self.position}, block=1000, count=500
                     )
+                    self.read_at = time.monotonic()
                     for entry_id, fields in reply[0][1] if reply else []:
-                        self.on_entry(entry_id.decode(), fields)
-                    if not self.epoch:
-                        raw = await self.redis.get(self.keys.epoch)
-                        self.epoch = raw.decode() if raw else ""
+                        await self.on_entry(entry_id.decode(), fields)
+                    await self.check_epoch()
             except TRANSIENT as exc:
                 self.redis_ok = False
                 log.warning("Redis unavailable (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+            except Exception:
+                self.redis_ok = False
+                log.exception("the feed reader failed; restarting it in %.1fs", delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def reconnect(self) -> None:
+        """Back after an outage: go on from the position reached if the feed still holds
+        what follows it; else (trimmed meanwhile) take the newest entry and announce the
+        milestones its state lists that ours did not; a new epoch resyncs everyone."""
+        if await self.check_epoch():
+            return
+        first = await self.redis.xrange(self.keys.feed, "-", "+", count=1)
+        if not first or self.position == "0-0":
+            return
+        if feed.position_key(first[0][0].decode()) <= feed.position_key(self.position):
+            return
+        before = {m.get("id") for m in self.state.get("milestones") or []}
+        log.warning("feed entries after %s were trimmed during the outage", self.position)
+        await self.load()
+        missed = [m for m in self.state.get("milestones") or [] if m.get("id") not in before]
+        self.announce(self.position, missed)
+
+    async def check_epoch(self) -> bool:
+        """Notice a new epoch (Redis lost the feed): load afresh and tell clients to
+        reconnect (1012), so they resume into a fresh snapshot. True if it changed."""
+        raw = await self.redis.get(self.keys.epoch)
+        epoch = raw.decode() if raw else ""
+        if epoch == self.epoch:
+            return False
+        if not self.epoch:  # the first commit of a new feed
+            self.epoch = epoch
+            return False
+        log.warning("the feed's epoch changed (%s -> %s): reloading", self.epoch, epoch or "none")
+        await self.load()
+        for c in list(self.clients):
+            c.close_reason = "resync"
+            task = asyncio.create_task(
+                c.ws.close(code=WSCloseCode.SERVICE_RESTART, message=b"the feed was reset")
+            )
+            self.closing.add(task)
+            task.add_done_callback(self.closing.discard)
+        return True
+
+    def skip_entry(self, position: str, reason: str) -> None:
+        self.metrics.feed_bad_entries += 1
+        log.warning("skipped feed entry %s: %s", position, reason)
 
     async def follow_replay(self) -> None:
-        """Poll the simulator's replay state (a small hash) a few times a second."""
+        """Poll the replay's state (a small hash) a few times a second; its status turns
+        "stopped" when its heartbeat ends, with or without a write."""
         while True:
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(REPLAY_POLL_S)
+            # Unreadable: judged on the last state read, so a heartbeat unseen goes stale.
+            with contextlib.suppress(*TRANSIENT):
+                self.replay_raw = feed.decode_replay(
+                    await self.redis.hget(self.keys.replay, "state")
+                )
             try:
-                raw = await self.redis.hget(self.keys.replay, "state")
-            except TRANSIENT:
-                continue
-            replay = orjson.loads(raw) if raw else None
-            if replay != self.replay:
-                self.replay = replay
-                self.state["replay"] = replay
-                self.dirty.set()
+                self.update_replay(replay_status(self.replay_raw, int(time.time() * 1000)))
+            except Exception:
+                log.exception("could not follow the replay's state %r", self.replay_raw)
 
-    def on_entry(self, position: str, fields: dict[bytes, bytes]) -> None:
-        state, fired = feed.parse_entry(fields)
-        state["replay"] = self.replay
-        self.state, self.position = state, position
+    def update_replay(self, status: dict[str, Any] | None) -> None:
+        """Keep `status` in the state; push a `replay` message when it is news."""
+        news = feed.replay_news(status) != feed.replay_news(self.replay)
+        self.replay = self.state["replay"] = self.tick_state["replay"] = status
+        if news:
+            self.broadcast_urgent(None, orjson.dumps(feed.replay(status)), topic="replay")
+
+    async def on_entry(self, position: str, fields: dict[bytes, bytes]) -> None:
+        """Take one feed entry: the new state, its curve folded in, its milestones sent."""
+        try:
+            state, fired = feed.parse_entry(fields)
+            curve = await self.fold_curve(state)
+        except TRANSIENT:
+            raise
+        except feed.BadFeedEntry as exc:
+            self.skip_entry(position, str(exc))
+            self.position = position
+            return
+        except Exception as exc:  # never stop the feed on one entry
+            log.exception("skipped feed entry %s", position)
+            self.skip_entry(position, repr(exc))
+            self.position = position
+            return
+        self.set_state(state, position, curve)
         self.dirty.set()
+        self.announce(position, fired)
+
+    def announce(self, position: str, fired: list[dict[str, Any]]) -> None:
         for f, at in zip(fired, feed.milestone_positions(position, len(fired)), strict=True):
             self.broadcast_urgent(feed.position_key(at), orjson.dumps(feed.milestone(f, at)))
 
-    def broadcast_urgent(self, key: feed.PositionKey, text: bytes) -> None:
+    async def fold_curve(self, state: dict[str, Any]) -> list[timeline.Point]:
+        """The full curve with this entry's tail folded in; read again from Redis when
+        the tail does not join (or a new run began)."""
+        tail = state.get("curve") or []
+        from_ms = int(state.get("from_ms") or 0)
+        if state.get("run") == self.state.get("run"):
+            curve, joined = timeline.merge_tail(self.curve, tail, from_ms)
+            if joined:
+                return curve
+        full = feed.decode_curve(await self.redis.get(self.keys.curve))
+        curve, _ = timeline.merge_tail(full, tail, from_ms)
+        return curve
+
+    def broadcast_urgent(
+        self, key: feed.PositionKey | None, text: bytes, topic: str | None = None
+    ) -> None:
+        """Send a milestone (or with `key` None, a replay message to the clients of
+        `topic`) to every client now: straight to the socket when it keeps up."""
         frame = feed.text_frame(text)
         raw: list[Client] = []
         for c in list(self.clients):
+            if topic is not None and topic not in c.sub.topics:
+                continue
             how = c.direct(key)
             if how == 2:
                 raw.append(c)
             elif how == 1:
                 c.transport.write(frame)
                 self.count_direct(1, len(text))
-            elif not c.offer_urgent(key, text):
+            elif not (c.offer_urgent(key, text) if key is not None else c.offer_replay(text)):
                 self.clients.discard(c)
                 c.drop("stuck")
         self.fanout.write(frame, raw)
@@ -487,7 +668,9 @@ class Hub:
             sub = c.sub
             enc = encoded.get(sub.topics)
             if enc is None:
-                text = orjson.dumps(feed.tick(feed.only(self.state, sub.topics), self.position))
+                text = orjson.dumps(
+                    feed.tick(feed.only(self.tick_state, sub.topics), self.position)
+                )
                 enc = encoded[sub.topics] = (text, feed.text_frame(text))
                 raw[sub.topics] = []
             how = 0 if c.pace.wait(now) else c.direct(key)
@@ -532,15 +715,40 @@ class Hub:
         finally:
             gc.unfreeze()
 
-    async def backlog(self, since: str) -> list[tuple[str, dict[bytes, bytes]]] | None:
-        """The feed entries from `since` on (its own entry too when `since` names only part
-        of it), or None when some of them are gone."""
+    async def missed_milestones(self, since: str, upto: str) -> list[bytes] | None:
+        """The milestone messages after position `since` up to the entry `upto`, for a
+        resume; None when some of those entries are gone, or there are over
+        RESUME_MAX_ENTRIES of them (the client then gets a fresh snapshot instead).
+
+        Work for strangers is bounded: the feed is read RESUME_PAGE entries at a time, by
+        at most RESUME_READERS resumes at once, and only the messages are kept."""
+        seen = feed.position_key(since)
         entry, _, part = since.partition(".")
-        exists = await self.redis.xrange(self.keys.feed, entry, entry)
-        if not exists:
+        out: list[bytes] = []
+        async with self.resumes:
+            if not await self.redis.xrange(self.keys.feed, entry, entry):
+                return None
+            if upto == "0-0" or seen >= feed.position_key(upto):
+                return out
+            start, read = entry if part else f"({entry}", 0
+            while read < RESUME_MAX_ENTRIES:
+                page = await self.redis.xrange(self.keys.feed, start, upto, count=RESUME_PAGE)
+                read += len(page)
+                self.metrics.resume_entries_read += len(page)
+                for entry_id, fields in page:
+                    position = entry_id.decode()
+                    try:
+                        _, fired = feed.parse_entry(fields)
+                    except feed.BadFeedEntry:
+                        continue
+                    at = feed.milestone_positions(position, len(fired))
+                    for f, pos in zip(fired, at, strict=True):
+                        if feed.position_key(pos) > seen:
+                            out.append(orjson.dumps(feed.milestone(f, pos)))
+                if len(page) < RESUME_PAGE:
+                    return out
+                start = f"({page[-1][0].decode()}"
             return None
-        entries = await self.redis.xrange(self.keys.feed, entry if part else f"({entry}", "+")
-        return [(i.decode(), f) for i, f in entries]
 
 
 HUB = web.AppKey("hub", Hub)
@@ -565,16 +773,60 @@ def _feed_token_ok(request: web.Request) -> bool:
     return token_matches(policy.feed_token, given)
 
 
+def _address(request: web.Request) -> str:
+    return request.app[POLICY].client_address(
+        request.remote, request.headers.get("X-Forwarded-For")
+    )
+
+
+def _check_masks(request: web.Request, c: Client) -> None:
+    """Close (1002) a connection whose client sends an unmasked frame (RFC 6455 5.1):
+    aiohttp's reader takes them, so its parser is fronted by a `MaskCheck`."""
+    protocol = request.protocol
+    inner: Any = getattr(protocol, "_payload_parser", None)
+    if protocol is None or inner is None:
+        return
+    check = MaskCheck()
+
+    class Checked:
+        def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+            if check.feed(data):
+                return inner.feed_data(data)  # type: ignore[no-any-return]
+            if not c.transport.is_closing():
+                c.close_reason = "unmasked"
+                reason = b"client frames must be masked"
+                payload = struct.pack("!H", WSCloseCode.PROTOCOL_ERROR) + reason
+                c.transport.write(feed.frame(0x8, payload))
+                c.transport.close()
+            return False, b""
+
+        def feed_eof(self) -> None:
+            inner.feed_eof()
+
+    protocol._payload_parser = Checked()
+
+
 async def websocket(request: web.Request) -> web.StreamResponse:
     hub, policy = request.app[HUB], request.app[POLICY]
     origin = request.headers.get("Origin")
-    if not policy.origin_allowed(origin, request.host, request.scheme):
+    own = own_origins(
+        request.scheme, request.transport and request.transport.get_extra_info("sockname")
+    )
+    if not policy.origin_allowed(origin, own):
         return _refuse(hub, "origin", 403, f"origin {origin} is not allowed")
     if not _feed_token_ok(request):
         return _refuse(hub, "token", 401, "this feed needs ?token=… or a Bearer token")
+    since, epoch = request.query.get("since"), request.query.get("epoch")
+    try:
+        if since is not None:
+            feed.position_key(since)
+        if epoch is not None and len(epoch) > feed.MAX_EPOCH:
+            raise feed.BadRequest(f"epoch is at most {feed.MAX_EPOCH} characters")
+    except feed.BadRequest as exc:
+        return _refuse(hub, "bad_request", 400, str(exc))
     if len(hub.clients) >= policy.max_clients:
         return _refuse(hub, "full", 503, "the server is at its connection limit; retry later")
-    if not request.app[LIMITER].allow(request.remote or "?"):
+    if not request.app[LIMITER].allow(_address(request)):
         return _refuse(hub, "rate", 429, "too many new connections from this address")
     # No permessage-deflate: a compressor per connection costs ~125 KB of memory and
     # doubles the CPU per message (measured: the README's Measured table); clients wanting
@@ -588,16 +840,24 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if transport is None:  # gone already
         return ws
     c = Client(ws, writer, transport, hub.metrics, hub.tuning)
+    _check_masks(request, c)
     hub.clients.add(c)
     sender = asyncio.create_task(c.send_loop())
     try:
         await c.send(orjson.dumps(feed.hello(hub.epoch)))
-        await _greet(hub, c, request.query.get("since"), request.query.get("epoch"))
+        await _greet(hub, c, since, epoch)
         c.ready.set()
         c.live = True
         await _read_requests(c)
     except (TimeoutError, ConnectionResetError):
         c.close_reason = "slow"
+    except Exception:  # the socket is upgraded: no HTTP 500 here, a close 1011
+        log.exception("error on a websocket connection")
+        c.close_reason = "error"
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(
+                ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"internal error"), 2
+            )
     finally:
         c.live = False
         hub.clients.discard(c)
@@ -606,6 +866,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             await sender
         if ws.close_code == WSCloseCode.MESSAGE_TOO_BIG:
             c.close_reason = "too_big"
+            hub.metrics.connections_refused["too_big"] += 1
         if c.close_reason in ("heartbeat", "slow"):
             # No close handshake with a peer that does not answer; and a plain close
             # would keep the socket until its unsent bytes drain, which may be never.
@@ -615,29 +876,23 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
 
 async def _greet(hub: Hub, c: Client, since: str | None, epoch: str | None) -> None:
-    """Send the snapshot, or on resume the milestones missed and then the snapshot."""
-    recovered: bool | None = None
+    """Send the snapshot, or on resume the milestones missed and then the snapshot.
+
+    The state and position are taken before anything is awaited: entries the hub takes
+    meanwhile reach this client through its sender, after the snapshot."""
     state, position = hub.state, hub.position
+    recovered: bool | None = None
+    missed: list[bytes] = []
     if since is not None:
         recovered = False
-        try:
-            seen = feed.position_key(since)
-            backlog = None if epoch not in (None, hub.epoch) else await hub.backlog(since)
-        except feed.BadRequest:
-            backlog = None
-        if backlog is not None:
-            recovered = True
-            position = since
-            for entry_position, fields in backlog:
-                state, fired = feed.parse_entry(fields)
-                state["replay"] = hub.replay
-                position = entry_position
-                at = feed.milestone_positions(entry_position, len(fired))
-                for f, pos in zip(fired, at, strict=True):
-                    if feed.position_key(pos) > seen:
-                        await c.send(orjson.dumps(feed.milestone(f, pos)))
-            if not backlog:
-                state = hub.state
+        if epoch in (None, hub.epoch):
+            found = await hub.missed_milestones(since, position)
+            if found is not None:
+                recovered, missed = True, found
+                if feed.position_key(since) > feed.position_key(position):
+                    position = since  # ahead of this server: nothing older is sent
+    for text in missed:
+        await c.send(text)
     c.floor = feed.position_key(position)
     await c.send(orjson.dumps(feed.snapshot(state, position, hub.epoch, recovered)))
 
@@ -689,6 +944,10 @@ async def api_replay(request: web.Request) -> web.Response:
         command = parse_command(body)
     except (ValueError, orjson.JSONDecodeError) as exc:
         return _json({"error": "bad_request", "message": str(exc)}, 400)
+    raw = feed.decode_replay(await hub.redis.hget(hub.keys.replay, "state"))
+    why = refusal(replay_status(raw, int(time.time() * 1000)), command)
+    if why is not None:
+        return _json({"error": "refused", "message": why}, 409)
     await hub.redis.xadd(
         hub.keys.control, {"c": orjson.dumps(command)}, maxlen=CONTROL_MAXLEN, approximate=True
     )
@@ -696,7 +955,12 @@ async def api_replay(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    hub = request.app[HUB]
+    """Prometheus text; a private feed's figures need its token (or the metrics token)."""
+    hub, policy = request.app[HUB], request.app[POLICY]
+    needed = policy.metrics_token or policy.feed_token
+    given = request.query.get("token") or bearer(request.headers.get("Authorization"))
+    if needed is not None and not token_matches(needed, given):
+        return _json({"error": "token", "message": "/metrics needs the metrics token"}, 401)
     s = hub.state
     gauges: dict[str, tuple[str, float]] = {
         "ticker_clients": ("Connected websocket clients.", len(hub.clients)),
@@ -732,14 +996,11 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    hub = request.app[HUB]
-    body = {
-        "ok": hub.redis_ok,
-        "redis": "up" if hub.redis_ok else "down",
-        "position": hub.position,
-        "clients": len(hub.clients),
-    }
-    return _json(body, 200 if hub.redis_ok else 503)
+    """200 while the feed is followed, else 503 saying why; words only, no figures."""
+    problem = request.app[HUB].healthy()
+    if problem is None:
+        return _json({"ok": True, "status": "following the feed"})
+    return _json({"ok": False, "status": problem}, 503)
 
 
 async def index(request: web.Request) -> web.FileResponse:
@@ -771,20 +1032,24 @@ def make_app(
 
     `tuning` defaults to `Tuning.from_env()` (TICKER_HEARTBEAT and the like)."""
     app = web.Application(middlewares=[no_tracebacks], client_max_size=64 * 1024)
+    access = logging.getLogger("aiohttp.access")
+    if not any(isinstance(f, RedactTokens) for f in access.filters):
+        access.addFilter(RedactTokens())
     app[HUB] = Hub(redis_url, keys, tick_hz, tuning or Tuning.from_env())
     app[POLICY] = policy or Policy.from_env()
     app[LIMITER] = RateLimiter(app[POLICY].connects_per_ip_per_s, app[POLICY].connect_burst)
 
     async def background(app: web.Application) -> AsyncIterator[None]:
         hub = app[HUB]
-        tasks = [
+        hub.reader = asyncio.create_task(hub.tail())
+        tasks = [hub.reader] + [
             asyncio.create_task(t)
-            for t in (hub.tail(), hub.ticker(), hub.follow_replay(), hub.collect_garbage())
+            for t in (hub.ticker(), hub.follow_replay(), hub.collect_garbage())
         ]
         yield
         for t in tasks:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, *hub.closing, return_exceptions=True)
         await hub.redis.aclose()
         hub.fanout.close()
 

@@ -69,6 +69,11 @@ def compare(live: State, again: State) -> list[tuple[str, Any, Any]]:
     fired_again = [(f.milestone.id, f.sim_time_ms) for f in again.fired]
     if fired != fired_again:
         diffs.append(("milestones", fired, fired_again))
+    again_points = {p[0]: p for p in again.fixed}
+    for point in live.fixed:
+        if point[0] > live.meta.from_ms and again_points.get(point[0]) != point:
+            diffs.append((f"curve point at {point[0]} ms", point, again_points.get(point[0])))
+            break  # the first wrong minute says enough
     return diffs
 
 

@@ -68,6 +68,7 @@ def _assert_same(state: State, reference: State) -> None:
     assert fired == [(f.milestone.id, f.sim_time_ms) for f in reference.fired]
     assert len(fired) == 5
     assert state.gaps == 0
+    assert state.curve() == reference.curve()  # every minute of the day's chart, exact
 
 
 def _replay_and_aggregate(
@@ -113,6 +114,7 @@ def test_a_sharded_day_on_the_cluster_is_exact(
         r = _cluster_client(redis_cluster)
         keys = Keys(on_cluster.namespace)
         _assert_same(_state(r, keys), reference)
+        assert json.loads(r.get(keys.curve) or b"[]") == reference.curve()
         deadline = time.monotonic() + 10 * UNIT
         while True:  # the server tails the feed: its last entry is the merged end
             with urllib.request.urlopen(server.url + "api/state", timeout=5) as resp:

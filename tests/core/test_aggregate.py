@@ -131,7 +131,8 @@ def test_folding_in_groups_equals_folding_one_by_one() -> None:
     i = 0
     while i < len(mixed):
         size = int(rng.integers(1, 40))
-        fired, bad = grouped.apply_many(mixed[i : i + size])
+        fired, bad, ahead = grouped.apply_many(mixed[i : i + size])
+        assert ahead == []
         fired_grouped += [f.milestone.id for f in fired]
         rejected += [i + k for k, _ in bad]
         i += size

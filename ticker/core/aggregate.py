@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from ticker.core import timeline
 from ticker.core.batch import End, Entry, Milestone, Orders, ReplayMeta, Start, next_seq_of
 from ticker.core.clock import format_time_of_day
 
@@ -23,6 +24,11 @@ RECENT_ORDERS = 8  # cross-border sample orders shown per update (the page's map
 
 class Rejected(ValueError):
     """An entry that is well-formed but does not fit the state (goes to dead letters)."""
+
+
+class Ahead(ValueError):
+    """An entry of the current run beyond the next expected seq: it may not be applied
+    before the missing ones (the caller holds it, see `ticker.core.hold`)."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,16 @@ class State:
     # journals each entry it applies as (run, seq, orders, gmv fen, sim ms) for the merge.
     shard: int = 0
     journal: list[tuple[str, int, int, int, int]] = field(default_factory=list)
+    # The day's curve (`ticker.core.timeline`): its fixed points (the history before the
+    # window, the window's start, each whole minute passed); `curve()` adds the latest.
+    # A minute's point is fixed once a batch starting at or after it arrives (batches come
+    # in seq order, their t0 never falls); `carry` holds, per minute still open, what
+    # already-applied orders paid at or after it add (only a batch straddling the minute).
+    fixed: list[list[int]] = field(default_factory=list)
+    next_minute: int = 0
+    carry: dict[int, tuple[int, int]] = field(default_factory=dict)
+    held: int = 0  # entries held back ahead of a missing seq (set by the consumer)
+    folded: int = 0  # orders this process folded in (not persisted; for its log line)
 
     @property
     def shards(self) -> int:
@@ -139,8 +155,16 @@ class State:
                 self._check_indices(entry.cat, entry.cty, entry.reg, entry.brd)
             self.duplicates += 1
             return []
+        if self.ended:
+            raise Rejected(f"run {self.run!r} ended at seq {self.last_seq}; got seq {entry.seq}")
+        if entry.seq > self.next_seq():
+            if isinstance(entry, Orders):  # a malformed one is a dead letter at once
+                self._check_indices(entry.cat, entry.cty, entry.reg, entry.brd)
+            raise Ahead(f"seq {self.next_seq()} expected, got {entry.seq}")
         if isinstance(entry, End):
             self._advance(entry.seq, entry.t)
+            if self.shards == 1:
+                self.fix_minutes(entry.t, self.gmv_fen, self.orders)
             self.ended = True
             self._journal(entry.seq, 0, 0, entry.t)
             return []
@@ -148,10 +172,10 @@ class State:
 
     def _begin(self, start: Start) -> None:
         meta = start.meta
-        counters = (self.duplicates, self.gaps, self.dead_letters)
+        counters = (self.duplicates, self.gaps, self.dead_letters, self.folded)
         journal = self.journal
         self.__init__()  # type: ignore[misc]
-        self.duplicates, self.gaps, self.dead_letters = counters
+        self.duplicates, self.gaps, self.dead_letters, self.folded = counters
         self.journal = journal
         self.run, self.meta, self.last_seq, self.shard = start.run, meta, start.seq, start.shard
         sharded = meta.shards > 1
@@ -159,19 +183,73 @@ class State:
         self.orders = 0 if sharded else meta.base_orders
         self.sim_time_ms = meta.from_ms
         self._journal(start.seq, 0, 0, meta.from_ms)
+        if not sharded:
+            self.start_curve()
         self.cat_gmv, self.cat_orders = _zeros(len(meta.categories)), _zeros(len(meta.categories))
         self.cty_gmv, self.cty_orders = _zeros(len(meta.countries)), _zeros(len(meta.countries))
         self.reg_gmv, self.reg_orders = _zeros(len(meta.regions)), _zeros(len(meta.regions))
         self.brand_gmv = _zeros(meta.brands)
         self.samples.append((meta.from_ms, self.gmv_fen, self.orders))
 
+    def start_curve(self) -> None:
+        """The curve of a new run: the day before the window, then the window's start."""
+        assert self.meta is not None
+        from_ms = self.meta.from_ms
+        self.fixed = [list(p) for p in self.meta.history if p[0] < from_ms]
+        self.fixed.append([from_ms, self.meta.base_gmv_fen, self.meta.base_orders])
+        self.next_minute = (from_ms // timeline.STEP_MS + 1) * timeline.STEP_MS
+        self.carry = {}
+
+    def fix_minutes(self, upto_ms: int, gmv_fen: int, orders: int) -> None:
+        """Fix every open minute <= `upto_ms` at these totals (less what each minute's
+        carry says was paid at or after it): nothing paid before them can come any more."""
+        while self.next_minute <= upto_ms:
+            g, o = self.carry.pop(self.next_minute, (0, 0))
+            self.fixed.append([self.next_minute, gmv_fen - g, orders - o])
+            self.next_minute += timeline.STEP_MS
+
+    def _curve_orders(
+        self,
+        batches: list[Orders],
+        at: np.ndarray[Any, Any],
+        amt: np.ndarray[Any, Any],
+        gmv_before: int,
+        orders_before: int,
+    ) -> None:
+        """Fix the minutes these batches (in seq order) show to be over, exactly."""
+        top = int(at.max())
+        if self.next_minute > top:
+            return
+        t0s = np.array([b.t0 for b in batches], dtype=np.int64)
+        starts = np.concatenate(([0], np.cumsum([b.n for b in batches])))
+        cum_gmv = np.concatenate(([0], np.cumsum(amt)))
+        while self.next_minute <= top:
+            m = self.next_minute
+            later = np.flatnonzero(t0s >= m)
+            if not len(later):
+                break
+            off = int(starts[int(later[0])])
+            # Orders before that batch but paid at or after m (a batch straddling m).
+            over = at[:off] >= m
+            g = int(cum_gmv[off]) - int(amt[:off][over].sum())
+            self.fix_minutes(m, gmv_before + g, orders_before + off - int(over.sum()))
+        for m in range(self.next_minute, top + 1, timeline.STEP_MS):
+            over = at >= m
+            g, o = self.carry.get(m, (0, 0))
+            self.carry[m] = (g + int(amt[over].sum()), o + int(over.sum()))
+
+    def curve(self) -> list[list[int]]:
+        """The full curve: the fixed points, then the latest (when later than them)."""
+        out = [list(p) for p in self.fixed]
+        if self.meta is not None and (not out or self.sim_time_ms > out[-1][0]):
+            out.append([self.sim_time_ms, self.gmv_fen, self.orders])
+        return out
+
     def _journal(self, seq: int, orders: int, gmv_fen: int, sim_ms: int) -> None:
         if self.shards > 1 and self.run is not None:
             self.journal.append((self.run, seq, orders, gmv_fen, sim_ms))
 
     def _advance(self, seq: int, sim_time_ms: int) -> None:
-        if seq > self.next_seq():
-            self.gaps += 1
         self.last_seq = seq
         self.sample(sim_time_ms)
 
@@ -185,34 +263,49 @@ class State:
             while len(self.samples) > 2 and self.samples[1][0] <= self.sim_time_ms - RATE_WINDOW_MS:
                 self.samples.popleft()
 
-    def apply_many(self, entries: list[Entry]) -> tuple[list[Fired], list[tuple[int, str]]]:
+    def apply_many(
+        self, entries: list[Entry]
+    ) -> tuple[list[Fired], list[tuple[int, str]], list[int]]:
         """Fold entries in, in order, as `apply` would one by one, but fold each run of
         consecutive order batches with one set of vector operations (the per-call cost of
         numpy, not the orders, dominates small batches).
 
-        Returns the milestones fired and the (index, reason) of each rejected entry.
+        Returns the milestones fired, the (index, reason) of each rejected entry, and the
+        index of each entry left out because it is ahead of a missing seq (`Ahead`).
         """
         fired: list[Fired] = []
         rejected: list[tuple[int, str]] = []
+        ahead: list[int] = []
         group: list[Orders] = []
         newest = self.last_seq
         for i, entry in enumerate(entries):
-            if isinstance(entry, Orders) and entry.run == self.run and entry.seq > newest:
+            if (
+                isinstance(entry, Orders)
+                and entry.run == self.run
+                and not self.ended
+                and entry.seq == next_seq_of(self.shard, self.shards, newest)
+            ):
                 group.append(entry)
                 newest = entry.seq
                 continue
-            fired += self._apply_group(group, rejected, i - len(group))
+            fired += self._apply_group(group, rejected, ahead, i - len(group))
             group = []
             try:
                 fired += self.apply(entry)
+            except Ahead:
+                ahead.append(i)
             except Rejected as exc:
                 rejected.append((i, str(exc)))
             newest = self.last_seq
-        fired += self._apply_group(group, rejected, len(entries) - len(group))
-        return fired, rejected
+        fired += self._apply_group(group, rejected, ahead, len(entries) - len(group))
+        return fired, rejected, sorted(ahead)
 
     def _apply_group(
-        self, group: list[Orders], rejected: list[tuple[int, str]], first_index: int
+        self,
+        group: list[Orders],
+        rejected: list[tuple[int, str]],
+        ahead: list[int],
+        first_index: int,
     ) -> list[Fired]:
         if not group:
             return []
@@ -223,7 +316,9 @@ class State:
         fired: list[Fired] = []
         for i, batch in enumerate(group):
             try:
-                fired += self._apply_orders([batch])
+                fired += self.apply(batch)
+            except Ahead:
+                ahead.append(first_index + i)  # behind a culprit: it is missing now
             except Rejected as exc:
                 rejected.append((first_index + i, str(exc)))
         return fired
@@ -244,6 +339,7 @@ class State:
         gmv_before, orders_before = self.gmv_fen, self.orders
         self.gmv_fen += int(amt.sum())
         self.orders += len(amt)
+        self.folded += len(amt)
         np.add.at(self.cat_gmv, cat, amt)
         self.cat_orders += np.bincount(cat, minlength=len(self.cat_orders))
         np.add.at(self.cty_gmv, cty, amt)
@@ -257,11 +353,13 @@ class State:
             pending = [m for m in self.meta.milestones if m.id not in done]
             fired = crossings(pending, at, amt, gmv_before, orders_before)
             self.fired.extend(fired)
+        if self.meta.shards == 1:
+            self._curve_orders(batches, at, amt, gmv_before, orders_before)
         cross_border = np.flatnonzero(cty)[-RECENT_ORDERS:]
-        self.recent = [(int(at[i]), int(amt[i]), int(cty[i]), int(reg[i])) for i in cross_border]
+        newest = [(int(at[i]), int(amt[i]), int(cty[i]), int(reg[i])) for i in cross_border]
+        # The newest across batches: one without cross-border orders keeps the last ones.
+        self.recent = (self.recent + newest)[-RECENT_ORDERS:]
         for b in batches:
-            if b.seq > self.next_seq():
-                self.gaps += 1
             self.last_seq = b.seq
             if self.shards > 1:
                 self._journal(b.seq, b.n, int(b.amt.sum()), b.t1)
@@ -351,6 +449,7 @@ class State:
         gmv_rate, orders_rate = self.rates()
         done = {f.milestone.id for f in self.fired}
         reached = {"gmv_fen": self.gmv_fen, "orders": self.orders}
+        base = {"gmv_fen": meta.base_gmv_fen, "orders": meta.base_orders} if meta else {}
         return {
             "run": self.run,
             "profile": meta.profile if meta else None,
@@ -383,6 +482,22 @@ class State:
                 # A window that starts past a threshold never fires it: not upcoming.
                 if m.id not in done and m.threshold > reached[m.metric]
             ],
+            # Passed before this window started (a window replay, a seek): never fired
+            # by this run, but part of the day.
+            "before_window": [
+                {
+                    "id": m.id,
+                    "label": m.label,
+                    "metric": m.metric,
+                    "threshold": m.threshold,
+                    "documented": m.documented,
+                }
+                for m in sorted(
+                    meta.milestones if meta else (),
+                    key=lambda m: (m.metric != "gmv_fen", m.threshold),
+                )
+                if m.id not in done and m.threshold <= base[m.metric]
+            ],
             "last_year_gmv_fen": meta.last_year_gmv_fen if meta else 0,
             "last_year_points": [list(p) for p in meta.last_year_points] if meta else [],
             "usd_rate": meta.usd_rate if meta else "0",
@@ -397,6 +512,9 @@ class State:
             "ended": self.ended,
             "duplicates": self.duplicates,
             "dead_letters": self.dead_letters,
+            "gaps": self.gaps,
+            "held": self.held,
+            "curve": self.curve(),
         }
 
     # -- persistence -------------------------------------------------------------------
@@ -429,6 +547,10 @@ class State:
                 "dead_letters": self.dead_letters,
                 "shard": self.shard,
                 "recent": self.recent,  # the merge step shows the newest part's
+                "curve": self.fixed,
+                "next_minute": self.next_minute,
+                "carry": [[m, g, o] for m, (g, o) in self.carry.items()],
+                "held": self.held,
             },
             option=orjson.OPT_SERIALIZE_NUMPY,
         )
@@ -458,6 +580,18 @@ class State:
         state.fired = [Fired(by_id[mid], t) for mid, t in data["fired"]]
         state.samples = deque(tuple(s) for s in data["samples"])
         state.recent = [tuple(r) for r in data.get("recent", [])]
+        state.held = data.get("held", 0)
+        if "curve" in data:
+            state.fixed = [list(p) for p in data["curve"]]
+            state.next_minute = data["next_minute"]
+            state.carry = {m: (g, o) for m, g, o in data["carry"]}
+        elif meta is not None and meta.shards == 1:
+            # A state written before the curve was kept: its start, then the latest.
+            state.start_curve()
+            state.next_minute = max(
+                state.next_minute,
+                (state.sim_time_ms // timeline.STEP_MS + 1) * timeline.STEP_MS,
+            )
         return state
 
 

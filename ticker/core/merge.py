@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ticker.core.aggregate import Fired, State, crossings
+from ticker.core.aggregate import RECENT_ORDERS, Fired, State, crossings
 from ticker.core.batch import Orders
+from ticker.core.timeline import STEP_MS
 
 RETIRED_RUNS = 16  # runs a seek replaced, remembered so their late rows are dropped
 
@@ -113,6 +114,13 @@ class Merge:
                 self.state.fired.extend(new)
                 fired += new
             del self.pending[(self.run, self.next_seq)]
+            if row.orders:
+                # A batch lies within one slot, and slots never straddle a minute (they
+                # are 100 ms or 1 s on the clock's grid): every minute up to the one its
+                # last order falls in is over before it.
+                self.state.fix_minutes((row.sim_ms - 1) // STEP_MS * STEP_MS, gmv, orders)
+            elif row.seq:  # the run's end: every minute up to it is over
+                self.state.fix_minutes(row.sim_ms, gmv, orders)
             self.prefix_gmv_fen += row.gmv_fen
             self.prefix_orders += row.orders
             self.next_seq += 1
@@ -134,6 +142,7 @@ class Merge:
         if s.meta is None:
             s.meta = mine[0].meta
             s.samples.clear()
+            s.start_curve()
         assert s.meta is not None
         s.gmv_fen = s.meta.base_gmv_fen + sum(p.gmv_fen for p in mine)
         s.orders = s.meta.base_orders + sum(p.orders for p in mine)
@@ -152,8 +161,8 @@ class Merge:
         s.duplicates = sum(p.duplicates for p in parts)
         s.dead_letters = sum(p.dead_letters for p in parts)
         newest = max(mine, key=lambda p: p.sim_time_ms)
-        # The sample orders of the part with the latest paid order.
-        s.recent = max((p.recent for p in mine), key=lambda r: r[-1][0] if r else -1)
+        # The newest sample orders of all parts.
+        s.recent = sorted(r for p in mine for r in p.recent)[-RECENT_ORDERS:]
         self.parts_ended = len(mine) == s.meta.shards and all(p.ended for p in mine)
         s.sample(newest.sim_time_ms)
 
