@@ -186,6 +186,34 @@ def test_late_viewer_mid_day_sees_the_chart_from_the_windows_start(live: Site) -
     assert state["sim_time_ms"] - view["lastMs"] <= 60_000
 
 
+def test_late_viewer_holds_the_same_curve_as_one_that_watched(live: Site) -> None:
+    """A page opened late holds the same minute points as one that watched from the start."""
+    early = live.open()
+    wait_clock(early, "06:30:00")
+    late = live.open()
+    late.wait_for_function("window.tickerView.chart.lastMs >= 6.5 * 3600000")
+    fixed = "window.tickerState.curve.filter((p) => p[0] % 60000 === 0)"
+    a, b = early.evaluate(fixed), late.evaluate(fixed)
+    common = min(a[-1][0], b[-1][0])
+    assert [p for p in a if p[0] <= common] == [p for p in b if p[0] <= common]
+    assert a[0][0] == b[0][0] == 0  # the day before the window came with it: no wall
+
+
+def test_window_replay_states_its_basis_and_keeps_earlier_milestones(live: Site) -> None:
+    """From 06:00: 'since 06:00' on the lists, one line on the basis, earlier milestones kept."""
+    page = live.open()
+    page.wait_for_function("document.querySelectorAll('#milestones li.before').length >= 5")
+    before = page.eval_on_selector_all(
+        "#milestones li.before", "els => els.map((e) => [e.dataset.beforeId, e.textContent])"
+    )
+    ids = [i for i, _ in before]
+    assert ids[:5] == ["gmv_1bn", "gmv_10bn", "gmv_19_1bn", "gmv_50bn", "gmv_100bn"]
+    assert all(text.startswith("before 06:00") for _, text in before)
+    assert page.locator("#cat-label .since").text_content() == "since 06:00"
+    assert page.locator("#fig-label .since").text_content() == "since 06:00"
+    assert (page.locator("#basis").text_content() or "").startswith("Replay from 06:00 · ")
+
+
 # -- the operator -------------------------------------------------------------------------
 
 
@@ -271,6 +299,16 @@ def test_no_clipped_text(ended: Site, width: int, height: int) -> None:
     assert page.evaluate(CLIPPED) == []
 
 
+@pytest.mark.parametrize(("width", "height"), VIEWPORTS, ids=[f"{w}x{h}" for w, h in VIEWPORTS])
+def test_no_clipped_text_in_a_window_replay(live: Site, width: int, height: int) -> None:
+    """With the window's basis line, 'since' notes and earlier milestones, nothing is cut."""
+    page = live.open("?token=" + TOKEN, width, height)
+    page.wait_for_function("document.querySelectorAll('#milestones li.before').length >= 5")
+    page.wait_for_function("window.tickerView.chart.labels.length > 0")
+    page.wait_for_timeout(300)  # the lists' fitting runs after a short debounce
+    assert page.evaluate(CLIPPED) == []
+
+
 def test_amounts_are_on_the_counters_scale(ended: Site) -> None:
     """At 1/1000, milestone labels and the next milestone are rewritten to scale, said once."""
     page = ended.open()
@@ -282,6 +320,20 @@ def test_amounts_are_on_the_counters_scale(ended: Site) -> None:
     assert page.locator("#scale").text_content() == "1:1,000 miniature"
     assert page.locator("#brand-line").text_content() == "¥100k"
     assert "RMB" not in (page.locator("#vs-last-year").text_content() or "")
+
+
+def test_headline_figures_are_shown(ended: Site) -> None:
+    """Brands past the (scaled) RMB 100m line with the named ones, and the share abroad."""
+    page = ended.open()
+    page.wait_for_function("document.body.dataset.ended === 'true'")
+    state = page.evaluate("window.tickerState")
+    assert page.locator("#brands-over").text_content() == f"{state['brands_over_100m']:,}"
+    brands = page.locator("#top-brands").text_content() or ""
+    for name in ("Apple", "Dyson", "Kindle", "Estée Lauder", "L'Oréal", "Nestlé", "Nike"):
+        assert name in brands
+    share = page.locator("#intl-share").text_content() or ""
+    assert 30 <= float(share.lstrip("≥").rstrip("%")) <= 40.1
+    assert page.locator("#orders").text_content() == "1,042,000"
 
 
 def test_page_folds_curve_tails_by_the_servers_rule(ended: Site) -> None:
