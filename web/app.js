@@ -1343,14 +1343,16 @@
   }
   function renderRates() {
     const s = state || {};
+    // After the end (or while paused) there is no rate: the tiles say so, and the peaks
+    // stay in the meters.
     const over = s.ended === true;
-    const g = over ? 0 : Number(s.gmv_fen_per_s) || 0;
-    const o = over ? 0 : Number(s.orders_per_s) || 0;
-    // After the end there is no rate: the tiles say so (the peaks stay in the meters).
-    setText(el.rateGmv, over ? "day over" : fmtMoney(g));
-    setText(el.rateOrders, over ? "day over" : fmtInt(o));
+    const still = over ? "day over" : state && replayState() === "paused" ? "paused" : "";
+    const g = still ? 0 : Number(s.gmv_fen_per_s) || 0;
+    const o = still ? 0 : Number(s.orders_per_s) || 0;
+    setText(el.rateGmv, still || fmtMoney(g));
+    setText(el.rateOrders, still || fmtInt(o));
     for (const n of [el.rateGmv, el.rateOrders]) {
-      if (n.parentNode.dataset.over !== String(over)) n.parentNode.dataset.over = String(over);
+      if (n.parentNode.dataset.over !== String(!!still)) n.parentNode.dataset.over = String(!!still);
     }
     renderMeter(el.meterGmv, el.meterGmvPeak, g, peaks.gmv);
     renderMeter(el.meterOrders, el.meterOrdersPeak, o, peaks.orders);
@@ -1972,6 +1974,7 @@
         if (state === null) break; // the snapshot carries it
         state.replay = msg.replay ?? null;
         renderReplay();
+        renderRates();
         break;
       case "milestone":
         notePosition(msg.position);

@@ -162,6 +162,17 @@ def test_late_viewer_after_the_end_sees_the_whole_day(ended: Site) -> None:
     assert view["drawnNow"] > 1000
 
 
+def test_reload_draws_the_same_chart(ended: Site) -> None:
+    """Reloaded, the page holds the same curve and draws the same span."""
+    page = ended.open()
+    page.wait_for_function("window.tickerView.chart.lastMs === 86400000")
+    before = page.evaluate("[window.tickerState.curve, window.tickerView.chart.points]")
+    page.reload()
+    page.wait_for_function("window.tickerView.chart.lastMs === 86400000")
+    assert page.evaluate("[window.tickerState.curve, window.tickerView.chart.points]") == before
+    assert page.url == ended.url
+
+
 def test_late_viewer_after_the_end_sees_it_ended_with_the_last_orders(ended: Site) -> None:
     """After the end: 'Replay ended', no live speed chip, no live rates, the last orders."""
     page = ended.open()
@@ -225,6 +236,7 @@ def test_pause_and_resume_from_the_page(live: Site) -> None:
     page.click("#ctl-pause")
     page.wait_for_function("document.getElementById('replay-chip').textContent === '❚❚ paused'")
     assert page.locator("#ctl-pause").text_content() == "Resume"
+    assert page.locator("#rate-gmv").text_content() == "paused"
     page.click("#ctl-pause")
     page.wait_for_function("document.getElementById('replay-chip').textContent === '▶ 600\\u00d7'")
     assert page.locator("#ctl-pause").text_content() == "Pause"

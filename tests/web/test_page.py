@@ -139,6 +139,8 @@ def test_page_resumes_after_a_server_restart_and_ends_exact(ticker: Ticker, tab:
         assert "reconnecting" in statuses
         assert_never_falls(tab)
         assert tab.milestone_ids() == [m["id"] for m in api_state(url)["milestones"]]
+        view = tab.page.evaluate("window.tickerView.chart")  # the whole window, reconnect or not
+        assert (view["firstMs"], view["lastMs"]) == (18 * 3_600_000, 86_400_000)
     finally:
         serve.kill()  # the page is still connected: see above
         serve.wait()
