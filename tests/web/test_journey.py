@@ -6,6 +6,9 @@ obey are disabled or refused with the reason; no text is clipped at four screen 
 """
 
 import contextlib
+import json
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -72,6 +75,28 @@ CLIPPED = """
 """
 
 
+# Installed before the page: while window.__deaf is true the page's websocket drops every
+# tick, as if the page had missed them (asleep, coalesced, on a bad link).
+DEAF = """
+(() => {
+  const Native = window.WebSocket;
+  window.__deaf = false;
+  window.WebSocket = class extends Native {
+    set onmessage(fn) {
+      super.onmessage = (ev) => {
+        if (!(window.__deaf && String(ev.data).includes('"type":"tick"'))) fn(ev);
+      };
+    }
+  };
+})();
+"""
+
+
+def api_state(url: str) -> dict:
+    with urllib.request.urlopen(url + "api/state", timeout=5) as resp:
+        return dict(json.load(resp))
+
+
 @dataclass
 class Site:
     """A server (with a control token) and the pages opened on it."""
@@ -82,12 +107,14 @@ class Site:
     pages: list[Page] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
-    def open(self, query: str = "", width: int = 1280, height: int = 800) -> Page:
+    def open(self, query: str = "", width: int = 1280, height: int = 800, script: str = "") -> Page:
         context = self.browser.new_context(
             viewport={"width": width, "height": height}, device_scale_factor=1
         )
         context.set_default_timeout(30_000 * UNIT)
         context.add_init_script(RECORDER)
+        if script:
+            context.add_init_script(script)
         page = context.new_page()
         page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
         page.on("pageerror", lambda e: self.errors.append(str(e)))
@@ -208,6 +235,30 @@ def test_late_viewer_holds_the_same_curve_as_one_that_watched(live: Site) -> Non
     common = min(a[-1][0], b[-1][0])
     assert [p for p in a if p[0] <= common] == [p for p in b if p[0] <= common]
     assert a[0][0] == b[0][0] == 0  # the day before the window came with it: no wall
+
+
+def test_missed_minutes_are_fetched_again(live: Site) -> None:
+    """Ticks missed for over half an hour of the day: the page fetches the curve again."""
+    page = live.open(script=DEAF)
+    fetched: list[str] = []
+    page.on("request", lambda r: "api/state" in r.url and fetched.append(r.url))
+    wait_clock(page, "06:05:00")
+    page.evaluate("window.__deaf = true")
+    deaf_at = page.evaluate("window.tickerState.sim_time_ms")
+    deadline = time.monotonic() + 60 * UNIT
+    while api_state(live.url)["sim_time_ms"] < deaf_at + 45 * 60_000:
+        assert time.monotonic() < deadline, "the replay did not move on"
+        time.sleep(0.1)
+    page.evaluate("window.__deaf = false")
+    page.wait_for_function(f"window.tickerView.chart.lastMs > {deaf_at + 45 * 60_000}")
+    page.wait_for_function(
+        "window.tickerState.curve.filter((p) => p[0] % 60000 === 0).length"
+        f" >= {(deaf_at + 45 * 60_000) // 60_000 + 1}"
+    )
+    assert fetched, "the page never asked for the whole curve"
+    mine = page.evaluate("window.tickerState.curve.filter((p) => p[0] % 60000 === 0)")
+    server = [p for p in api_state(live.url)["curve"] if p[0] % 60_000 == 0]
+    assert mine == server[: len(mine)]
 
 
 def test_window_replay_states_its_basis_and_keeps_earlier_milestones(live: Site) -> None:
