@@ -16,6 +16,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +45,24 @@ WAITING_SHOWN_S = 1.0
 WAITING_NOTICE_S = 2.0
 REPORT_EVERY_S = HEARTBEAT_MS / 1000 * 0.8  # the loops below may oversleep by 50 ms
 CONTROL_BATCH = 100  # control entries read at a time
+# Run ids: what the stream accepts (1..64 characters); a seek adds `~<second of the day>`
+# to the part before any `~`, which is therefore at most MAX_RUN_BASE characters.
+MAX_RUN = 64
+MAX_RUN_BASE = MAX_RUN - len("~86400")
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*(~[0-9]+)?$")
+
+
+def run_id_problem(run: str) -> str | None:
+    """Why `run` cannot be a run id (None if it can)."""
+    base = run.split("~", 1)[0]
+    if len(run) > MAX_RUN or len(base) > MAX_RUN_BASE:
+        return (
+            f"at most {MAX_RUN_BASE} characters (a seek adds ~<second>; the stream takes "
+            f"{MAX_RUN}), got {len(run)}"
+        )
+    if not RUN_ID.match(run):
+        return "letters, digits, '.', '_', ':' and '-' only, optionally ending in ~<second>"
+    return None
 
 
 @dataclass
@@ -162,7 +181,7 @@ class Replay:
         plan = self.plan
         self.plan = DayPlan(plan.profile, plan.scale, to_ms, plan.to_ms, plan.seed, plan.batch_size)
         base = self.run_id.split("~", 1)[0]
-        self.run_id = f"{base}~{to_ms // 1000}"[:64]
+        self.run_id = f"{base[:MAX_RUN_BASE]}~{to_ms // 1000}"
         self.progress = Progress(sim_ms=to_ms, speed_asked=self.clock.speed)
         self.clock.reanchor(time.monotonic(), to_ms)
         log.info("seeking to %s as run %s", format_time_of_day(to_ms), self.run_id)

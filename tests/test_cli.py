@@ -1,9 +1,13 @@
 """The command line as a newcomer meets it: clear one-line errors, right exit codes."""
 
 import asyncio
+import os
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -134,3 +138,101 @@ def wait_for_state(ticker: Ticker, name: str, timeout: float = 20) -> None:
     while (replay_state(ticker.redis_url, ticker.namespace) or {}).get("state") != name:
         assert time.monotonic() < deadline, f"the replay never reported {name}"
         time.sleep(0.05)
+
+
+# -- commands that tell the truth about ports, Redis, and what they wait for -----------
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A port of 127.0.0.1 with another program listening on it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def one_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+def test_serve_on_a_busy_port_is_one_line_suggesting_a_free_one(busy_port: int) -> None:
+    """A busy port: exit 2 with `port N is in use; try --port M` before touching Redis."""
+    unreachable = f"redis://127.0.0.1:{free_port()}/0"
+    result = cli("serve", "--port", str(busy_port), "--redis-url", unreachable)
+    assert result.returncode == 2
+    assert f"port {busy_port} is in use; try --port " in one_line(result)
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "http"])
+def test_serve_refuses_a_port_out_of_range_in_one_line(port: str) -> None:
+    """An impossible port number exits 2 with one line, nothing started."""
+    result = cli("serve", "--port", port)
+    assert result.returncode == 2
+    assert "must be a port number 1..65535" in one_line(result)
+
+
+def test_demo_on_a_busy_port_starts_nothing(busy_port: int, tmp_path: Path) -> None:
+    """The demo checks its port first: one line, exit 2, no Redis, no data folder."""
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    data = tmp_path / "data"
+    result = subprocess.run(
+        [sys.executable, "-m", "ticker", "demo", "--port", str(busy_port), "--data-dir", str(data)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert f"port {busy_port} is in use; try --port " in one_line(result)
+    assert not data.exists()
+
+
+def test_a_lone_replay_says_it_waits_for_an_aggregator(ticker: Ticker) -> None:
+    """With no aggregator, the replay soon says it waits, with the backlog and the command."""
+    replay = ticker.start("replay", "--scale", "0.001", "--speed", "max")
+    wanted = f"--redis-url {ticker.redis_url} --namespace {ticker.namespace}`"
+    try:
+        deadline = time.monotonic() + 30 * UNIT
+        while "waiting for an aggregator:" not in ticker.output(replay):
+            assert time.monotonic() < deadline and replay.poll() is None, ticker.output(replay)
+            time.sleep(0.1)
+    finally:
+        stop(replay)
+    line = next(x for x in ticker.output(replay).splitlines() if "waiting for an aggr" in x)
+    assert "entries written are not yet consumed" in line
+    assert f"start one with `ticker aggregate {wanted}" in line
+
+
+def test_redis_passwords_are_masked_in_messages() -> None:
+    """A Redis URL's password never reaches a message: it reads ****."""
+    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+    result = cli("replay", "--scale", "0.001", "--redis-url", url)
+    line = one_line(result)
+    assert "hunter2" not in line and ":****@127.0.0.1" in line
+
+
+@pytest.mark.parametrize(
+    ("url", "code", "says"),
+    [
+        ("not-a-url", 2, "'not-a-url' is not a feed address: it has no scheme"),
+        ("ftp://host/", 2, "unknown scheme 'ftp'"),
+        ("http://127.0.0.1:99999/", 2, "port is not a number"),
+        ("http://nosuch.invalid/", 1, "cannot reach the feed at ws://nosuch.invalid/ws: unknown"),
+    ],
+)
+def test_watch_on_a_bad_address_says_what_is_wrong(url: str, code: int, says: str) -> None:
+    """A malformed address exits 2, an unreachable one 1, each with one line."""
+    result = cli("watch", url)
+    assert result.returncode == code
+    assert says in one_line(result)
+
+
+def test_watch_with_nothing_listening_says_so() -> None:
+    """Nothing listening at the address: exit 1 saying so and what to start."""
+    result = cli("watch", f"http://127.0.0.1:{free_port()}/")
+    assert result.returncode == 1
+    assert "connection refused" in one_line(result) and "ticker serve" in one_line(result)

@@ -101,3 +101,24 @@ def test_watch_prints_the_final_gmv_of_a_finished_replay(ticker: Ticker, server:
     )
     assert result.returncode == 0, result.stderr
     assert "213,500,000" in result.stdout, result.stdout
+
+
+def test_watch_says_reconnecting_when_the_server_goes_away(ticker: Ticker, server: Server) -> None:
+    """A server that went away: watch prints a visible reconnecting line and keeps trying."""
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "ticker", "watch", server.url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert watch.stdout is not None
+        assert "GMV" in watch.stdout.readline()  # connected: the first screen
+        stop(server.proc)
+        line = watch.stdout.readline()
+        assert f"lost the feed at {server.ws_url}" in line and "reconnecting" in line
+        assert watch.poll() is None
+    finally:
+        stop(watch)
+        if watch.stdout:
+            watch.stdout.close()

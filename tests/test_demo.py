@@ -38,7 +38,7 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_demo_runs_everything_and_ctrl_c_stops_all_of_it() -> None:
+def test_demo_runs_everything_and_ctrl_c_stops_all_of_it(tmp_path: Path) -> None:
     """With no Redis configured, the demo embeds one, serves a climbing counter, and SIGINT
     stops every process it started."""
     port = free_port()
@@ -56,6 +56,8 @@ def test_demo_runs_everything_and_ctrl_c_stops_all_of_it() -> None:
                 "0.001",
                 "--speed",
                 "600",
+                "--data-dir",
+                str(tmp_path),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -89,3 +91,17 @@ def test_demo_runs_everything_and_ctrl_c_stops_all_of_it() -> None:
     assert "started an embedded redis-server" in output
     assert f"open http://127.0.0.1:{port}/" in output
     assert "?token=" in output
+    banner_reaches_the_demo(output, port, tmp_path)
+
+
+def banner_reaches_the_demo(output: str, port: int, data: Path) -> None:
+    """The banner's commands name the demo's Redis and namespace; logs and the append-only
+    file are in the data folder, not on the terminal."""
+    redis_url = output.split("embedded redis-server at ", 1)[1].split()[0]
+    reach = f"--redis-url {redis_url} --namespace demo"
+    assert f"ticker control pause {reach}" in output and f"ticker verify {reach}" in output
+    assert f"ticker watch http://127.0.0.1:{port}/" in output
+    assert f"Logs of the aggregator and the server: {data / 'demo.log'}" in output
+    assert "GET /api/state" in (data / "demo.log").read_text()  # the server's access log
+    assert "GET /api/state" not in output
+    assert (data / "appendonlydir").is_dir()

@@ -18,7 +18,6 @@ import logging
 import os
 import socket
 import time
-import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -33,6 +32,7 @@ from ticker.errors import FencedOff, TickerError
 from ticker.keys import GROUP, Keys
 from ticker.lease import LEASE_MS, Lease, fence
 from ticker.redis_io import TRANSIENT, client
+from ticker.reseed import new_epoch, reseed
 
 if TYPE_CHECKING:
     from ticker.sharding import Share
@@ -56,7 +56,7 @@ COMMIT_INTERVAL = 0.05
 # KEYS: state, orders, feed (a shard's partials), dead letters, epoch, lease, merged floor,
 #       curve
 # ARGV: expected commit, state blob, group, feed maxlen, feed payload, new epoch,
-#       consumer name, lease ms, brand tally blob, the full curve as JSON ('' on a shard:
+#       lease token, lease ms, brand tally blob, the full curve as JSON ('' on a shard:
 #       the merge step writes it), number of dead letters D, then D triples (original id,
 #       reason, raw fields as JSON), then the ids to acknowledge.
 COMMIT = (
@@ -109,6 +109,11 @@ return redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'u', ARGV[5])
 HOLD_SECONDS = float(os.environ.get("TICKER_HOLD_SECONDS", HOLD_SECONDS))
 
 
+def default_name() -> str:
+    """An aggregator's name when none is given: unique per process (host, pid, random)."""
+    return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
+
+
 class RunIncomplete(TickerError):
     """The run can no longer end: its end entry came ahead of batches that never came."""
 
@@ -140,11 +145,11 @@ class Aggregator:
         shard and when to hand it to another process (see `ticker.sharding`)."""
         self.redis_url, self.keys, self.burst = redis_url, keys, burst
         self.shards, self.share = shards, share
-        self.consumer = consumer or f"{socket.gethostname()}-aggregator"
+        self.consumer = consumer or default_name()
         self.log_every = log_every
         self.state = State()
         self.commit_no = 0
-        self.epoch = uuid.uuid4().hex[:12]
+        self.epoch = new_epoch()
         self.stats = Stats()
         self.stopping = asyncio.Event()
         self.redis = client(redis_url)
@@ -159,8 +164,17 @@ class Aggregator:
         """Reload the committed state and make sure the consumer group exists."""
         self.hold = Hold(self.hold.wait_s)  # held entries are read again from the pending list
         raw = await self.redis.hmget(self.keys.state, ["commit", "state", "brands"])
-        self.commit_no = int(raw[0] or 0)
-        self.state = State.loads(raw[1], raw[2]) if raw[1] else State()
+        if raw[1] is None and self.commit_no > 0:
+            # Redis lost its data (restarted empty) while we hold a committed state: put
+            # it back, with a new epoch so that every reader sees the feed was lost.
+            self.epoch = new_epoch()
+            await self._reseed()
+        elif raw[1] is None:
+            self.epoch = new_epoch()  # a new feed: never reuse an epoch from memory
+            self.commit_no, self.state = 0, State()
+        else:
+            self.commit_no = int(raw[0] or 0)
+            self.state = State.loads(raw[1], raw[2])
         if self.shards > 1:
             self.state.shard = self.keys.shard_index or 0
             # Trim nothing until the merge step says what it has taken.
@@ -170,6 +184,31 @@ class Aggregator:
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+
+    async def _reseed(self) -> None:
+        sharded = self.shards > 1
+        await reseed(
+            self.redis,
+            [
+                self.keys.state,
+                self.keys.lease,
+                self.keys.epoch,
+                self.keys.curve,
+                self.keys.partials if sharded else self.keys.feed,
+            ],
+            self.lease.holder,
+            LEASE_MS,
+            self.commit_no,
+            (
+                self.state.dumps(),
+                self.state.brand_blob(),
+                b"" if sharded else orjson.dumps(self.state.curve()),
+                b"[]" if sharded else self.feed_payload([]),
+                b"",
+            ),
+            PARTIALS_MAXLEN if sharded else FEED_MAXLEN,
+            self.epoch,
+        )
 
     async def claim_all(self) -> int:
         """Take over every entry pending for any other consumer (a dead aggregator's).
@@ -231,11 +270,14 @@ class Aggregator:
             try:
                 opened = await self.apply_and_commit(entries) if entries or due else False
             except FencedOff:
-                if not await self.lease.held():
+                if await self.lease.held():
+                    # We hold the lease, so no one else commits: the commit that "failed"
+                    # was our own, applied by Redis but its reply lost and then retried.
+                    log.warning("a commit's reply was lost; reloading the committed state")
+                elif await self.redis.exists(self.keys.state):
                     raise
-                # We hold the lease, so no one else commits: the commit that "failed" was
-                # our own, applied by Redis but its reply lost and the command retried.
-                log.warning("a commit's reply was lost; reloading the committed state")
+                elif not await self.lease.acquire(self.stopping):
+                    return  # Redis came back empty, lease and all: `load` restores the state
                 await self.load()
                 backlog = "0"
                 continue
@@ -330,18 +372,16 @@ class Aggregator:
         opened = False
         for entry_id, fields, entry in candidates:
             was_holding = bool(self.hold)
-            if self.hold.add(Held(entry_id, fields, entry, now)):
-                self.state.gaps += 1
-                if not was_holding:
-                    opened = True
-                    log.warning(
-                        "run %s: seq %d expected, got %d; holding it (up to %.0fs) for the "
-                        "missing batches",
-                        entry.run,
-                        self.state.next_seq(),
-                        entry.seq,
-                        self.hold.wait_s,
-                    )
+            if self.hold.add(Held(entry_id, fields, entry, now)) and not was_holding:
+                opened = True
+                log.warning(
+                    "run %s: seq %d expected, got %d; holding it (up to %.0fs) for the "
+                    "missing batches",
+                    entry.run,
+                    self.state.next_seq(),
+                    entry.seq,
+                    self.hold.wait_s,
+                )
         for h in self.hold.give_up(now):
             reason = (
                 f"seq {self.state.next_seq()} expected, got {h.entry.seq} (held "
@@ -349,6 +389,7 @@ class Aggregator:
             )
             dead += self._dead_letter(h.entry_id, reason, h.fields)
             ack.append(h.entry_id)
+            self.state.gaps += 1
             if isinstance(h.entry, End) and h.entry.run == self.state.run:
                 self.incomplete = (
                     f"run {h.entry.run} cannot complete: its end entry waited for batch "
@@ -378,7 +419,7 @@ class Aggregator:
                     PARTIALS_MAXLEN if self.shards > 1 else FEED_MAXLEN,
                     payload,
                     self.epoch,
-                    self.consumer,
+                    self.lease.holder,
                     LEASE_MS,
                     self.state.brand_blob(),
                     b"" if self.shards > 1 else orjson.dumps(self.state.curve()),

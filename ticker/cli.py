@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, NoReturn
 from ticker.core.batch import MAX_SHARDS
 from ticker.core.clock import DAY_MS, format_time_of_day, parse_time_of_day
 from ticker.errors import TickerError, UsageError
+from ticker.ports import port_arg
 from ticker.settings import Settings
 
 if TYPE_CHECKING:
@@ -207,7 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="serve the page, the websocket feed and the API")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--port", type=port_arg, default=8080, help="default 8080")
+    # A listening socket inherited from `ticker demo`, which binds the port itself.
+    p.add_argument("--fd", type=int, help=argparse.SUPPRESS)
     _add_server_options(p)
     _add_redis(p)
 
@@ -218,8 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_replay_options(p, speed="1")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--port", type=port_arg, default=8080, help="default 8080")
     p.add_argument("--redis-url", help="use this Redis instead of an embedded one")
+    from ticker.demo import add_options
+
+    add_options(p)
 
     for module in EXTENSIONS:
         importlib.import_module(module).register(sub, _add_redis)
@@ -272,12 +278,14 @@ def _plan(args: argparse.Namespace, batch_size: int = 4000) -> "object":
 
 def _replay(args: argparse.Namespace) -> int:
     from simulator.generator import DayPlan
-    from simulator.replay import Replay
+    from simulator.replay import Replay, run_id_problem
     from ticker.progress import ProgressBar
-    from ticker.redis_io import connect
+    from ticker.redis_io import connect, masked
 
     if args.batch_size < 1 or args.batch_size > 65_536:
         raise UsageError("--batch-size must be 1..65536")
+    if args.run is not None and (problem := run_id_problem(args.run)):
+        raise UsageError(f"--run {args.run[:70]!r}: {problem}")
     plan = _plan(args, args.batch_size)
     assert isinstance(plan, DayPlan)
     settings = _settings(args)
@@ -285,6 +293,17 @@ def _replay(args: argparse.Namespace) -> int:
         f"{plan.profile.name}-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{os.urandom(2).hex()}"
     )
     bar = ProgressBar(plan, enabled=not args.quiet)
+    aggregate = f"ticker aggregate --redis-url {masked(settings.redis_url)} --namespace "
+    aggregate += settings.keys.namespace + (f" --shards {args.shards}" if args.shards > 1 else "")
+
+    def on_waiting(backlog: int | None) -> None:
+        if backlog is None:
+            bar.say("ticker replay: an aggregator is taking the orders; writing again")
+        else:
+            bar.say(
+                f"ticker replay: waiting for an aggregator: {backlog:,} entries written are "
+                f"not yet consumed; start one with `{aggregate}`"
+            )
 
     async def go() -> None:
         r = await connect(settings.redis_url)
@@ -297,6 +316,7 @@ def _replay(args: argparse.Namespace) -> int:
             args.speed,
             bar.update,
             shards=args.shards,
+            on_waiting=on_waiting,
         )
         print(
             f"replaying {plan.profile.title} as run {run_id}: {plan.total_orders:,} orders, "
@@ -359,17 +379,23 @@ async def _aggregate_shards(args: argparse.Namespace, settings: Settings) -> Non
 def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
+    from ticker.ports import listen, local_url
     from ticker.redis_io import connect
     from ticker.server import GIL_SWITCH_INTERVAL, make_app
 
     settings = _settings(args)
+    # The port first: a busy one is refused before anything is started or announced.
+    # (`ticker demo` binds it itself and hands the socket over: --fd.)
+    inherited = args.fd is not None
+    with socket.socket(fileno=args.fd) if inherited else listen(args.host, args.port) as sock:
 
-    async def check() -> None:
-        await (await connect(settings.redis_url)).aclose()
+        async def check() -> None:
+            await (await connect(settings.redis_url)).aclose()
 
-    asyncio.run(check())
-    app = make_app(settings.redis_url, settings.keys, policy=_policy(args))
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-    print(f"serving on http://{args.host}:{args.port}/", file=sys.stderr, flush=True)
-    web.run_app(app, host=args.host, port=args.port, print=None)
+        asyncio.run(check())
+        app = make_app(settings.redis_url, settings.keys, policy=_policy(args))
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+        url = local_url(args.host, sock.getsockname()[1])
+        print(f"serving on {url}", file=sys.stderr, flush=True)
+        web.run_app(app, sock=sock, print=None)
     return 0

@@ -12,7 +12,9 @@ snapshot flagged `recovered`, so no milestone is lost and no message is seen twi
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator
+import re
+import socket
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -77,6 +79,54 @@ def parse(raw: str | bytes) -> Message:
     raise ValueError(f"unknown feed message type {kind!r}")
 
 
+class FeedUnreachable(ConnectionError):
+    """The first connection to the feed failed (with `retry_first=False`); says why."""
+
+
+_HOST_PORT = re.compile(r"^[\w.-]+:\d+/?$")
+
+
+def check_url(url: str) -> str:
+    """`url` if it is a feed or page address (http, https, ws or wss with a host, or a bare
+    host:port); raises ValueError saying what is wrong."""
+    if "://" not in url:
+        if not _HOST_PORT.match(url):
+            raise ValueError("it has no scheme; use http://host:port/ (or ws://host:port/ws)")
+        url = f"http://{url}"
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https", "ws", "wss"):
+        raise ValueError(f"unknown scheme {parts.scheme!r}; use http://, https://, ws:// or wss://")
+    if not parts.hostname:
+        raise ValueError("it has no host")
+    try:
+        parts.port  # noqa: B018 (raises ValueError when out of range)
+    except ValueError:
+        raise ValueError("its port is not a number 1..65535") from None
+    return url
+
+
+def why(exc: BaseException) -> str:
+    """A connection failure as one short phrase for people."""
+    if isinstance(exc, InvalidStatus):
+        code = exc.response.status_code
+        if code == 404:
+            return "no ticker feed at this address (HTTP 404)"
+        return f"the server refused the connection (HTTP {code})"
+    if isinstance(exc, socket.gaierror):
+        return "unknown host"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused: nothing listens there (is `ticker serve` running?)"
+    if isinstance(exc, TimeoutError):
+        return "no answer (timed out)"
+    if isinstance(exc, ConnectionClosed):
+        return "the server closed the connection"
+    if isinstance(exc, InvalidHandshake):
+        return f"not a ticker feed ({exc})"
+    if isinstance(exc, OSError):
+        return exc.strerror or exc.__class__.__name__
+    return exc.__class__.__name__
+
+
 def feed_url(url: str) -> str:
     """Accept the page's address (http://host:port/) or the feed's (ws://host:port/ws)."""
     parts = urlsplit(url if "://" in url else f"http://{url}")
@@ -95,9 +145,14 @@ class FeedClient:
         max_rate: float | None = None,
         token: str | None = None,
         max_backoff: float = 5.0,
+        retry_first: bool = True,
+        on_lost: Callable[[str], None] | None = None,
     ) -> None:
+        """With `retry_first=False`, a first connection that fails raises FeedUnreachable
+        instead of retrying. `on_lost(reason)` is called once each time a connection is lost
+        (or cannot be made), before the client retries; without it, that is logged."""
         self.url, self.topics, self.max_rate, self.token = feed_url(url), topics, max_rate, token
-        self.max_backoff = max_backoff
+        self.max_backoff, self.retry_first, self.on_lost = max_backoff, retry_first, on_lost
         self.position: str | None = None
         self.epoch: str | None = None
         self.connected = False
@@ -113,11 +168,12 @@ class FeedClient:
         return f"{self.url}?{urlencode(query)}" if query else self.url
 
     async def __aiter__(self) -> AsyncIterator[Message]:
-        delay = 0.25
+        delay, first, reported = 0.25, True, False
         while True:
+            reason = "the server closed the connection"  # unless an error says more
             try:
                 async with websockets.connect(self._address(), max_size=2**24) as ws:
-                    self.connected = True
+                    self.connected, first, reported = True, False, False
                     delay = 0.25
                     if self.topics is not None or self.max_rate is not None:
                         request: dict[str, Any] = {"type": "subscribe"}
@@ -136,9 +192,17 @@ class FeedClient:
             except InvalidStatus as exc:
                 if exc.response.status_code in (401, 403):
                     raise  # retrying cannot help: wrong token or origin
-                log.warning("feed refused the connection (%s)", exc.response.status_code)
+                reason = why(exc)
             except (TimeoutError, ConnectionClosed, InvalidHandshake, OSError) as exc:
-                log.warning("feed connection lost (%s); reconnecting", exc.__class__.__name__)
+                reason = why(exc)
             self.connected = False
+            if first and not self.retry_first:
+                raise FeedUnreachable(f"cannot reach the feed at {self.url}: {reason}")
+            if not reported:
+                reported = True  # once per loss, not once per attempt
+                if self.on_lost:
+                    self.on_lost(reason)
+                else:
+                    log.warning("feed at %s: %s; reconnecting", self.url, reason)
             await asyncio.sleep(delay * random.uniform(0.5, 1.5))
             delay = min(delay * 2, self.max_backoff)

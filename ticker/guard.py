@@ -133,9 +133,16 @@ def token_matches(expected: str, given: str | None) -> bool:
 
 
 def bearer(header: str | None) -> str | None:
-    if header and header.startswith("Bearer "):
-        return header[len("Bearer ") :].strip()
-    return None
+    """The token of an `Authorization: Bearer <token>` header; None without one, or when
+    the token is not printable UTF-8 text (no token of ours is)."""
+    if not (header and header.startswith("Bearer ")):
+        return None
+    token = header[len("Bearer ") :].strip()
+    try:
+        token.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that were not UTF-8 (surrogate escapes)
+        return None
+    return token if token.isprintable() else None
 
 
 TOKEN_ANYWHERE = re.compile(r"([?&;][\w.-]*token=)[^&;#\s\"]*", re.IGNORECASE)

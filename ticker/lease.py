@@ -3,10 +3,15 @@
 A process that stops renewing (killed, stopped, cut off) loses it within LEASE_MS, and a
 standby takes over. Holding the lease is not enough to be safe on its own (a paused holder
 may not know it lost it): every commit also checks it inside the commit's script.
+
+The lease's value is a token unique to one `Lease` object, its holder's name plus a random
+instance id (`<name>#<hex>`): two processes started with the same name still fence each
+other off, each seeing the other's token as someone else's.
 """
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any
@@ -48,9 +53,16 @@ redis.call('PEXPIRE', {lease}, {lease_ms})
 RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end"
 
 
+def token(name: str) -> str:
+    """A lease value for `name` that no other holder has: the name and a random instance id."""
+    return f"{name}#{secrets.token_hex(6)}"
+
+
 class Lease:
-    def __init__(self, redis: Any, key: str, holder: str) -> None:
-        self.redis, self.key, self.holder = redis, key, holder
+    def __init__(self, redis: Any, key: str, name: str) -> None:
+        """`holder` (the value written to the key) is `name` made unique (see `token`)."""
+        self.redis, self.key, self.name = redis, key, name
+        self.holder = token(name)
         self._take = redis.register_script(TAKE_OR_RENEW)
         self.renewed = 0.0  # monotonic time of the last renewal (a commit renews it too)
 

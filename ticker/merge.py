@@ -15,7 +15,6 @@ there.
 import asyncio
 import logging
 import time
-import uuid
 from collections import deque
 
 import orjson
@@ -30,6 +29,7 @@ from ticker.errors import FencedOff
 from ticker.keys import Keys
 from ticker.lease import LEASE_MS, Lease, fence
 from ticker.redis_io import client
+from ticker.reseed import new_epoch, reseed
 
 log = logging.getLogger("ticker.merge")
 
@@ -60,7 +60,7 @@ class Merger:
         self.lease = Lease(self.redis, keys.lease, f"{name}/merge")
         self._commit = self.redis.register_script(COMMIT)
         self.stopping = asyncio.Event()
-        self.epoch = uuid.uuid4().hex[:12]
+        self.epoch = new_epoch()
         self.merge = Merge()
         self.commit_no = 0
         self.parts: dict[int, tuple[int, State]] = {}  # shard -> (its commit, its part)
@@ -70,9 +70,38 @@ class Merger:
 
     async def load(self) -> None:
         raw = await self.redis.hmget(self.keys.state, ["commit", "state", "brands", "merge"])
+        self.parts = {}
+        if raw[3] is None:
+            self.epoch = new_epoch()  # a new feed, or one Redis lost: never an old epoch
+        if raw[3] is None and self.commit_no > 0:
+            # Redis lost its data while we hold a merged commit: put it back (see
+            # `ticker.reseed`). The shards' aggregators restore their parts the same way.
+            state = self.merge.state
+            await reseed(
+                self.redis,
+                [
+                    self.keys.state,
+                    self.keys.lease,
+                    self.keys.epoch,
+                    self.keys.curve,
+                    self.keys.feed,
+                ],
+                self.lease.holder,
+                LEASE_MS,
+                self.commit_no,
+                (
+                    state.dumps(),
+                    state.brand_blob(),
+                    orjson.dumps(state.curve()),
+                    feed_payload(state, []),
+                    self.merge.dumps(),
+                ),
+                FEED_MAXLEN,
+                self.epoch,
+            )
+            return
         self.commit_no = int(raw[0] or 0)
         self.merge = Merge.loads(raw[3], State.loads(raw[1], raw[2])) if raw[3] else Merge()
-        self.parts = {}
 
     async def run(self) -> None:
         if not await self.lease.acquire(self.stopping):

@@ -19,6 +19,7 @@ class ServerMetrics:
     gc_full: int = 0
     feed_bad_entries: int = 0  # feed entries skipped: not a state update
     resume_entries_read: int = 0  # feed entries read to find the milestones a resume missed
+    resume_readers_peak: int = 0  # the most resumes reading the feed at once
     connections_refused: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     disconnects: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
@@ -77,6 +78,12 @@ class ServerMetrics:
             "counter",
             "Feed entries read to find the milestones resuming clients missed.",
             [("", self.resume_entries_read)],
+        )
+        metric(
+            "ticker_resume_readers_peak",
+            "gauge",
+            "The most resumes that have read the feed at once (bounded per server).",
+            [("", self.resume_readers_peak)],
         )
         metric(
             "ticker_disconnects_total",

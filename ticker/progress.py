@@ -24,11 +24,22 @@ class ProgressBar:
         bar = "#" * filled + "-" * (self.WIDTH - filled)
         asked = "max" if p.speed_asked is None else f"{p.speed_asked:g}x"
         behind = f"  behind by {p.behind_ms / 1000:.1f}s" if p.behind_ms > 1000 else ""
+        waiting = (
+            f"  waiting for an aggregator ({p.backlog:,} entries not yet consumed)"
+            if p.waiting
+            else ""
+        )
         return (
             f"[{bar}] {format_time_of_day(p.sim_ms, millis=False)}  "
             f"speed {p.speed_reached:,.1f}x (asked {asked}){behind}  "
-            f"{p.orders:,} orders  RMB {p.gmv_fen // 100:,}"
+            f"{p.orders:,} orders  RMB {p.gmv_fen // 100:,} written{waiting}"
         )
+
+    def say(self, message: str) -> None:
+        """Print a line of its own, keeping the redrawn bar below it on a terminal."""
+        if self.tty and self.enabled:
+            self.out.write("\r\x1b[K")
+        print(message, file=self.out, flush=True)
 
     def update(self, p: Progress) -> None:
         if not self.enabled:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeAlias
 from urllib.parse import unquote, urlsplit
 
+import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.connection import parse_url
@@ -228,8 +229,12 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def embedded_redis(appendonly: bool = False) -> Iterator[str]:
+def embedded_redis(appendonly: bool = False, data_dir: Path | None = None) -> Iterator[str]:
     """Run a private redis-server on a free port of 127.0.0.1; yield its URL.
+
+    With `data_dir`, it keeps its data there as an append-only file (appendonly yes,
+    appendfsync everysec: at most a second of writes lost if the machine stops) and loads
+    it again on the next start; otherwise it uses a temporary folder.
 
     Uses the `redis-server` binary on PATH (Debian's redis-server package, which this
     machine kind has; `apt-get install redis-server` elsewhere).
@@ -240,7 +245,13 @@ def embedded_redis(appendonly: bool = False) -> Iterator[str]:
             "no Redis configured and no redis-server on PATH; install it "
             "(apt-get install redis-server) or set REDIS_URL"
         )
-    with tempfile.TemporaryDirectory(prefix="ticker-redis-") as tmp:
+    with contextlib.ExitStack() as stack:
+        if data_dir is None:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ticker-redis-")))
+        else:
+            folder = data_dir
+            folder.mkdir(parents=True, exist_ok=True)
+            appendonly = True
         port = free_port()
         args = [
             binary,
@@ -249,21 +260,31 @@ def embedded_redis(appendonly: bool = False) -> Iterator[str]:
             "--bind",
             "127.0.0.1",
             "--dir",
-            tmp,
+            str(folder),
             "--save",
             "",
             "--appendonly",
             "yes" if appendonly else "no",
+            "--appendfsync",
+            "everysec",
             "--logfile",
-            str(Path(tmp) / "redis.log"),
+            str(folder / "redis.log"),
         ]
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Its own session: a Ctrl-C meant for our process group must not stop Redis
+        # before the processes that use it (we terminate it last).
+        proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         url = f"redis://127.0.0.1:{port}/0"
         try:
-            deadline = time.monotonic() + 10
-            while not port_open(port):
+            # Loading a large append-only file takes a while (Redis answers LOADING).
+            deadline = time.monotonic() + (10 if data_dir is None else 300)
+            while not _answers(port):
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RedisUnavailable(f"embedded redis-server failed to start on {port}")
+                    raise RedisUnavailable(
+                        f"embedded redis-server failed to start on {port}; "
+                        f"see {folder / 'redis.log'}"
+                    )
                 time.sleep(0.02)
             yield url
         finally:
@@ -273,6 +294,19 @@ def embedded_redis(appendonly: bool = False) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def _answers(port: int) -> bool:
+    """Whether the Redis on this local port answers PING (not still loading its data)."""
+    if not port_open(port):
+        return False
+    r = redis.Redis(port=port, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        return bool(r.ping())
+    except RedisError:
+        return False
+    finally:
+        r.close()
 
 
 def port_open(port: int) -> bool:

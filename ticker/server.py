@@ -432,6 +432,7 @@ class Hub:
         self.read_at = -READER_STALE_S  # time.monotonic() of the feed reader's last reply
         self.reader: asyncio.Task[None] | None = None  # the task running `tail`
         self.resumes = asyncio.Semaphore(RESUME_READERS)
+        self.resume_readers = 0  # resumes reading the feed now
         self.closing: set[asyncio.Task[Any]] = set()  # close handshakes under way
 
     def set_state(self, state: dict[str, Any], position: str, curve: list[timeline.Point]) -> None:
@@ -726,29 +727,36 @@ class Hub:
         entry, _, part = since.partition(".")
         out: list[bytes] = []
         async with self.resumes:
-            if not await self.redis.xrange(self.keys.feed, entry, entry):
-                return None
-            if upto == "0-0" or seen >= feed.position_key(upto):
-                return out
-            start, read = entry if part else f"({entry}", 0
-            while read < RESUME_MAX_ENTRIES:
-                page = await self.redis.xrange(self.keys.feed, start, upto, count=RESUME_PAGE)
-                read += len(page)
-                self.metrics.resume_entries_read += len(page)
-                for entry_id, fields in page:
-                    position = entry_id.decode()
-                    try:
-                        _, fired = feed.parse_entry(fields)
-                    except feed.BadFeedEntry:
-                        continue
-                    at = feed.milestone_positions(position, len(fired))
-                    for f, pos in zip(fired, at, strict=True):
-                        if feed.position_key(pos) > seen:
-                            out.append(orjson.dumps(feed.milestone(f, pos)))
-                if len(page) < RESUME_PAGE:
+            self.resume_readers += 1
+            self.metrics.resume_readers_peak = max(
+                self.metrics.resume_readers_peak, self.resume_readers
+            )
+            try:
+                if not await self.redis.xrange(self.keys.feed, entry, entry):
+                    return None
+                if upto == "0-0" or seen >= feed.position_key(upto):
                     return out
-                start = f"({page[-1][0].decode()}"
-            return None
+                start, read = entry if part else f"({entry}", 0
+                while read < RESUME_MAX_ENTRIES:
+                    page = await self.redis.xrange(self.keys.feed, start, upto, count=RESUME_PAGE)
+                    read += len(page)
+                    self.metrics.resume_entries_read += len(page)
+                    for entry_id, fields in page:
+                        position = entry_id.decode()
+                        try:
+                            _, fired = feed.parse_entry(fields)
+                        except feed.BadFeedEntry:
+                            continue
+                        at = feed.milestone_positions(position, len(fired))
+                        for f, pos in zip(fired, at, strict=True):
+                            if feed.position_key(pos) > seen:
+                                out.append(orjson.dumps(feed.milestone(f, pos)))
+                    if len(page) < RESUME_PAGE:
+                        return out
+                    start = f"({page[-1][0].decode()}"
+                return None
+            finally:
+                self.resume_readers -= 1
 
 
 HUB = web.AppKey("hub", Hub)
@@ -866,6 +874,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             await sender
         if ws.close_code == WSCloseCode.MESSAGE_TOO_BIG:
             c.close_reason = "too_big"
+        if c.close_reason == "too_big":
             hub.metrics.connections_refused["too_big"] += 1
         if c.close_reason in ("heartbeat", "slow"):
             # No close handshake with a peer that does not answer; and a plain close
@@ -917,8 +926,15 @@ async def _read_requests(c: Client) -> None:
             c.close_reason = "binary"
             await c.ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"text frames only")
         elif msg.type == WSMsgType.ERROR:
-            # aiohttp's heartbeat: no pong in time (it has closed the transport, code 1006).
-            c.close_reason = "heartbeat" if isinstance(msg.data, TimeoutError) else "error"
+            # aiohttp's heartbeat: no pong in time (it has closed the transport, code 1006);
+            # or a message too big, which aiohttp closed with 1009 (the close code it keeps
+            # afterwards may be the peer's, or 1006).
+            if isinstance(msg.data, TimeoutError):
+                c.close_reason = "heartbeat"
+            elif getattr(msg.data, "code", None) == WSCloseCode.MESSAGE_TOO_BIG:
+                c.close_reason = "too_big"
+            else:
+                c.close_reason = "error"
             break
 
 

@@ -19,7 +19,7 @@ import orjson
 from ticker.aggregator import Aggregator, Worker, run_forever
 from ticker.errors import FencedOff
 from ticker.keys import Keys
-from ticker.lease import LEASE_MS
+from ticker.lease import LEASE_MS, token
 from ticker.merge import Merger
 from ticker.redis_io import TRANSIENT, Client, client
 
@@ -131,7 +131,8 @@ async def run_sharded(
     tasks = [
         *(_keep_running(w, f"shard {i}", w.share) for i, w in enumerate(workers)),
         _keep_running(merger, "merge step"),
-        _heartbeat(redis, keys, name, balance, stopping),
+        # One member per process, even when two processes were given the same name.
+        _heartbeat(redis, keys, token(name), balance, stopping),
     ]
     if burst:
         tasks.append(_until_ended(redis, keys, stopping))

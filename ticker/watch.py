@@ -7,8 +7,11 @@ import sys
 import time
 from typing import Any, TextIO
 
-from ticker.client import FeedClient, Milestone, Snapshot, Tick
+from websockets.exceptions import InvalidStatus
+
+from ticker.client import FeedClient, FeedUnreachable, Milestone, Snapshot, Tick, check_url
 from ticker.core.clock import format_time_of_day
+from ticker.errors import UsageError
 
 
 def render(state: dict[str, Any], milestones: list[dict[str, Any]], status: str) -> list[str]:
@@ -35,11 +38,24 @@ def render(state: dict[str, Any], milestones: list[dict[str, Any]], status: str)
 
 
 async def watch(url: str, out: TextIO, until_ended: bool, token: str | None) -> int:
-    client = FeedClient(url, topics=["totals"], max_rate=4, token=token)
     state: dict[str, Any] = {}
     milestones: list[dict[str, Any]] = []
     tty = out.isatty()
     last_print = 0.0
+
+    def on_lost(reason: str) -> None:
+        line = f"ticker watch: lost the feed at {client.url} ({reason}); reconnecting"
+        if tty:
+            lines = render(state, milestones, "reconnecting")
+            out.write("\x1b[H\x1b[J" + "\n".join(lines) + "\n" + line + "\n")
+            out.flush()
+        else:
+            print(line, file=out, flush=True)
+
+    # The first connection must work (else say why and stop); later ones are retried.
+    client = FeedClient(
+        url, topics=["totals"], max_rate=4, token=token, retry_first=False, on_lost=on_lost
+    )
     async for msg in client:
         if isinstance(msg, Snapshot | Tick):
             state = msg.state
@@ -80,6 +96,22 @@ def register(sub: "argparse._SubParsersAction[Any]", add_redis: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        url = check_url(args.url)
+    except ValueError as exc:
+        raise UsageError(f"{args.url!r} is not a feed address: {exc}") from None
     with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(watch(args.url, sys.stdout, args.until_ended, args.token))
+        try:
+            return asyncio.run(watch(url, sys.stdout, args.until_ended, args.token))
+        except FeedUnreachable as exc:
+            print(f"ticker watch: error: {exc}", file=sys.stderr)
+            return 1
+        except InvalidStatus as exc:
+            code = exc.response.status_code
+            hint = "a wrong or missing --token" if code == 401 else "this client is not allowed"
+            print(
+                f"ticker watch: error: the server refused the feed (HTTP {code}: {hint})",
+                file=sys.stderr,
+            )
+            return 1
     return 130

@@ -15,6 +15,7 @@ from simulator import profile
 from simulator.generator import DayPlan
 from simulator.replay import LostWrites, Replay
 from tests.conftest import UNIT
+from ticker.core.batch import ReplayMeta
 from ticker.core.clock import parse_time_of_day
 from ticker.keys import Keys
 from ticker.redis_io import client
@@ -118,6 +119,8 @@ async def test_malformed_control_entries_are_skipped_and_pause_still_works(
         await send(redis_url, keys, *BAD_ENTRIES, {b"c": b'{"action": "pause"}'})
         await until(lambda: _state_is(redis_url, keys, "paused"))
         assert replay.clock.paused
+        paused_at = (await state_of(redis_url, keys))["heartbeat_ms"]
+        await until(lambda: _beat_after(redis_url, keys, paused_at))  # paused, still beating
 
 
 async def _state_is(redis_url: str, keys: Keys, name: str) -> bool:
@@ -125,7 +128,8 @@ async def _state_is(redis_url: str, keys: Keys, name: str) -> bool:
 
 
 async def test_a_seek_keeps_the_first_window(redis_url: str, namespace: str) -> None:
-    """After a seek, from_ms is the seek point and window_from_ms stays the first window's."""
+    """After a seek, from_ms is the seek point and window_from_ms stays the first window's;
+    the new run's start entry carries the day before the seek point."""
     keys, to = Keys(namespace), parse_time_of_day("02:30")
     async with replaying(redis_url, namespace):
         await until(lambda: state_of(redis_url, keys))
@@ -137,6 +141,18 @@ async def test_a_seek_keeps_the_first_window(redis_url: str, namespace: str) -> 
         await until(seeked)
         state = await state_of(redis_url, keys)
         assert (state["window_from_ms"], state["window_to_ms"]) == WINDOW
+        meta = await start_meta(redis_url, keys, state["run"])
+        assert meta.history == plan(to).meta().history and meta.history[-1][0] == to - 60_000
+
+
+async def start_meta(redis_url: str, keys: Keys, run: str) -> ReplayMeta:
+    r = client(redis_url)
+    try:
+        entries = await r.xrange(keys.orders)
+    finally:
+        await r.aclose()
+    start = next(f for _, f in entries if f[b"run"] == run.encode() and f[b"kind"] == b"start")
+    return ReplayMeta.from_json(start[b"meta"])
 
 
 async def test_the_end_is_written_once_as_ended(redis_url: str, namespace: str) -> None:

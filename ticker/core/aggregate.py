@@ -120,7 +120,9 @@ class State:
     fixed: list[list[int]] = field(default_factory=list)
     next_minute: int = 0
     carry: dict[int, tuple[int, int]] = field(default_factory=dict)
-    held: int = 0  # entries held back ahead of a missing seq (set by the consumer)
+    # Set by the consumer (see `ticker.core.hold`): entries held back now, ahead of a
+    # missing seq; `gaps` counts those given up (dead-lettered) because it never came.
+    held: int = 0
     folded: int = 0  # orders this process folded in (not persisted; for its log line)
 
     @property

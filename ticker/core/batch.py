@@ -32,6 +32,7 @@ MAX_ORDER_FEN = 1_000_000_000
 # The aggregator keeps one counter per brand; a start entry naming more is refused.
 MAX_BRANDS = 16_777_216
 MAX_SHARDS = 1024
+MAX_META_INT = 2**62  # every integer of a start entry's meta (they are stored as int64)
 
 
 def shard_of(seq: int, shards: int) -> int:
@@ -162,10 +163,15 @@ _META_INTS = (
 def _check_meta_types(meta: ReplayMeta) -> None:
     """Refuse wrongly typed meta fields here, as a dead letter, rather than let them crash
     the aggregator later (a start entry that always crashes it would stop the pipeline)."""
-    for name in _META_INTS:
+    for name in (*_META_INTS, "brand_line_fen"):
         value = getattr(meta, name)
-        if type(value) is not int or value < 0:
-            raise BadEntry(f"start entry's {name} must be a non-negative integer, got {value!r}")
+        if type(value) is not int or not 0 <= value <= MAX_META_INT:
+            raise BadEntry(
+                f"start entry's {name} must be an integer 0..2**62, got {str(value)[:40]}"
+            )
+    for name in ("last_year_points", "history"):
+        if any(not 0 <= v <= MAX_META_INT for point in getattr(meta, name) for v in point):
+            raise BadEntry(f"start entry's {name} holds a value outside 0..2**62")
     for name in ("profile", "title", "scale", "usd_rate"):
         if not isinstance(getattr(meta, name), str):
             raise BadEntry(f"start entry's {name} must be a string")
@@ -175,7 +181,8 @@ def _check_meta_types(meta: ReplayMeta) -> None:
             or not isinstance(m.label, str)
             or m.metric not in ("gmv_fen", "orders")
             or type(m.threshold) is not int
-            or m.threshold < 1
+            or not 1 <= m.threshold <= MAX_META_INT
+            or not isinstance(m.documented, str | None)
         ):
             raise BadEntry(f"start entry has an invalid milestone: {m!r}"[:200])
 
