@@ -1939,8 +1939,7 @@
     switch (msg.type) {
       case "hello":
         helloEpoch = msg.epoch ?? null;
-        everConnected = true;
-        setStatus("live");
+        everConnected = true; // "live" or "resumed" once the snapshot says which
         setText(el.server, [msg.server, msg.protocol != null ? "protocol " + msg.protocol : ""].filter(Boolean).join(" · "));
         break;
       case "snapshot": {
