@@ -1512,7 +1512,8 @@
       } else {
         const [curve, joined] = mergeTail(chart.curve || [], points, fromMs);
         chart.setCurve(curve, fromMs);
-        if (!joined) refetchCurve(); // a minute or more went missing
+        if (fresh) refetchCurve(true); // a new run: the day before it, and its milestones
+        else if (!joined) refetchCurve(false); // a minute or more went missing
       }
       state.curve = chart.curve;
     } else if (chart.curve === null && ("sim_time_ms" in partial || "gmv_fen" in partial)) {
@@ -1549,14 +1550,17 @@
     checkEnded();
   }
 
-  // The whole curve again from /api/state, when a tail did not join what the page holds.
+  // The whole curve again from /api/state, when a tail did not join what the page holds,
+  // or when a tick starts a new run (a seek): ticks carry neither the day before the
+  // window nor the milestones passed before it.
   let curveFetching = false;
   let curveFetchedAt = 0;
-  async function refetchCurve() {
+  async function refetchCurve(force, tries = 0) {
     const now = performance.now();
-    if (curveFetching || now - curveFetchedAt < 1000) return;
+    if (curveFetching || (!force && now - curveFetchedAt < 1000)) return;
     curveFetching = true;
     curveFetchedAt = now;
+    let retry = false;
     try {
       const resp = await fetch(new URL("api/state", location.href), {
         headers: feedToken ? { Authorization: "Bearer " + feedToken } : {},
@@ -1564,7 +1568,9 @@
         referrerPolicy: "no-referrer",
       });
       const s = resp.ok ? await resp.json() : null;
+      if (s && state && s.run !== state.run) retry = true; // not there yet: ask again
       if (!s || !Array.isArray(s.curve) || !state || s.run !== state.run) return;
+      if (Array.isArray(s.before_window)) for (const m of s.before_window) addMilestone(m, false, true);
       const fromMs = Number(s.from_ms) || 0;
       let curve = cleanCurve(s.curve);
       // What arrived meanwhile may be newer than what came back: fold it on top.
@@ -1578,10 +1584,11 @@
       state.curve = chart.curve;
       kick();
     } catch (e) {
-      /* the next tail that does not join asks again */
+      retry = force; // the next tail that does not join asks again anyway
     } finally {
       curveFetching = false;
     }
+    if (retry && tries < 10) setTimeout(() => refetchCurve(true, tries + 1), 500);
   }
 
   function renderMeta(partial) {
@@ -1738,7 +1745,14 @@
     el.controls.dataset.replay = rs;
     if (obeys && document.activeElement !== el.ctlSpeed) {
       const v = r.speed == null ? "max" : String(r.speed);
-      if ([...el.ctlSpeed.options].some((o) => o.value === v)) el.ctlSpeed.value = v;
+      if (![...el.ctlSpeed.options].some((o) => o.value === v)) {
+        // a speed set elsewhere (`ticker control speed 3000`): show it as it is
+        const o = document.createElement("option");
+        o.value = v;
+        o.textContent = fmtInt(Number(v)) + "×";
+        el.ctlSpeed.insertBefore(o, [...el.ctlSpeed.options].find((x) => x.value === "max" || Number(x.value) > Number(v)) || null);
+      }
+      el.ctlSpeed.value = v;
     }
     if (ctlAwait && ctlAwait.done(r, rs)) {
       ctlMessage(ctlAwait.message, "ok");

@@ -304,6 +304,9 @@ def test_seek_back_from_the_page(live: Site) -> None:
     page.wait_for_function("window.tickerView.chart.firstMs === 6 * 3600000 + 600000")
     clock = page.locator("#clock").text_content() or ""
     assert "06:10:00" <= clock < "06:40:00"
+    page.wait_for_function("document.querySelectorAll('#milestones li.before').length >= 5")
+    before = page.eval_on_selector_all(".before .ms-time", "els => els.map((e) => e.textContent)")
+    assert set(before) == {"before 06:10"}
     assert page.locator("#basis").text_content() == (
         "Replay from 06:10 · counter and chart: totals from 00:00 · "
         "lists, brands and shares: since 06:10"
