@@ -1346,7 +1346,8 @@
     // After the end (or while paused) there is no rate: the tiles say so, and the peaks
     // stay in the meters.
     const over = s.ended === true;
-    const still = over ? "day over" : state && replayState() === "paused" ? "paused" : "";
+    const windowOver = over && Number(s.to_ms) > 0 && Number(s.to_ms) < DAY_MS;
+    const still = over ? (windowOver ? "ended" : "day over") : state && replayState() === "paused" ? "paused" : "";
     const g = still ? 0 : Number(s.gmv_fen_per_s) || 0;
     const o = still ? 0 : Number(s.orders_per_s) || 0;
     setText(el.rateGmv, still || fmtMoney(g));
@@ -1743,7 +1744,7 @@
     el.ctlSeek.disabled = !obeys;
     el.ctlSeekGo.disabled = !obeys || ctlPending;
     el.controls.dataset.replay = rs;
-    if (obeys && document.activeElement !== el.ctlSpeed) {
+    if ("speed" in r && document.activeElement !== el.ctlSpeed) {
       const v = r.speed == null ? "max" : String(r.speed);
       if (![...el.ctlSpeed.options].some((o) => o.value === v)) {
         // a speed set elsewhere (`ticker control speed 3000`): show it as it is
