@@ -191,6 +191,15 @@ def test_demo_on_a_busy_port_starts_nothing(busy_port: int, tmp_path: Path) -> N
     assert not data.exists()
 
 
+def test_demo_with_a_bad_profile_starts_nothing(tmp_path: Path) -> None:
+    """A profile the replay would refuse is refused by the demo first: one line, exit 2."""
+    data = tmp_path / "data"
+    result = cli("demo", "--profile", "/nonexistent/day.toml", "--data-dir", str(data))
+    assert result.returncode == 2
+    assert "does not exist" in one_line(result)
+    assert not data.exists()
+
+
 def test_a_lone_replay_says_it_waits_for_an_aggregator(ticker: Ticker) -> None:
     """With no aggregator, the replay soon says it waits, with the backlog and the command."""
     replay = ticker.start("replay", "--scale", "0.001", "--speed", "max")

@@ -6,7 +6,6 @@ seconds), so the whole file takes well under a minute on an idle machine.
 
 import asyncio
 import contextlib
-import itertools
 import json
 import re
 import socket
@@ -189,7 +188,8 @@ async def test_real_messages_of_a_replay_validate_against_the_schema(
         async with replaying(ticker, "--speed", "max", *WINDOW):
             await asyncio.gather(read_until_ended(a, full), read_until_ended(b, partial))
     final = await a_state(server.url)
-    async with websockets.connect(f"{server.ws_url}?since={full[3]['position']}") as c:
+    since = [m for m in full if m["type"] in ("tick", "milestone")][1]["position"]
+    async with websockets.connect(f"{server.ws_url}?since={since}") as c:
         resumed = [await recv(c) for _ in range(2)]
         while resumed[-1]["type"] != "snapshot":
             resumed.append(await recv(c))
@@ -294,17 +294,62 @@ async def test_a_client_moves_between_two_servers_without_a_gap(
 # -- subscriptions and malformed client messages ----------------------------------------------
 
 
+class Recorder:
+    """A websocket and a writer that record what a `Client` sends, and never block."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.closed = False
+
+    async def drain(self) -> None:
+        pass
+
+    async def send_frame(self, text: bytes, kind: object) -> None:
+        self.sent.append(text)
+
+    def set_write_buffer_limits(self, high: int) -> None:
+        pass
+
+    def get_extra_info(self, name: str) -> None:
+        return None
+
+
+async def test_a_milestone_cuts_through_the_rate_limit() -> None:
+    """A client's sender holds a tick for its max_rate, but sends a milestone at once."""
+    from ticker.metrics import ServerMetrics
+    from ticker.server import Client, Tuning
+
+    io = Recorder()
+    c = Client(io, io, io, ServerMetrics(), Tuning())  # type: ignore[arg-type]
+    c.pace.rate = 0.01  # a tick slot every 100 s
+    c.pace.take(time.monotonic())  # the burst spent
+    c.pace.take(time.monotonic())
+    c.ready.set()
+    sender = asyncio.create_task(c.send_loop())
+    try:
+        c.offer_tick((1, 0, feed.WHOLE), b"tick")
+        c.offer_urgent((1, 0, 0), b"milestone")
+        while not io.sent:
+            await asyncio.sleep(0.01)
+        assert io.sent == [b"milestone"] and c.latest_tick is not None
+    finally:
+        sender.cancel()
+
+
 async def test_subscriptions_select_fields_and_limit_the_rate(
     ticker: Ticker, server: Server
 ) -> None:
     """totals-only ticks lack top/samples; max_rate 2 lets at most 2 t + 2 ticks through in
-    any t seconds (0.5 s apart once the burst is spent), and never holds back milestones."""
+    t seconds, and holds back no milestone (see test_a_milestone_cuts_through_the_rate_limit)."""
     totals: list[dict[str, Any]] = []
     slow: list[tuple[float, dict[str, Any]]] = []
     fast: list[tuple[float, dict[str, Any]]] = []
 
+    subscribed_at: list[float] = []
+
     async def subscribe(ws: Any, request: dict[str, Any]) -> None:
         await recv(ws), await recv(ws)  # hello, snapshot
+        subscribed_at.append(time.monotonic())
         await ws.send(json.dumps({"type": "subscribe", **request}))
         await ws.send("{")  # its error answer proves the subscription was taken first
         while (await recv(ws))["type"] != "error":
@@ -341,19 +386,13 @@ async def test_subscriptions_select_fields_and_limit_the_rate(
 
     times = [at for at, m in slow if m["type"] == "tick"]
     assert len(times) >= 4
-    gaps = [b - a for a, b in itertools.pairwise(times)]
-    # Judged by the median gap and by every window's count, with one tick of slack: on a
-    # busy machine one late receipt shortens the next gap as seen by the client.
-    assert sorted(gaps)[len(gaps) // 2] >= 0.45, gaps
-    for i, j in itertools.combinations(range(len(times)), 2):
-        assert j - i + 1 <= 2 * (times[j] - times[i]) + 2 + 1, gaps
+    # The contract, counted over a span that holds every send under the new rate: the
+    # server sent them after the subscribe was sent and before the last one was received.
+    # A loaded machine only delays receipts, which lengthens the span: this cannot flake,
+    # and without the limit the client would get about 10 ticks a second.
+    assert len(times) <= 2 * (times[-1] - subscribed_at[1]) + 2, len(times)
     assert len(full_ticks) > len(times), "the unlimited client should get more ticks"
     assert fired_ids([m for _, m in slow]) == WINDOW_MILESTONES
-    # Milestones do not wait for the rate limit: they reach the max_rate 2 client about
-    # when they reach the unlimited one (a wait for the next tick slot would be 0-0.5 s).
-    at_fast = {m["milestone"]["id"]: t for t, m in fast if m["type"] == "milestone"}
-    delays = [t - at_fast[m["milestone"]["id"]] for t, m in slow if m["type"] == "milestone"]
-    assert max(delays) < 0.3, delays
 
 
 async def test_bad_requests_get_errors_then_the_connection_is_closed(server: Server) -> None:
@@ -725,8 +764,10 @@ async def test_tokens_origins_and_connection_limits_are_enforced(ticker: Ticker)
         async with websockets.connect(srv.ws_url) as a, websockets.connect(srv.ws_url) as b:
             await recv(a), await recv(b)
             assert await status_of(srv.ws_url) == 503
-        await asyncio.sleep(0.3)
-        assert await status_of(srv.ws_url) == 101  # room again once they left
+        # Room again once they left (the server notices their close in a moment).
+        while (code := await status_of(srv.ws_url)) == 503:
+            await asyncio.sleep(0.05)
+        assert code == 101
 
     with serving(ticker, "--max-connects-per-ip", "1") as srv:
         codes = [await status_of(srv.ws_url) for _ in range(5)]
@@ -821,10 +862,15 @@ async def test_metrics_count_clients_messages_and_disconnect_reasons(server: Ser
         await recv(ws), await recv(ws)
         await ws.send(b"\x00")
         await close_code(ws)
-    await asyncio.sleep(0.3)
-    text = await loop.run_in_executor(None, metrics, server.url)
-    assert sample(text, "ticker_clients") == 0
+    deadline = time.monotonic() + 10 * UNIT
+    while True:  # the server counts a close in a moment
+        text = await loop.run_in_executor(None, metrics, server.url)
+        binary = sample(text, 'ticker_disconnects_total{reason="binary"}')
+        if sample(text, "ticker_clients") == 0 and binary:
+            break
+        assert time.monotonic() < deadline, "the closed clients are still counted"
+        await asyncio.sleep(0.05)
+    assert binary == 1
     assert sample(text, 'ticker_disconnects_total{reason="closed"}') >= 1
-    assert sample(text, 'ticker_disconnects_total{reason="binary"}') == 1
     for line in text.splitlines():  # every line is a comment or `name{labels} number`
         assert line.startswith("# ") or re.fullmatch(r"[a-z_]+(\{[^}]*\})? \S+", line), line

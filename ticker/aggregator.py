@@ -5,7 +5,13 @@ state (the pure core), and commits in one Lua script: the state and its commit n
 XACK of those entries, the dead letters and one feed entry. A crash before the commit
 loses nothing (the entries are still pending and are read again, `0` before `>`); a crash
 after it repeats nothing. A stale aggregator (one that another has committed past) is
-fenced off by the commit number.
+fenced off by the commit number, and the lease (a token unique to the process) makes one
+aggregator active at a time whatever the names.
+
+Within a run nothing is applied ahead of a missing seq: such an entry is held, still
+pending, until the gap fills, and dead-lettered after a bounded wait (`ticker.core.hold`).
+A Redis that came back empty gets the committed state back from memory under a new epoch
+(`ticker.reseed`).
 
 On a sharded run (`--shards N`) an aggregator consumes one shard's stream: its state is
 that shard's part, and instead of a feed entry each commit writes the rows it applied to
@@ -19,12 +25,12 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import orjson
 from redis.exceptions import ResponseError
 
-from ticker.core import timeline
+from ticker.commit import FEED_MAXLEN, PARTIALS_MAXLEN, feed_payload, run_fenced
 from ticker.core.aggregate import Fired, State
 from ticker.core.batch import BadEntry, End, Entry, Start, decode
 from ticker.core.hold import HOLD_SECONDS, Held, Hold
@@ -34,15 +40,8 @@ from ticker.lease import LEASE_MS, Lease, fence
 from ticker.redis_io import TRANSIENT, client
 from ticker.reseed import new_epoch, reseed
 
-if TYPE_CHECKING:
-    from ticker.sharding import Share
-
 log = logging.getLogger("ticker.aggregate")
 
-FEED_MAXLEN = 10_000
-# The merge step trims a shard's partials behind itself; this cap only guards against a
-# merge step that never runs (the orders streams' backlog bounds what it can fall behind).
-PARTIALS_MAXLEN = 100_000
 READ_COUNT = 128
 # A round keeps reading while the stream has more (up to ROUND_SECONDS or
 # ROUND_MAX_ENTRIES), and at least until COMMIT_INTERVAL after the previous commit, then
@@ -118,6 +117,17 @@ class RunIncomplete(TickerError):
     """The run can no longer end: its end entry came ahead of batches that never came."""
 
 
+class Share(Protocol):
+    """When a shard's worker may take its shard and must hand it over (what the
+    aggregator needs of `ticker.sharding`, which implements it)."""
+
+    def may_take(self) -> bool: ...
+
+    def took(self) -> None: ...
+
+    def should_give_up(self) -> bool: ...
+
+
 @dataclass
 class Stats:
     """Counters for the log line and /metrics."""
@@ -138,7 +148,7 @@ class Aggregator:
         burst: bool = False,
         log_every: float = 5.0,
         shards: int = 1,
-        share: "Share | None" = None,
+        share: Share | None = None,
         hold_seconds: float | None = None,
     ) -> None:
         """`keys` are a shard's own keys when `shards` > 1; `share` says when to take the
@@ -400,41 +410,35 @@ class Aggregator:
         ids = ack
         where = {(e.run, e.seq): i.decode() for i, _, e in applied}
         payload = self._rows(where) if self.shards > 1 else self.feed_payload(fired)
-        try:
-            await self._commit(
-                keys=[
-                    self.keys.state,
-                    self.keys.orders,
-                    self.keys.partials if self.shards > 1 else self.keys.feed,
-                    self.keys.dead_letters,
-                    self.keys.epoch,
-                    self.keys.lease,
-                    self.keys.merged,
-                    self.keys.curve,
-                ],
-                args=[
-                    self.commit_no,
-                    self.state.dumps(),
-                    GROUP,
-                    PARTIALS_MAXLEN if self.shards > 1 else FEED_MAXLEN,
-                    payload,
-                    self.epoch,
-                    self.lease.holder,
-                    LEASE_MS,
-                    self.state.brand_blob(),
-                    b"" if self.shards > 1 else orjson.dumps(self.state.curve()),
-                    len(dead) // 3,
-                    *dead,
-                    *ids,
-                ],
-            )
-        except ResponseError as exc:
-            if str(exc).startswith("FENCED"):
-                raise FencedOff(
-                    f"another aggregator committed first ({exc}); this one stops "
-                    "so nothing is counted twice"
-                ) from None
-            raise
+        await run_fenced(
+            self._commit,
+            [
+                self.keys.state,
+                self.keys.orders,
+                self.keys.partials if self.shards > 1 else self.keys.feed,
+                self.keys.dead_letters,
+                self.keys.epoch,
+                self.keys.lease,
+                self.keys.merged,
+                self.keys.curve,
+            ],
+            [
+                self.commit_no,
+                self.state.dumps(),
+                GROUP,
+                PARTIALS_MAXLEN if self.shards > 1 else FEED_MAXLEN,
+                payload,
+                self.epoch,
+                self.lease.holder,
+                LEASE_MS,
+                self.state.brand_blob(),
+                b"" if self.shards > 1 else orjson.dumps(self.state.curve()),
+                len(dead) // 3,
+                *dead,
+                *ids,
+            ],
+            "aggregator",
+        )
         self.commit_no += 1
         self.lease.renewed = self.last_commit = time.monotonic()
         self.stats.commits += 1
@@ -488,14 +492,6 @@ class Aggregator:
             s.dead_letters,
             s.duplicates,
         )
-
-
-def feed_payload(state: State, fired: list[Fired]) -> bytes:
-    """A feed entry's payload (see `Aggregator.feed_payload`); the merge step's too."""
-    view = state.view()
-    view["fired"] = [f.to_dict() for f in fired]
-    view["curve"] = timeline.tail(view["curve"], view["from_ms"])
-    return orjson.dumps(view)
 
 
 def _describe(fields: dict[bytes, bytes]) -> str:

@@ -265,7 +265,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings.from_env(args.redis_url, args.namespace)
 
 
-def _plan(args: argparse.Namespace, batch_size: int = 4000) -> "object":
+def plan_of(args: argparse.Namespace, batch_size: int = 4000) -> "object":
+    """The DayPlan the replay options ask for; UsageError or ProfileError if it cannot be."""
     from simulator import profile
     from simulator.generator import DayPlan
 
@@ -286,7 +287,7 @@ def _replay(args: argparse.Namespace) -> int:
         raise UsageError("--batch-size must be 1..65536")
     if args.run is not None and (problem := run_id_problem(args.run)):
         raise UsageError(f"--run {args.run[:70]!r}: {problem}")
-    plan = _plan(args, args.batch_size)
+    plan = plan_of(args, args.batch_size)
     assert isinstance(plan, DayPlan)
     settings = _settings(args)
     run_id = args.run or (

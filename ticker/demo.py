@@ -143,7 +143,11 @@ def run_demo(args: argparse.Namespace) -> int:
         nonlocal stop
         stop = True
 
-    # The port before anything else: a busy one is one line and nothing is started.
+    # The profile and the port before anything else: a bad profile or a busy port is one
+    # line and nothing is started.
+    from ticker.cli import plan_of
+
+    plan_of(args)
     sock = listen(args.host, args.port)
     page = local_url(args.host, sock.getsockname()[1])
     signal.signal(signal.SIGTERM, on_signal)

@@ -1,6 +1,7 @@
 """Who may connect and control: tokens, origins, addresses, connection limits, log redaction,
 and the client frames a server must refuse. Pure: no I/O."""
 
+import contextlib
 import hmac
 import ipaddress
 import logging
@@ -103,22 +104,35 @@ class Policy:
         return hops[0][:64] if hops else remote
 
 
-def own_origins(scheme: str, sockname: Any) -> frozenset[str]:
-    """The origins of a page served from the socket address `sockname` (plus `localhost`
-    for a loopback address): what a browser sends when it loaded the page from us."""
-    if not isinstance(sockname, tuple) or len(sockname) < 2:
-        return frozenset()
-    host, port = str(sockname[0]), int(sockname[1])
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return frozenset()
-    names = {f"[{host}]" if ip.version == 6 else host}
-    if ip.is_loopback:
-        names |= {"localhost", "127.0.0.1", "[::1]"}
+def own_origins(scheme: str, sockname: Any, host: str | None = None) -> frozenset[str]:
+    """The origins of a page served from this server: from the socket address `sockname`
+    (plus `localhost` for a loopback address), and from the `Host` header only when it
+    names an IP address or `localhost` (as behind a proxy on another port). A domain name
+    in `Host` is never taken: on a rebinding domain it is the attacker's."""
+    origins: set[str] = set()
     default = {"http": 80, "https": 443}.get(scheme)
-    suffix = "" if port == default else f":{port}"
-    return frozenset(f"{scheme}://{n}{suffix}" for n in names)
+    if isinstance(sockname, tuple) and len(sockname) >= 2:
+        address, port = str(sockname[0]), int(sockname[1])
+        with contextlib.suppress(ValueError):
+            ip = ipaddress.ip_address(address)
+            names = {f"[{address}]" if ip.version == 6 else address}
+            if ip.is_loopback:
+                names |= {"localhost", "127.0.0.1", "[::1]"}
+            suffix = "" if port == default else f":{port}"
+            origins |= {f"{scheme}://{n}{suffix}" for n in names}
+    if host:
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if name.lower() == "localhost" or _is_ip(name.strip("[]")):
+            origins.add(f"{scheme}://{host.lower()}")
+    return frozenset(origins)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def token_matches(expected: str, given: str | None) -> bool:

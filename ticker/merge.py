@@ -19,9 +19,8 @@ from collections import deque
 
 import orjson
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import ResponseError
 
-from ticker.aggregator import FEED_MAXLEN, feed_payload
+from ticker.commit import FEED_MAXLEN, feed_payload, run_fenced
 from ticker.core.aggregate import Fired, State
 from ticker.core.batch import BadEntry, Orders, decode
 from ticker.core.merge import Merge, Row
@@ -184,32 +183,29 @@ class Merger:
 
     async def _commit_round(self, fired: list[Fired]) -> None:
         state = self.merge.state
-        try:
-            await self._commit(
-                keys=[
-                    self.keys.state,
-                    self.keys.feed,
-                    self.keys.epoch,
-                    self.keys.lease,
-                    self.keys.curve,
-                ],
-                args=[
-                    self.commit_no,
-                    self.lease.holder,
-                    LEASE_MS,
-                    state.dumps(),
-                    state.brand_blob(),
-                    self.merge.dumps(),
-                    FEED_MAXLEN,
-                    feed_payload(state, fired),
-                    self.epoch,
-                    orjson.dumps(state.curve()),
-                ],
-            )
-        except ResponseError as exc:
-            if str(exc).startswith("FENCED"):
-                raise FencedOff(f"another merge step committed first ({exc})") from None
-            raise
+        await run_fenced(
+            self._commit,
+            [
+                self.keys.state,
+                self.keys.feed,
+                self.keys.epoch,
+                self.keys.lease,
+                self.keys.curve,
+            ],
+            [
+                self.commit_no,
+                self.lease.holder,
+                LEASE_MS,
+                state.dumps(),
+                state.brand_blob(),
+                self.merge.dumps(),
+                FEED_MAXLEN,
+                feed_payload(state, fired),
+                self.epoch,
+                orjson.dumps(state.curve()),
+            ],
+            "merge step",
+        )
         self.commit_no += 1
         self.lease.renewed = time.monotonic()
         offset, _ = await self._replication()

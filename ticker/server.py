@@ -817,9 +817,8 @@ def _check_masks(request: web.Request, c: Client) -> None:
 async def websocket(request: web.Request) -> web.StreamResponse:
     hub, policy = request.app[HUB], request.app[POLICY]
     origin = request.headers.get("Origin")
-    own = own_origins(
-        request.scheme, request.transport and request.transport.get_extra_info("sockname")
-    )
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    own = own_origins(request.scheme, sockname, request.host)
     if not policy.origin_allowed(origin, own):
         return _refuse(hub, "origin", 403, f"origin {origin} is not allowed")
     if not _feed_token_ok(request):

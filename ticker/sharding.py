@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from ticker.aggregator import Aggregator, Worker, run_forever
+from ticker.aggregator import Aggregator, RunIncomplete, Worker, run_forever
 from ticker.errors import FencedOff
 from ticker.keys import Keys
 from ticker.lease import LEASE_MS, token
@@ -95,9 +95,15 @@ async def _heartbeat(
         await redis.zrem(keys.aggregators, name)
 
 
-async def _until_ended(redis: Client, keys: Keys, stopping: asyncio.Event) -> None:
-    """In burst mode: stop every part once the merged state says the replay ended."""
+async def _until_ended(
+    redis: Client, keys: Keys, stopping: asyncio.Event, workers: list[Aggregator]
+) -> None:
+    """In burst mode: stop every part once the merged state says the replay ended, or
+    once a shard found that the run cannot end (see `Aggregator.incomplete`)."""
     while not stopping.is_set():
+        if any(w.incomplete for w in workers):
+            stopping.set()
+            return
         try:
             raw = await redis.hget(keys.state, "state")
             if raw and orjson.loads(raw).get("ended"):
@@ -118,24 +124,23 @@ async def run_sharded(
 ) -> list[Aggregator]:
     """Run this process's part of a sharded aggregation until `stopping` is set."""
     balance = Balance(shards)
+    shares = [Share(balance, i) for i in range(shards)]
     workers = []
     for i in range(shards):
-        agg = Aggregator(
-            redis_url, keys.shard(i), f"{name}/{i}", shards=shards, share=Share(balance, i)
-        )
+        agg = Aggregator(redis_url, keys.shard(i), f"{name}/{i}", shards=shards, share=shares[i])
         agg.stopping = stopping
         workers.append(agg)
     merger = Merger(redis_url, keys, shards, name)
     merger.stopping = stopping
     redis = client(redis_url)
     tasks = [
-        *(_keep_running(w, f"shard {i}", w.share) for i, w in enumerate(workers)),
+        *(_keep_running(w, f"shard {i}", shares[i]) for i, w in enumerate(workers)),
         _keep_running(merger, "merge step"),
         # One member per process, even when two processes were given the same name.
         _heartbeat(redis, keys, token(name), balance, stopping),
     ]
     if burst:
-        tasks.append(_until_ended(redis, keys, stopping))
+        tasks.append(_until_ended(redis, keys, stopping, workers))
     try:
         await asyncio.gather(*tasks)
     finally:
@@ -143,4 +148,7 @@ async def run_sharded(
         for part in parts:
             await part.redis.aclose()
         await redis.aclose()
+    reasons = [w.incomplete for w in workers if w.incomplete]
+    if burst and reasons:
+        raise RunIncomplete(reasons[0])
     return workers

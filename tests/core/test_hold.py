@@ -89,3 +89,12 @@ def test_a_shard_holds_its_end_until_its_own_batches_are_in() -> None:
         state.apply(End("r", PLAN.end_seq, PLAN.to_ms))
     state.apply_many([mine[-1], End("r", PLAN.end_seq, PLAN.to_ms)])
     assert state.ended
+
+
+def test_a_batch_of_another_shard_is_rejected() -> None:
+    """On shard 1 of 2, a batch whose seq belongs to shard 0 is a dead letter."""
+    state = State()
+    state.apply(Start("r", 0, dataclasses.replace(PLAN.meta(), shards=2), shard=1))
+    state.apply_many([b.as_orders("r") for b in PLAN.batches() if b.seq in (2, 4)])
+    with pytest.raises(Rejected, match="belongs to shard 0"):
+        state.apply(next(b.as_orders("r") for b in PLAN.batches() if b.seq == 5))

@@ -8,7 +8,8 @@ from simulator import profile
 from simulator.generator import DayPlan
 from simulator.replay import MAX_BACKLOG, PIPELINE_BATCHES
 from tests.faults.conftest import UNIT, Procs, RedisServer, load_state
-from ticker.aggregator import FEED_MAXLEN, READ_COUNT
+from ticker.aggregator import READ_COUNT
+from ticker.commit import FEED_MAXLEN
 from ticker.keys import Keys
 
 # XTRIM MINID ~ frees whole stream nodes (100 entries each by default), and the entries

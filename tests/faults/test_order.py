@@ -51,6 +51,8 @@ def test_a_stray_future_batch_is_dead_lettered_and_the_day_ends_exact(
     stray = _entries(plan, RUN, 1)[1] | {b"seq": str(state.last_seq + 100_000).encode()}
     with aof_redis.client() as r:
         r.xadd(keys.orders, stray)  # type: ignore[arg-type]
+    held = lambda: (s := load_state(aof_redis, procs.namespace)) and s.held == 1  # noqa: E731
+    wait_for(held, 10, "the stray shown as held in the state")
     assert replay.wait(60) == 0, procs.text(replay)
     live = final_state(aof_redis, procs, agg)
     assert (live.gmv_fen, live.orders) == (plan.total_gmv, plan.total_orders)
@@ -103,3 +105,29 @@ def test_burst_fails_with_the_reason_when_the_run_cannot_end(
     code, out = procs.run("aggregate", "--burst", "--name", "agg", timeout=60)
     assert code == 1, out
     assert "cannot complete" in out and "seq 2 expected, got 4" in out, out
+
+
+def test_a_stray_on_one_shard_is_dead_lettered_and_the_sharded_day_ends_exact(
+    aof_redis: RedisServer, procs: Procs
+) -> None:
+    """Two shards: a batch far ahead on shard 1's stream is held, dead-lettered, not counted."""
+    keys, plan = Keys(procs.namespace), _plan(900_000)
+    agg = procs.start("aggregate", "--shards", "2", "--name", "A")
+    replay = procs.start(
+        "replay", "--scale", "0.001", "--to", "00:15", "--speed", "60", "--run", RUN,
+        "--quiet", "--shards", "2",
+    )  # fmt: skip
+    part = lambda: load_state(aof_redis, f"{procs.namespace}/1")  # noqa: E731
+    wait_for(lambda: (s := part()) and s.last_seq > 5, 30, "shard 1's first batches")
+    state = part()
+    assert state is not None
+    stray = _entries(plan, RUN, 2)[2] | {b"seq": str(state.last_seq + 100_000).encode()}
+    with aof_redis.client() as r:
+        r.xadd(keys.shard(1).orders, stray)  # type: ignore[arg-type]
+    assert replay.wait(60) == 0, procs.text(replay)
+    live = final_state(aof_redis, procs, agg)
+    assert (live.gmv_fen, live.orders) == (plan.total_gmv, plan.total_orders)
+    assert live.gaps == 1 and live.curve()[-1][1:] == [plan.total_gmv, plan.total_orders]
+    with aof_redis.client() as r:
+        dead = r.xrange(keys.shard(1).dead_letters)
+    assert len(dead) == 1 and b"expected, got" in dead[0][1][b"reason"], dead

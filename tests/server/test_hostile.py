@@ -404,3 +404,14 @@ async def test_a_message_too_big_counts_as_refused_too_big(live: Live) -> None:
     await eventually(lambda: live.hub.metrics.connections_refused["too_big"] == 1)
     async with live.http.get(live.url + "metrics") as resp:
         assert 'ticker_connections_refused_total{reason="too_big"} 1' in await resp.text()
+
+
+def test_own_origins_take_a_host_header_only_when_it_is_an_address() -> None:
+    """Behind a proxy, `Host: 127.0.0.1:9000` is the page's origin; a domain never is."""
+    from ticker.guard import own_origins
+
+    own = own_origins("http", ("10.0.0.5", 8080), "127.0.0.1:9000")
+    assert own == {"http://10.0.0.5:8080", "http://127.0.0.1:9000"}
+    assert own_origins("http", ("10.0.0.5", 8080), "evil.example:8080") == {"http://10.0.0.5:8080"}
+    assert "http://localhost:3000" in own_origins("http", None, "localhost:3000")
+    assert "http://[::1]:80" in own_origins("http", ("::1", 80, 0, 0), "[::1]:80")

@@ -13,7 +13,16 @@ import numpy as np
 import orjson
 
 from ticker.core import timeline
-from ticker.core.batch import End, Entry, Milestone, Orders, ReplayMeta, Start, next_seq_of
+from ticker.core.batch import (
+    End,
+    Entry,
+    Milestone,
+    Orders,
+    ReplayMeta,
+    Start,
+    next_seq_of,
+    shard_of,
+)
 from ticker.core.clock import format_time_of_day
 
 TOP_N = 10
@@ -157,6 +166,11 @@ class State:
                 self._check_indices(entry.cat, entry.cty, entry.reg, entry.brd)
             self.duplicates += 1
             return []
+        if isinstance(entry, Orders) and shard_of(entry.seq, self.shards) != self.shard:
+            raise Rejected(
+                f"batch {entry.seq} belongs to shard {shard_of(entry.seq, self.shards)}, "
+                f"not to shard {self.shard}"
+            )
         if self.ended:
             raise Rejected(f"run {self.run!r} ended at seq {self.last_seq}; got seq {entry.seq}")
         if entry.seq > self.next_seq():
