@@ -325,6 +325,28 @@ def test_seek_outside_the_window_is_refused_with_the_reason(live: Site) -> None:
     assert "outside this replay's window" in message
 
 
+def test_a_replay_that_stops_beating_shows_no_replay_running(
+    browser: Browser, redis_url: str
+) -> None:
+    """A replay killed mid-day: the chip says no replay is running, the controls go off."""
+    with site_of(browser, redis_url) as site:
+        agg = site.ticker.start("aggregate")
+        replay = site.ticker.start("replay", "--scale", "0.001", "--speed", "60", "--quiet")
+        try:
+            page = site.open("?token=" + TOKEN)
+            page.wait_for_function("!document.getElementById('ctl-pause').disabled")
+            replay.kill()
+            page.wait_for_function(
+                "document.getElementById('replay-chip').textContent === 'No replay running'"
+            )
+            assert page.locator("#ctl-pause").is_disabled()
+            assert page.locator("#ctl-msg").text_content() == "No replay running"
+        finally:
+            site.close()
+            stop(replay)
+            stop(agg)
+
+
 def test_controls_after_the_end_are_disabled(ended: Site) -> None:
     """After the end every control is disabled and the page says why."""
     page = ended.open("?token=" + TOKEN)
