@@ -212,6 +212,33 @@ async def test_real_messages_of_a_replay_validate_against_the_schema(
     assert fired_ids(full) == WINDOW_MILESTONES
 
 
+async def test_a_client_folding_tick_tails_draws_the_servers_whole_curve(
+    ticker: Ticker, server: Server
+) -> None:
+    """The snapshot's curve, each tick's tail folded in (merge_tail, refetching when a tail
+    does not join), ends equal to /api/state's curve: what a late viewer draws too."""
+    from ticker.core.timeline import merge_tail
+
+    async with websockets.connect(server.ws_url) as ws:
+        await recv(ws)
+        curve = (await recv(ws))["state"]["curve"]
+        async with replaying(ticker, "--speed", "max", *WINDOW):
+            while True:
+                msg = await recv(ws, 30)
+                if msg["type"] != "tick":
+                    continue
+                state = msg["state"]
+                curve, joined = merge_tail(curve, state["curve"], state["from_ms"])
+                if not joined:
+                    curve = (await a_state(server.url))["curve"]
+                if state["ended"]:
+                    break
+    final = await a_state(server.url)
+    assert curve == final["curve"] and curve[0][0] == final["from_ms"]
+    assert curve[-1][1:] == [final["gmv_fen"], final["orders"]]
+    assert len(curve) >= 120  # a point a minute over the 2 hours
+
+
 # -- resume -----------------------------------------------------------------------------------
 
 

@@ -431,6 +431,7 @@ class Hub:
         self.redis_ok = False
         self.read_at = -READER_STALE_S  # time.monotonic() of the feed reader's last reply
         self.reader: asyncio.Task[None] | None = None  # the task running `tail`
+        self.tasks: list[asyncio.Task[Any]] = []  # all background tasks, the reader too
         self.resumes = asyncio.Semaphore(RESUME_READERS)
         self.resume_readers = 0  # resumes reading the feed now
         self.closing: set[asyncio.Task[Any]] = set()  # close handshakes under way
@@ -458,7 +459,8 @@ class Hub:
             except feed.BadFeedEntry as exc:
                 self.skip_entry(position, str(exc))
         tail = state.get("curve") or []
-        full, _ = timeline.merge_tail(feed.decode_curve(curve), tail, int(state["from_ms"] or 0))
+        from_ms = int(state.get("from_ms") or 0)
+        full, _ = timeline.merge_tail(feed.decode_curve(curve), tail, from_ms)
         self.set_state(state, position, full)
         self.dirty.set()
 
@@ -466,6 +468,8 @@ class Hub:
         """None while the feed is followed; else what is wrong, in words."""
         if self.reader is None or self.reader.done():
             return "the feed reader is not running"
+        if any(t.done() for t in self.tasks):
+            return "a background task of the server has stopped"
         if not self.redis_ok:
             return "Redis is unavailable"
         if time.monotonic() - self.read_at > READER_STALE_S:
@@ -550,11 +554,15 @@ class Hub:
         "stopped" when its heartbeat ends, with or without a write."""
         while True:
             await asyncio.sleep(REPLAY_POLL_S)
-            # Unreadable: judged on the last state read, so a heartbeat unseen goes stale.
-            with contextlib.suppress(*TRANSIENT):
+            try:
                 self.replay_raw = feed.decode_replay(
                     await self.redis.hget(self.keys.replay, "state")
                 )
+            except TRANSIENT:
+                pass  # judged on the last state read, so a heartbeat unseen goes stale
+            except Exception:  # e.g. the key is not a hash: say so, and keep polling
+                log.exception("could not read the replay's state")
+                self.replay_raw = None
             try:
                 self.update_replay(replay_status(self.replay_raw, int(time.time() * 1000)))
             except Exception:
@@ -643,7 +651,10 @@ class Hub:
             pace.take(now)
             self.dirty.clear()
             started = time.perf_counter()
-            self.broadcast_tick(now)
+            try:
+                self.broadcast_tick(now)
+            except Exception:  # one failed broadcast must not end the ticks
+                log.exception("a tick broadcast failed")
             self.metrics.broadcasts += 1
             self.metrics.broadcast_seconds_sum += time.perf_counter() - started
 
@@ -787,31 +798,46 @@ def _address(request: web.Request) -> str:
     )
 
 
-def _check_masks(request: web.Request, c: Client) -> None:
-    """Close (1002) a connection whose client sends an unmasked frame (RFC 6455 5.1):
-    aiohttp's reader takes them, so its parser is fronted by a `MaskCheck`."""
-    protocol = request.protocol
-    inner: Any = getattr(protocol, "_payload_parser", None)
-    if protocol is None or inner is None:
-        return
-    check = MaskCheck()
+class CheckedWebSocket(web.WebSocketResponse):
+    """A websocket that closes (1002) a connection whose client sends an unmasked frame
+    (RFC 6455 section 5.1), which aiohttp's reader accepts: its frame parser is fronted by
+    a `MaskCheck` from the first byte after the handshake, before any frame is parsed."""
 
-    class Checked:
-        def feed_data(self, data: bytes) -> tuple[bool, bytes]:
-            if check.feed(data):
-                return inner.feed_data(data)  # type: ignore[no-any-return]
-            if not c.transport.is_closing():
-                c.close_reason = "unmasked"
-                reason = b"client frames must be masked"
-                payload = struct.pack("!H", WSCloseCode.PROTOCOL_ERROR) + reason
-                c.transport.write(feed.frame(0x8, payload))
-                c.transport.close()
-            return False, b""
+    unmasked = False  # the client sent an unmasked frame; the connection is closing
 
-        def feed_eof(self) -> None:
-            inner.feed_eof()
+    def _post_start(self, request: Any, protocol: Any, writer: Any) -> None:
+        proto = request.protocol
+        check = MaskCheck()
+        early = bytes(getattr(proto, "_message_tail", b"") or b"")  # sent with the upgrade
+        clean = check.feed(early)
+        super()._post_start(request, protocol, writer)
+        inner: Any = getattr(proto, "_payload_parser", None)
+        if inner is None:
+            return
+        ws = self
 
-    protocol._payload_parser = Checked()
+        class Checked:
+            def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+                if check.feed(data):
+                    return inner.feed_data(data)  # type: ignore[no-any-return]
+                ws._refuse_unmasked(request)
+                return False, b""
+
+            def feed_eof(self) -> None:
+                inner.feed_eof()
+
+        proto._payload_parser = Checked()
+        if not clean:
+            self._refuse_unmasked(request)
+
+    def _refuse_unmasked(self, request: Any) -> None:
+        transport = request.transport
+        if self.unmasked or transport is None or transport.is_closing():
+            return
+        self.unmasked = True
+        reason = b"client frames must be masked"
+        transport.write(feed.frame(0x8, struct.pack("!H", WSCloseCode.PROTOCOL_ERROR) + reason))
+        transport.close()
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:
@@ -839,7 +865,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     # doubles the CPU per message (measured: the README's Measured table); clients wanting
     # fewer bytes subscribe to `totals` only.
     # Compression must stay off: the broadcast writes pre-built uncompressed frames.
-    ws = web.WebSocketResponse(
+    ws = CheckedWebSocket(
         heartbeat=hub.tuning.heartbeat, max_msg_size=MAX_CLIENT_MESSAGE, compress=False
     )
     writer = await ws.prepare(request)
@@ -847,7 +873,6 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if transport is None:  # gone already
         return ws
     c = Client(ws, writer, transport, hub.metrics, hub.tuning)
-    _check_masks(request, c)
     hub.clients.add(c)
     sender = asyncio.create_task(c.send_loop())
     try:
@@ -873,6 +898,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             await sender
         if ws.close_code == WSCloseCode.MESSAGE_TOO_BIG:
             c.close_reason = "too_big"
+        if ws.unmasked:
+            c.close_reason = "unmasked"
         if c.close_reason == "too_big":
             hub.metrics.connections_refused["too_big"] += 1
         if c.close_reason in ("heartbeat", "slow"):
@@ -1061,6 +1088,7 @@ def make_app(
             asyncio.create_task(t)
             for t in (hub.ticker(), hub.follow_replay(), hub.collect_garbage())
         ]
+        hub.tasks = tasks
         yield
         for t in tasks:
             t.cancel()

@@ -415,3 +415,73 @@ def test_own_origins_take_a_host_header_only_when_it_is_an_address() -> None:
     assert own_origins("http", ("10.0.0.5", 8080), "evil.example:8080") == {"http://10.0.0.5:8080"}
     assert "http://localhost:3000" in own_origins("http", None, "localhost:3000")
     assert "http://[::1]:80" in own_origins("http", ("::1", 80, 0, 0), "[::1]:80")
+
+
+async def test_a_replay_key_of_the_wrong_type_does_not_stop_the_replay_state(
+    live: Live, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The replay key written as a string is logged; once right again, it is followed."""
+    await live.redis.set(live.keys.replay, "not a hash")
+    await eventually(lambda: "could not read the replay's state" in caplog.text)
+    await live.redis.delete(live.keys.replay)
+    state = {"run": "r", "state": "paused", "heartbeat_ms": 2**53}
+    await live.redis.hset(live.keys.replay, "state", orjson.dumps(state))
+    await eventually(lambda: (live.hub.replay or {}).get("state") == "paused")
+    assert live.hub.healthy() is None
+
+
+def masked(payload: bytes) -> bytes:
+    mask = os.urandom(4)
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([0x81, 0x80 | len(payload)]) + mask + body
+
+
+def frames_until_close_or_error(sock: socket.socket) -> tuple[int, bytes]:
+    """Read frames until a close frame or an `error` message: (opcode, payload)."""
+    buf = b""
+    while True:
+        while len(buf) < 2 or len(buf) < 2 + (buf[1] & 0x7F if buf[1] & 0x7F < 126 else 0):
+            buf += sock.recv(65536)
+        opcode, length, start = buf[0] & 0x0F, buf[1] & 0x7F, 2
+        if length == 126:
+            while len(buf) < 4:
+                buf += sock.recv(65536)
+            length, start = int.from_bytes(buf[2:4], "big"), 4
+        while len(buf) < start + length:
+            buf += sock.recv(65536)
+        payload, buf = buf[start : start + length], buf[start + length :]
+        if opcode == 0x8 or b'"error"' in payload:
+            return opcode, payload
+
+
+async def test_a_masked_frame_sent_with_the_upgrade_request_is_taken(live: Live) -> None:
+    """A frame that arrives with the handshake (before the server is ready) is checked
+    from its first byte, and a masked one passes."""
+    port = port_of(live)
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (
+        f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+    def exchange() -> tuple[int, bytes]:
+        with socket.create_connection(("127.0.0.1", port), timeout=10 * UNIT) as sock:
+            sock.sendall(request + masked(b"{"))
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += sock.recv(1)
+            return frames_until_close_or_error(sock)
+
+    opcode, payload = await asyncio.to_thread(exchange)
+    assert opcode == 0x1 and b"bad_request" in payload
+
+
+async def test_a_started_server_takes_a_newest_entry_with_few_fields(
+    redis_url: str, namespace: str
+) -> None:
+    """A newest entry written by hand with one field (no window) is still a state."""
+    keys = Keys(namespace)
+    async with running(redis_url, keys) as live:
+        await live.redis.xadd(keys.feed, {"u": b'{"gmv_fen": 3}'})
+        async with running(redis_url, keys) as fresh:
+            assert (await fresh.get("api/state"))[1]["gmv_fen"] == 3
