@@ -1589,7 +1589,8 @@
     } finally {
       curveFetching = false;
     }
-    if (retry && tries < 10) setTimeout(() => refetchCurve(true, tries + 1), 500);
+    // Disconnected: the snapshot that comes with the reconnection carries it all.
+    if (retry && tries < 10) setTimeout(() => ws && refetchCurve(true, tries + 1), 500);
   }
 
   function renderMeta(partial) {

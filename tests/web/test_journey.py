@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from playwright.sync_api import Browser, Page
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from tests.conftest import UNIT, Ticker, stop, wait_http
 from tests.web.conftest import RECORDER
@@ -170,6 +171,13 @@ def live(browser: Browser, redis_url: str) -> Iterator[Site]:
 
 def wait_clock(page: Page, at_least: str) -> None:
     page.wait_for_function(f"document.getElementById('clock').textContent >= {at_least!r}")
+
+
+def assert_nothing_clipped(page: Page) -> None:
+    """Once the layout has settled (lists fitted, chart redrawn at its size), nothing is cut."""
+    with contextlib.suppress(PlaywrightTimeoutError):
+        page.wait_for_function(f"({CLIPPED})().length === 0", timeout=10_000 * UNIT)
+    assert page.evaluate(CLIPPED) == []
 
 
 def chart(page: Page) -> dict:
@@ -382,9 +390,7 @@ def test_no_clipped_text(ended: Site, width: int, height: int) -> None:
     """At each screen size every essential text sits inside its panel, uncut."""
     page = ended.open("?token=" + TOKEN, width, height)
     page.wait_for_function("document.body.dataset.ended === 'true'")
-    page.wait_for_function("window.tickerView.chart.labels.length > 0")
-    page.wait_for_timeout(300)  # the lists' fitting runs after a short debounce
-    assert page.evaluate(CLIPPED) == []
+    assert_nothing_clipped(page)
 
 
 @pytest.mark.parametrize(("width", "height"), VIEWPORTS, ids=[f"{w}x{h}" for w, h in VIEWPORTS])
@@ -392,9 +398,7 @@ def test_no_clipped_text_in_a_window_replay(live: Site, width: int, height: int)
     """With the window's basis line, 'since' notes and earlier milestones, nothing is cut."""
     page = live.open("?token=" + TOKEN, width, height)
     page.wait_for_function("document.querySelectorAll('#milestones li.before').length >= 5")
-    page.wait_for_function("window.tickerView.chart.labels.length > 0")
-    page.wait_for_timeout(300)  # the lists' fitting runs after a short debounce
-    assert page.evaluate(CLIPPED) == []
+    assert_nothing_clipped(page)
 
 
 def test_amounts_are_on_the_counters_scale(ended: Site) -> None:
