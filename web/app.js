@@ -48,9 +48,19 @@
     ctlPause: $("ctl-pause"),
     ctlSpeed: $("ctl-speed"),
     ctlSeek: $("ctl-seek"),
+    ctlSeekGo: $("ctl-seek-go"),
     ctlMsg: $("ctl-msg"),
     error: $("error"),
     server: $("server"),
+    basis: $("basis"),
+    brandLine: $("brand-line"),
+    brandsOver: $("brands-over"),
+    intlShare: $("intl-share"),
+    regionsAbroad: $("regions-abroad"),
+    regionsFigure: $("regions-figure"),
+    topBrands: $("top-brands"),
+    msPanel: document.querySelector(".area-ms"),
+    since: [...document.querySelectorAll(".since")],
   };
 
   const DAY_MS = 86400000;
@@ -73,6 +83,21 @@
   const FEED_EVERY_MS = 450;
   const GOLD = "#ffc15e";
   const ACCENT = "#ff5a1f";
+
+  // Tokens live in this tab's session storage: index.html moves a ?token= (control) or
+  // ?feed_token= out of the address before anything is requested. The address is read
+  // only when storage is unavailable.
+  function storedToken(key, param) {
+    try {
+      const v = sessionStorage.getItem(key);
+      if (v !== null) return v;
+    } catch (e) {
+      /* storage unavailable */
+    }
+    return new URLSearchParams(location.search).get(param) || "";
+  }
+  const token = storedToken("ticker.token", "token");
+  const feedToken = storedToken("ticker.feed_token", "feed_token");
 
   const reducedMotion = window.matchMedia && matchMedia("(prefers-reduced-motion: reduce)").matches;
 
@@ -118,6 +143,24 @@
     if (!m) return null;
     const ms = ((+m[1] * 60 + +m[2]) * 60 + +(m[3] || 0)) * 1000 + +((m[4] || "0") + "00").slice(0, 3);
     return +m[2] < 60 && +(m[3] || 0) < 60 && ms <= DAY_MS ? ms : null;
+  }
+
+  // The replay's scale (state.scale, a decimal string): every amount is on it.
+  const scaleOf = () => {
+    const k = Number(state && state.scale);
+    return Number.isFinite(k) && k > 0 ? k : 1;
+  };
+  const fmtCount = (n) => fmtCompactUnits(Number(n) || 0, "", true);
+  // A milestone's label with its amount on the counter's scale: the profile writes real
+  // amounts ("Passes 2017's total (RMB 168.2bn)"); the threshold is already scaled.
+  function msLabel(m) {
+    const text = String(m.label ?? m.id);
+    const th = Number(m.threshold);
+    if (scaleOf() === 1 || !Number.isFinite(th)) return text;
+    if (m.metric === "orders") {
+      return text.replace(/\d[\d.,]*\s?(?:tn|bn|m|k)?(?=\s+(?:delivery\s+)?orders)/i, fmtCount(th));
+    }
+    return text.replace(/RMB\s?\d[\d.,]*\s?(?:tn|bn|m|k)?\b/i, fmtMoneyCompact(th, true));
   }
 
   function fmtDelta(ms) {
@@ -229,7 +272,37 @@
     return 10 * p;
   }
 
+  // The day's curve, [[sim_ms, gmv_fen, orders], ...]: the same rule as
+  // ticker/core/timeline.py (docs/protocol.md). Ticks carry only its tail.
+  const STEP_MS = 60000;
+  const isFixed = (p, fromMs) => p[0] === fromMs || p[0] % STEP_MS === 0;
+  // [the curve with `tail` folded in, whether it joined]; when it does not join, the
+  // result is the tail alone and the whole curve must be fetched again.
+  function mergeTail(curve, tail, fromMs) {
+    if (!tail.length) return [curve.slice(), true];
+    const first = tail[0][0];
+    const kept = curve.filter((p) => p[0] < first && isFixed(p, fromMs));
+    const joined = first === fromMs || (kept.length > 0 && first - kept[kept.length - 1][0] <= STEP_MS);
+    if (!joined) return [tail.slice(), false];
+    return [kept.concat(tail), true];
+  }
+  function cleanCurve(points) {
+    const out = [];
+    if (!Array.isArray(points)) return out;
+    for (const p of points) {
+      if (!Array.isArray(p) || p.length < 2) continue;
+      const t = Number(p[0]), g = Number(p[1]), o = Number(p[2]) || 0;
+      if (!Number.isFinite(t) || !Number.isFinite(g)) continue;
+      if (out.length && t <= out[out.length - 1][0]) continue;
+      out.push([t, g, o]);
+    }
+    return out;
+  }
+
   const chart = {
+    curve: null, // the day's curve from the state; null = the server sends none (sampled)
+    fromMs: 0, // the window's start: points before it are the day before this replay
+    labels: [], // text drawn on the canvas, [{text, x, y, w, h}] in CSS px (for tests)
     ts: [], // ms since midnight, ascending
     vs: [], // cumulative fen
     last: [], // last year's [ms, fen], ascending
@@ -240,6 +313,8 @@
     drawnLast: 0,
 
     reset() {
+      this.curve = null;
+      this.fromMs = 0;
       this.ts.length = 0;
       this.vs.length = 0;
       this.ymaxTarget = 0;
@@ -270,7 +345,27 @@
       }
       return pts[pts.length - 1][1];
     },
-    // Record the state at simulated time t (one point per bucket; the newest is live).
+    // The whole curve (a snapshot, /api/state, or a tail folded in).
+    setCurve(curve, fromMs) {
+      this.curve = curve;
+      this.fromMs = fromMs;
+      this.ts.length = 0;
+      this.vs.length = 0;
+      for (const p of curve) {
+        this.ts.push(p[0]);
+        this.vs.push(p[1]);
+      }
+      const last = curve[curve.length - 1];
+      if (last) this.grow(last[1], last[0]);
+      this.dirty = true;
+    },
+    // Index of the first point of this replay (the window's start), -1 if none yet.
+    startIndex() {
+      for (let i = 0; i < this.ts.length; i++) if (this.ts[i] >= this.fromMs) return i;
+      return -1;
+    },
+    // Record the state at simulated time t, for a server that sends no curve (one point
+    // per bucket; the newest is live).
     sample(t, v) {
       t = Number(t);
       v = Number(v);
@@ -336,16 +431,29 @@
       ctx.font = "600 " + fs + "px " + layout.font;
       const ymax = this.ymax || niceCeil(Math.max(headV, 1) * 1.12) || 1;
       const step = niceStep(ymax, H / dpr > 150 ? 4 : 3);
-      const labelW = ctx.measureText(fmtMoneyCompact(ymax, true) + "  ").width;
-      const L = Math.round(labelW + 4 * dpr);
+      let labelW = 0;
+      for (let v = 0; v <= ymax * 1.0001; v += step) {
+        labelW = Math.max(labelW, ctx.measureText(fmtMoneyCompact(v, true)).width);
+      }
+      const L = Math.round(labelW + 12 * dpr);
       const R = Math.round(10 * dpr);
       const T = Math.round(fs * 0.8);
-      const B = Math.round(fs * 1.9);
+      const B = Math.round(fs * 2);
       const pw = Math.max(10, W - L - R);
       const ph = Math.max(10, H - T - B);
       const X = (t) => L + (Math.max(0, Math.min(DAY_MS, t)) / DAY_MS) * pw;
       const Y = (v) => T + ph - (v / ymax) * ph;
       this.geo = { X, Y, T, ph, L, pw, dpr };
+      const labels = (this.labels = []);
+      // Draw a label and record its box (CSS px) so tests can see it sits in the canvas.
+      const label = (text, x, y) => {
+        const m = ctx.measureText(text);
+        const w = m.width;
+        const left = ctx.textAlign === "right" ? x - w : ctx.textAlign === "center" ? x - w / 2 : x;
+        const top = ctx.textBaseline === "top" ? y : y - fs / 2;
+        ctx.fillText(text, x, y);
+        labels.push({ text, x: left / dpr, y: top / dpr, w: w / dpr, h: fs / dpr });
+      };
 
       // grid and axes
       ctx.lineWidth = Math.max(1, dpr);
@@ -359,7 +467,7 @@
         ctx.lineTo(L + pw, y);
         ctx.stroke();
         ctx.fillStyle = "#a3a9bd";
-        ctx.fillText(fmtMoneyCompact(v, true), L - 6 * dpr, y);
+        label(fmtMoneyCompact(v, true), L - 6 * dpr, Math.max(y, T - 1 + fs / 2));
       }
       ctx.textAlign = "center";
       ctx.textBaseline = "top";
@@ -371,7 +479,9 @@
         ctx.lineTo(x, T + ph);
         ctx.stroke();
         ctx.fillStyle = "#a3a9bd";
-        ctx.fillText(pad2(h) + ":00", Math.min(Math.max(x, L + fs), W - fs * 1.4), T + ph + fs * 0.45);
+        const text = pad2(h) + ":00";
+        const half = ctx.measureText(text).width / 2 + 2 * dpr;
+        label(text, Math.min(Math.max(x, half), W - half), T + ph + fs * 0.45);
       }
 
       ctx.save();
@@ -426,9 +536,25 @@
         ctx.lineJoin = "round";
         ctx.stroke();
 
+        // the day before this replay's window (it came with the curve), dimmed
+        const from = this.fromMs;
+        if (from > 0 && ts[0] < from) {
+          const xf = Math.round(X(from)) + 0.5;
+          ctx.fillStyle = "rgba(16,18,28,0.55)";
+          ctx.fillRect(L, T - 2 * dpr, xf - L, ph + 2 * dpr);
+          ctx.setLineDash([3 * dpr, 3 * dpr]);
+          ctx.strokeStyle = "rgba(255,193,94,0.7)";
+          ctx.lineWidth = Math.max(1, dpr);
+          ctx.beginPath();
+          ctx.moveTo(xf, T);
+          ctx.lineTo(xf, T + ph);
+          ctx.stroke();
+          ctx.setLineDash([]);
+        }
+
         // milestones passed, as small rings on the curve
-        for (const { m } of fired.values()) {
-          if (m.metric !== "gmv_fen" && m.metric !== "gmv") continue;
+        for (const { m, before } of fired.values()) {
+          if (before || (m.metric !== "gmv_fen" && m.metric !== "gmv")) continue;
           const t = Number(m.sim_time_ms);
           const v = Number(m.threshold);
           if (!Number.isFinite(t) || !Number.isFinite(v)) continue;
@@ -441,16 +567,28 @@
 
       }
       ctx.restore();
-      if (n > 1) this.drawZoom(ctx, headT, headV, fs, dpr);
+      if (this.fromMs > 0 && n > 0 && ts[0] < this.fromMs) {
+        // say where this replay starts, inside the plot, on the side with room
+        const xf = X(this.fromMs);
+        const text = "replay from " + fmtClock(this.fromMs).slice(0, 5);
+        const w = ctx.measureText(text).width;
+        ctx.fillStyle = GOLD;
+        ctx.textBaseline = "top";
+        ctx.textAlign = xf + 4 * dpr + w <= L + pw ? "left" : "right";
+        label(text, ctx.textAlign === "left" ? xf + 4 * dpr : xf - 4 * dpr, T + 2 * dpr);
+      }
+      if (n > 1) this.drawZoom(ctx, headT, headV, fs, dpr, label);
     },
 
     // In the first hours the day-long axis squeezes the rush into a sliver at 00:00, so
     // an inset shows the replay so far at its own scale, against last year.
-    drawZoom(ctx, headT, headV, fs, dpr) {
+    drawZoom(ctx, headT, headV, fs, dpr, label) {
       const { T, ph, L, pw } = this.geo;
-      const t0 = this.ts[0];
+      const k0 = Math.max(0, this.startIndex());
+      const t0 = this.ts[k0];
       const span = headT - t0;
-      if (span > 3 * 3600000 || span <= 0 || pw < 160 * dpr || ph < 90 * dpr) return;
+      // (a window from later in the day starts high on the day's axis: no inset)
+      if (this.fromMs > 0 || span > 3 * 3600000 || span <= 0 || pw < 160 * dpr || ph < 90 * dpr) return;
       const t1 = t0 + Math.max(2 * 60000, span * 1.15);
       const w = Math.round(pw * 0.5);
       const h = Math.round(ph * 0.58);
@@ -472,9 +610,9 @@
       ctx.fillStyle = "#a3a9bd";
       ctx.textBaseline = "top";
       ctx.textAlign = "left";
-      ctx.fillText("zoom " + fmtClock(t0).slice(0, 5) + "–" + fmtClock(t1).slice(0, 5), x + pad * 0.6, y + pad * 0.4);
+      label("zoom " + fmtClock(t0).slice(0, 5) + "–" + fmtClock(t1).slice(0, 5), x + pad * 0.6, y + pad * 0.4);
       ctx.textAlign = "right";
-      ctx.fillText(fmtMoneyCompact(top, true), x + w - pad * 0.6, y + pad * 0.4);
+      label(fmtMoneyCompact(top, true), x + w - pad * 0.6, y + pad * 0.4);
       ctx.beginPath();
       ctx.rect(x + 1, y + 1, w - 2, h - 2);
       ctx.clip();
@@ -490,8 +628,8 @@
       ctx.stroke();
       ctx.setLineDash([]);
       ctx.beginPath();
-      ctx.moveTo(X(this.ts[0]), Y(this.vs[0]));
-      for (let i = 1; i < this.ts.length && this.ts[i] <= headT; i++) ctx.lineTo(X(this.ts[i]), Y(this.vs[i]));
+      ctx.moveTo(X(this.ts[k0]), Y(this.vs[k0]));
+      for (let i = k0 + 1; i < this.ts.length && this.ts[i] <= headT; i++) ctx.lineTo(X(this.ts[i]), Y(this.vs[i]));
       ctx.lineTo(X(headT), Y(headV));
       ctx.strokeStyle = ACCENT;
       ctx.lineWidth = 2.2 * dpr;
@@ -705,6 +843,23 @@
       this.feedDirty = true;
     },
 
+    // The latest orders, listed at once without arcs (a page that joins late).
+    prime(samples) {
+      if (!Array.isArray(samples)) return;
+      const list = samples.filter((o) => o && typeof o === "object");
+      for (const o of list) {
+        const key = o.at_ms + "|" + o.amt_fen + "|" + o.seller + "|" + o.buyer;
+        if (this.seen.has(key)) continue;
+        this.seen.add(key);
+        this.seenOrder.push(key);
+        if (this.seenOrder.length > 256) this.seen.delete(this.seenOrder.shift());
+      }
+      this.launched.length = 0;
+      this.launched.push(...list.slice(-FEED_ROWS).reverse());
+      this.feedDirty = true;
+      kick();
+    },
+
     // Queue the sample orders not seen before.
     offer(samples) {
       if (!Array.isArray(samples)) return;
@@ -860,6 +1015,7 @@
       setText(row.amt, fmtMoney(o.amt_fen));
       if (!row.li.isConnected) el.feed.append(row.li);
     }
+    fitFeed();
   }
 
   // ---------------------------------------------------------------- top lists
@@ -999,27 +1155,43 @@
     return doc;
   }
 
-  function addMilestone(m, announce) {
+  // A fired milestone; `before` = one the window's base had already passed (a replay from
+  // mid-day starts above it): listed first, marked, with its documented time.
+  function addMilestone(m, announce, before) {
     if (!m || m.id == null) return;
     const id = String(m.id);
-    if (fired.has(id)) return;
+    const key = before ? "before:" + id : id;
+    if (fired.has(key) || (before && fired.has(id))) return;
     const li = document.createElement("li");
-    li.dataset.id = id;
     const time = document.createElement("span");
     time.className = "ms-time";
-    time.textContent = milestoneClock(m);
     const label = document.createElement("span");
     label.className = "ms-label";
-    label.textContent = String(m.label ?? id);
-    const replayedMs = Number.isFinite(Number(m.sim_time_ms)) ? Number(m.sim_time_ms) : parseClock(m.sim_time);
-    li.append(time, label, docCell(m, replayedMs));
-    li.title =
-      (m.label ?? id) + ": replayed " + (m.sim_time || fmtClock(m.sim_time_ms)) +
-      (m.documented ? ", documented " + m.documented : "");
-    fired.set(id, { m, li });
+    label.textContent = msLabel(m);
+    let order;
+    if (before) {
+      const from = fmtClock(Number(state && state.from_ms) || 0).slice(0, 5);
+      li.dataset.beforeId = id;
+      li.classList.add("before");
+      time.textContent = "before " + from;
+      li.append(time, label, docCell(m, null));
+      li.title = msLabel(m) + ": passed before this replay's window (from " + from + ")" +
+        (m.documented ? ", documented " + m.documented : "");
+      order = -DAY_MS + (parseClock(m.documented) ?? 0) + (Number(m.threshold) || 0) / 1e15;
+    } else {
+      li.dataset.id = id;
+      time.textContent = milestoneClock(m);
+      const replayedMs = Number.isFinite(Number(m.sim_time_ms)) ? Number(m.sim_time_ms) : parseClock(m.sim_time);
+      li.append(time, label, docCell(m, replayedMs));
+      li.title =
+        msLabel(m) + ": replayed " + (m.sim_time || fmtClock(m.sim_time_ms)) +
+        (m.documented ? ", documented " + m.documented : "");
+      order = Number(m.sim_time_ms) || 0;
+    }
+    fired.set(key, { m, li, label, order, before: !!before });
 
-    // keep the list in firing (replayed time) order
-    const ordered = [...fired.values()].sort((a, b) => (a.m.sim_time_ms || 0) - (b.m.sim_time_ms || 0));
+    // keep the list in firing (replayed time) order, those before the window first
+    const ordered = [...fired.values()].sort((a, b) => a.order - b.order);
     const next = ordered[ordered.findIndex((x) => x.li === li) + 1];
     el.milestones.insertBefore(li, next ? next.li : null);
     el.milestonesEmpty.hidden = true;
@@ -1029,12 +1201,59 @@
       upcomingRows.delete(id);
     }
     chart.dirty = true;
+    fitMilestonesSoon();
 
     if (announce) {
       li.classList.add("fresh");
       bannerQueue.push(m);
       showNextBanner();
     }
+  }
+
+  // Labels again in the shown currency (amounts in labels follow it).
+  function relabelMilestones() {
+    for (const { m, label } of fired.values()) setText(label, msLabel(m));
+    for (const [, li] of upcomingRows) if (li.m) setText(li.querySelector(".ms-label"), msLabel(li.m));
+  }
+
+  // On the one-screen layout the milestone panel has a fixed height: rows that do not fit
+  // are left out whole (upcoming ones last first, then the oldest fired), never cut.
+  const oneScreen = window.matchMedia
+    ? matchMedia("(min-width: 1100px) and (min-height: 560px) and (orientation: landscape)")
+    : { matches: false };
+  let fitTimer = 0;
+  function fitMilestonesSoon() {
+    if (!fitTimer) fitTimer = setTimeout(fitMilestones, 50);
+  }
+  function fitMilestones() {
+    fitTimer = 0;
+    const fixed = [...fired.values()].sort((a, b) => b.order - a.order).map((x) => x.li);
+    const rows = fixed.concat([...el.upcoming.children]);
+    for (const li of rows) li.hidden = false;
+    if (!oneScreen.matches) return;
+    const panel = el.msPanel;
+    const keep = Math.min(2, fixed.length); // the newest two always show
+    for (let i = rows.length - 1; i >= keep && panel.scrollHeight > panel.clientHeight + 1; i--) {
+      // never leave out a fired one while an upcoming one shows
+      rows[i].hidden = true;
+    }
+    const hiddenFixed = () => fixed.filter((li) => li.hidden);
+    if (fixed.length === 0) return;
+    el.milestonesEmpty.hidden = hiddenFixed().length === 0;
+    setText(el.milestonesEmpty, "+" + hiddenFixed().length + " earlier");
+    // the note takes a line: make room for it too
+    const shown = fixed.filter((li) => !li.hidden);
+    while (!el.milestonesEmpty.hidden && shown.length > 1 && panel.scrollHeight > panel.clientHeight + 1) {
+      shown.pop().hidden = true;
+      setText(el.milestonesEmpty, "+" + hiddenFixed().length + " earlier");
+    }
+  }
+
+  function fitFeed() {
+    const rows = [...el.feed.children];
+    for (const li of rows) li.hidden = false;
+    if (!oneScreen.matches) return;
+    for (let i = rows.length - 1; i >= 1 && el.feed.scrollHeight > el.feed.clientHeight + 1; i--) rows[i].hidden = true;
   }
 
   function renderUpcoming(list) {
@@ -1054,10 +1273,11 @@
         time.textContent = "--:--:--";
         const label = document.createElement("span");
         label.className = "ms-label";
-        label.textContent = String(m.label ?? id);
+        label.textContent = msLabel(m);
         li.append(time, label, docCell(m, null));
         upcomingRows.set(id, li);
       }
+      li.m = m;
       if (el.upcoming.children[i] !== li) el.upcoming.insertBefore(li, el.upcoming.children[i] || null);
       i++;
     }
@@ -1067,6 +1287,7 @@
         upcomingRows.delete(id);
       }
     }
+    fitMilestonesSoon();
   }
 
   function clearMilestones() {
@@ -1075,6 +1296,7 @@
     for (const li of upcomingRows.values()) li.remove();
     upcomingRows.clear();
     el.milestonesEmpty.hidden = false;
+    setText(el.milestonesEmpty, "None yet");
     bannerQueue.length = 0;
     clearTimeout(bannerTimer);
     bannerBusy = false;
@@ -1086,7 +1308,7 @@
     if (bannerBusy || bannerQueue.length === 0) return;
     const m = bannerQueue.shift();
     bannerBusy = true;
-    const text = String(m.label ?? m.id) + " at " + milestoneClock(m);
+    const text = msLabel(m) + " at " + milestoneClock(m);
     setText(el.bannerText, text);
     setText(el.bannerDoc, m.documented ? "documented " + m.documented : "");
     el.banner.dataset.id = String(m.id);
@@ -1121,10 +1343,18 @@
   }
   function renderRates() {
     const s = state || {};
-    const g = Number(s.gmv_fen_per_s) || 0;
-    const o = Number(s.orders_per_s) || 0;
-    setText(el.rateGmv, fmtMoney(g));
-    setText(el.rateOrders, fmtInt(o));
+    // After the end (or while paused) there is no rate: the tiles say so, and the peaks
+    // stay in the meters.
+    const over = s.ended === true;
+    const windowOver = over && Number(s.to_ms) > 0 && Number(s.to_ms) < DAY_MS;
+    const still = over ? (windowOver ? "ended" : "day over") : state && replayState() === "paused" ? "paused" : "";
+    const g = still ? 0 : Number(s.gmv_fen_per_s) || 0;
+    const o = still ? 0 : Number(s.orders_per_s) || 0;
+    setText(el.rateGmv, still || fmtMoney(g));
+    setText(el.rateOrders, still || fmtInt(o));
+    for (const n of [el.rateGmv, el.rateOrders]) {
+      if (n.parentNode.dataset.over !== String(!!still)) n.parentNode.dataset.over = String(!!still);
+    }
     renderMeter(el.meterGmv, el.meterGmvPeak, g, peaks.gmv);
     renderMeter(el.meterOrders, el.meterOrdersPeak, o, peaks.orders);
     el.meterGmv.parentNode.title = peaks.gmv ? "peak " + fmtMoney(peaks.gmv) + "/s at " + fmtClock(peaks.gmvAt) : "";
@@ -1195,7 +1425,11 @@
     countries.rerender();
     map.feedDirty = true;
     chart.dirty = true;
-    if (state) renderContext();
+    if (state) {
+      renderContext();
+      renderHeadline();
+      relabelMilestones();
+    }
     kick();
   }
 
@@ -1271,7 +1505,21 @@
     if (fresh || state.ended === true) settleAll();
     else kick();
 
-    if ("sim_time_ms" in partial || "gmv_fen" in partial) {
+    if (Array.isArray(partial.curve)) {
+      const fromMs = Number(state.from_ms) || 0;
+      const points = cleanCurve(partial.curve);
+      if (isSnapshot) {
+        chart.setCurve(points, fromMs);
+      } else {
+        const [curve, joined] = mergeTail(chart.curve || [], points, fromMs);
+        chart.setCurve(curve, fromMs);
+        if (fresh) refetchCurve(true); // a new run: the day before it, and its milestones
+        else if (!joined) refetchCurve(false); // a minute or more went missing
+      }
+      state.curve = chart.curve;
+    } else if (chart.curve === null && ("sim_time_ms" in partial || "gmv_fen" in partial)) {
+      // a server without the day's curve: draw what arrives
+      chart.fromMs = Number(state.from_ms) || 0;
       const t = Number(state.sim_time_ms);
       const v = Number(state.gmv_fen);
       if (Number.isFinite(t) && Number.isFinite(v) && (v > 0 || t > 0)) chart.sample(t, v);
@@ -1284,16 +1532,65 @@
       peaks.orders = Number(partial.orders_per_s);
       peaks.ordersAt = state.sim_time_ms;
     }
-    if ("sample_orders" in partial && !fresh) map.offer(partial.sample_orders);
+    if ("sample_orders" in partial) {
+      // A page that joins late lists the latest orders at once; live ones fly as arcs.
+      if (fresh) map.prime(partial.sample_orders);
+      else map.offer(partial.sample_orders);
+    }
 
     renderMeta(partial);
 
+    if (Array.isArray(partial.before_window)) {
+      for (const m of partial.before_window) addMilestone(m, false, true);
+    }
     if (Array.isArray(partial.milestones)) {
       // History that came with a new run's first snapshot is listed, not announced.
       for (const m of partial.milestones) addMilestone(m, !fresh);
     }
     if ("upcoming" in partial) renderUpcoming(partial.upcoming);
     checkEnded();
+  }
+
+  // The whole curve again from /api/state, when a tail did not join what the page holds,
+  // or when a tick starts a new run (a seek): ticks carry neither the day before the
+  // window nor the milestones passed before it.
+  let curveFetching = false;
+  let curveFetchedAt = 0;
+  async function refetchCurve(force, tries = 0) {
+    const now = performance.now();
+    if (curveFetching || (!force && now - curveFetchedAt < 1000)) return;
+    curveFetching = true;
+    curveFetchedAt = now;
+    let retry = false;
+    try {
+      const resp = await fetch(new URL("api/state", location.href), {
+        headers: feedToken ? { Authorization: "Bearer " + feedToken } : {},
+        cache: "no-store",
+        referrerPolicy: "no-referrer",
+      });
+      const s = resp.ok ? await resp.json() : null;
+      if (s && state && s.run !== state.run) retry = true; // not there yet: ask again
+      if (!s || !Array.isArray(s.curve) || !state || s.run !== state.run) return;
+      if (Array.isArray(s.before_window)) for (const m of s.before_window) addMilestone(m, false, true);
+      const fromMs = Number(s.from_ms) || 0;
+      let curve = cleanCurve(s.curve);
+      // What arrived meanwhile may be newer than what came back: fold it on top.
+      const end = curve.length ? curve[curve.length - 1][0] : -1;
+      const newer = (chart.curve || []).filter((p) => p[0] > end);
+      if (newer.length) {
+        const [merged, joined] = mergeTail(curve, newer, fromMs);
+        if (joined) curve = merged;
+      }
+      chart.setCurve(curve, fromMs);
+      state.curve = chart.curve;
+      kick();
+    } catch (e) {
+      retry = force; // the next tail that does not join asks again anyway
+    } finally {
+      curveFetching = false;
+    }
+    // Disconnected: the snapshot that comes with the reconnection carries it all.
+    if (retry && tries < 10) setTimeout(() => ws && refetchCurve(true, tries + 1), 500);
   }
 
   function renderMeta(partial) {
@@ -1304,21 +1601,76 @@
       document.title = t + " · live counter";
     }
     if ("scale" in partial) {
-      const scaled = s.scale != null && String(s.scale) !== "1";
-      el.scale.hidden = !scaled;
-      setText(el.scale, scaled ? "scale ×" + s.scale : "");
+      const k = scaleOf();
+      el.scale.hidden = k === 1;
+      const text = k < 1 ? "1:" + fmtInt(Math.round(1 / k)) + " miniature" : k > 1 ? "×" + s.scale + " scale" : "";
+      setText(el.scale, text);
+      el.scale.title = k === 1 ? "" : "Every amount on this page is at " + text + " of the real day";
     }
     if ("sim_time_ms" in partial) {
       setText(el.clock, fmtClock(s.sim_time_ms));
       const frac = Math.max(0, Math.min(1, (Number(s.sim_time_ms) || 0) / DAY_MS));
       el.dayProgress.style.transform = "scaleX(" + frac.toFixed(5) + ")";
     }
-    if ("gmv_fen_per_s" in partial || "orders_per_s" in partial) renderRates();
+    renderRates();
     if ("top_categories" in partial) categories.render(s.top_categories);
     if ("top_countries" in partial) countries.render(s.top_countries);
+    renderBasis();
+    renderHeadline();
     el.endedChip.hidden = s.ended !== true;
     renderReplay();
     renderContext();
+  }
+
+  // The window's base, [gmv_fen, orders] at its start (from the curve); null if unknown.
+  function windowBase() {
+    const from = Number(state.from_ms) || 0;
+    if (from === 0) return [0, 0];
+    const p = (chart.curve || []).find((q) => q[0] === from);
+    return p ? [p[1], p[2]] : null;
+  }
+
+  // One basis, stated: counter and chart are cumulative from 00:00; the lists, brands and
+  // shares (tallies of this replay's orders) count from the window's start.
+  function renderBasis() {
+    const from = Number(state.from_ms) || 0;
+    const hhmm = fmtClock(from).slice(0, 5);
+    const since = from > 0 ? "since " + hhmm : "";
+    for (const n of el.since) {
+      setText(n, since);
+      n.hidden = !since;
+    }
+    el.basis.hidden = from === 0;
+    setText(el.basis, from > 0
+      ? "Replay from " + hhmm + " · counter and chart: totals from 00:00 · lists, brands and shares: since " + hhmm
+      : "");
+  }
+
+  // The day's headline figures, on the counter's scale.
+  function renderHeadline() {
+    const s = state;
+    setText(el.brandLine, fmtMoneyCompact(10000000000 * scaleOf(), true)); // RMB 100m, scaled
+    setText(el.brandsOver, fmtInt(s.brands_over_100m || 0));
+    const named = (Array.isArray(s.top_brands) ? s.top_brands : [])
+      .map((b) => String((b && b.name) ?? ""))
+      .filter((n) => n && !/^Brand \d+$/.test(n));
+    setText(el.topBrands, named.join(" · ") || "–");
+    el.topBrands.title = named.join(", ");
+    // International share: cross-border orders (a seller abroad) among this window's orders.
+    const base = windowBase();
+    const windowOrders = base ? (Number(s.orders) || 0) - base[1] : 0;
+    let cross = Number(s.cross_border_orders);
+    const exact = Number.isFinite(cross);
+    if (!exact) {
+      // only the top ten sellers abroad are in the state: a lower bound
+      cross = 0;
+      for (const c of Array.isArray(s.top_countries) ? s.top_countries : []) cross += Number(c && c.orders) || 0;
+    }
+    setText(el.intlShare, windowOrders > 0 ? (exact ? "" : "≥") + ((cross / windowOrders) * 100).toFixed(1) + "%" : "–");
+    el.intlShare.title = exact ? "" : "at least: from the ten largest seller countries abroad";
+    const regions = Number(s.buyer_regions_abroad);
+    el.regionsFigure.hidden = !Number.isFinite(regions);
+    if (Number.isFinite(regions)) setText(el.regionsAbroad, fmtInt(regions));
   }
 
   // Lines under the counter: against last year, and the next milestone.
@@ -1344,7 +1696,7 @@
     if (up) {
       const have = up.metric === "orders" ? orders.target : gmv.target;
       const pct = up.threshold > 0 ? Math.min(99.9, (have / up.threshold) * 100) : 0;
-      setText(el.nextMilestone, "Next: " + (up.label ?? up.id) + " · " + pct.toFixed(1) + "%");
+      setText(el.nextMilestone, "Next: " + msLabel(up) + " · " + pct.toFixed(1) + "%");
     } else {
       setText(el.nextMilestone, s.ended ? "" : "All milestones reached");
     }
@@ -1352,29 +1704,69 @@
 
   // ---------------------------------------------------------------- replay state + control
 
-  const token = new URLSearchParams(location.search).get("token") || "";
+  // What the replay can do now: "running", "paused", "ended", "stopped" (it stopped
+  // beating) or "none" (no replay reports). The day's end (state.ended) wins over a
+  // replay status that has not caught up.
+  function replayState() {
+    if (!state) return "none";
+    if (state.ended === true) return "ended";
+    const r = state.replay;
+    if (!r || typeof r !== "object") return "none";
+    return ["running", "paused", "ended", "stopped"].includes(r.state) ? r.state : "none";
+  }
+
+  let ctlPending = false; // a command is on its way to the server
+  let ctlAwait = null; // the replay state a sent command should lead to, and its message
 
   function renderReplay() {
-    const r = state && state.replay;
-    if (!r || typeof r !== "object") {
-      el.replayChip.hidden = true;
-      return;
-    }
+    if (!state) return;
+    const r = state.replay && typeof state.replay === "object" ? state.replay : {};
+    const rs = replayState();
     const speed = r.speed == null ? "max speed" : fmtInt(r.speed) + "×";
     let text;
-    if (r.state === "paused") text = "❚❚ paused";
-    else if (r.state === "ended") text = "■ replay finished";
-    else text = "▶ " + speed;
+    if (rs === "paused") text = "❚❚ paused";
+    else if (rs === "running") text = "▶ " + speed + (r.waiting ? " · waiting for the " + r.waiting : "");
+    else if (rs === "ended") text = "■ replay ended";
+    else text = "No replay running";
     setText(el.replayChip, text);
-    if (el.replayChip.dataset.state !== String(r.state)) el.replayChip.dataset.state = String(r.state);
-    el.replayChip.title = "Replay " + (r.state || "") + ", speed " + speed;
-    el.replayChip.hidden = r.state === "ended" && state.ended === true;
-    if (token) {
-      setText(el.ctlPause, r.state === "paused" ? "Resume" : "Pause");
-      if (document.activeElement !== el.ctlSpeed) {
-        const v = r.speed == null ? "max" : String(r.speed);
-        if ([...el.ctlSpeed.options].some((o) => o.value === v)) el.ctlSpeed.value = v;
+    if (el.replayChip.dataset.state !== rs) el.replayChip.dataset.state = rs;
+    el.replayChip.title =
+      rs === "running" || rs === "paused" ? "Replay " + rs + ", speed " + speed : text;
+    // The "Replay ended" chip says it once the day is over.
+    el.replayChip.hidden = rs === "ended" && state.ended === true;
+    document.body.dataset.replay = rs;
+
+    const obeys = rs === "running" || rs === "paused";
+    const action = rs === "paused" ? "resume" : "pause";
+    setText(el.ctlPause, action === "resume" ? "Resume" : "Pause");
+    el.ctlPause.dataset.action = action;
+    el.ctlPause.disabled = !obeys || ctlPending;
+    el.ctlSpeed.disabled = !obeys || ctlPending;
+    el.ctlSeek.disabled = !obeys;
+    el.ctlSeekGo.disabled = !obeys || ctlPending;
+    el.controls.dataset.replay = rs;
+    if ("speed" in r && document.activeElement !== el.ctlSpeed) {
+      const v = r.speed == null ? "max" : String(r.speed);
+      if (![...el.ctlSpeed.options].some((o) => o.value === v)) {
+        // a speed set elsewhere (`ticker control speed 3000`): show it as it is
+        const o = document.createElement("option");
+        o.value = v;
+        o.textContent = fmtInt(Number(v)) + "×";
+        el.ctlSpeed.insertBefore(o, [...el.ctlSpeed.options].find((x) => x.value === "max" || Number(x.value) > Number(v)) || null);
       }
+      el.ctlSpeed.value = v;
+    }
+    if (ctlAwait && ctlAwait.done(r, rs)) {
+      ctlMessage(ctlAwait.message, "ok");
+      ctlAwait = null;
+    }
+    if (!obeys && token && !ctlPending && el.ctlMsg.dataset.kind !== "error") {
+      ctlMessage(
+        rs === "ended" ? "The replay has ended: start a new one to use these controls" : "No replay running",
+        "idle",
+      );
+    } else if (obeys && el.ctlMsg.dataset.kind === "idle") {
+      ctlMessage("", "");
     }
   }
 
@@ -1383,21 +1775,46 @@
     el.ctlMsg.dataset.kind = kind || "";
   }
 
+  // What a command should lead to, seen in the replay's own state (not in the 202).
+  function expectation(body) {
+    const sp = (r) => (r.speed == null ? "max" : String(r.speed));
+    switch (body.action) {
+      case "pause":
+        return { done: (r, rs) => rs === "paused", message: "Paused" };
+      case "resume":
+        return { done: (r, rs) => rs === "running", message: "Running" };
+      case "speed":
+        return { done: (r) => sp(r) === String(body.speed), message: "Speed " + (body.speed === "max" ? "max" : fmtInt(body.speed) + "×") };
+      default:
+        return { done: (r) => r.from_ms === parseClock(body.to), message: "Replaying from " + body.to };
+    }
+  }
+
   async function control(body) {
-    ctlMessage("sending…", "");
+    ctlMessage("sending " + body.action + "…", "");
+    ctlPending = true;
+    ctlAwait = null;
+    renderReplay();
     let resp;
     try {
       resp = await fetch(new URL("api/replay", location.href), {
         method: "POST",
         headers: { "Content-Type": "application/json", Authorization: "Bearer " + token },
         body: JSON.stringify(body),
+        referrerPolicy: "no-referrer",
       });
     } catch (e) {
       ctlMessage("Replay control unreachable: " + (e && e.message ? e.message : "network error"), "error");
       return false;
+    } finally {
+      ctlPending = false;
+      renderReplay();
     }
     if (resp.ok) {
-      ctlMessage("done: " + body.action, "ok");
+      // Accepted is not done: the replay says when it has obeyed (a `replay` message).
+      ctlAwait = expectation(body);
+      ctlMessage(body.action + " sent, waiting for the replay…", "");
+      renderReplay();
       return true;
     }
     let detail = "";
@@ -1411,16 +1828,16 @@
       401: "Not authorised (401): the server wants a control token",
       403: "Wrong control token (403): check ?token= in the address",
       404: "Replay control is not available on this server (404)",
+      409: "Refused",
     }[resp.status] || "Replay control failed (HTTP " + resp.status + ")";
-    ctlMessage(why + (detail ? " — " + detail : ""), "error");
+    ctlMessage(why + (detail ? ": " + detail : ""), "error");
     return false;
   }
 
   if (token) {
     el.controls.hidden = false;
     el.ctlPause.addEventListener("click", () => {
-      const paused = state && state.replay && state.replay.state === "paused";
-      control({ action: paused ? "resume" : "pause" });
+      control({ action: el.ctlPause.dataset.action === "resume" ? "resume" : "pause" });
     });
     el.ctlSpeed.addEventListener("change", () => {
       const v = el.ctlSpeed.value;
@@ -1446,7 +1863,6 @@
   let resumedTimer = 0;
   let lastPosition = null; // the newest feed position received
   let lastEpoch = ""; // the feed lifetime that position belongs to
-  const feedToken = new URLSearchParams(location.search).get("feed_token") || "";
 
   // Feed positions are Redis stream ids "ms-seq", optionally ".k" for the k-th of several
   // milestones of one commit (which sorts before the commit's own "ms-seq").
@@ -1539,8 +1955,7 @@
     switch (msg.type) {
       case "hello":
         helloEpoch = msg.epoch ?? null;
-        everConnected = true;
-        setStatus("live");
+        everConnected = true; // "live" or "resumed" once the snapshot says which
         setText(el.server, [msg.server, msg.protocol != null ? "protocol " + msg.protocol : ""].filter(Boolean).join(" · "));
         break;
       case "snapshot": {
@@ -1569,6 +1984,13 @@
         notePosition(msg.position);
         applyState(msg.state, runEpoch, false);
         break;
+      case "replay":
+        // The replay's own state, pushed whenever it changes (also when no orders flow).
+        if (state === null) break; // the snapshot carries it
+        state.replay = msg.replay ?? null;
+        renderReplay();
+        renderRates();
+        break;
       case "milestone":
         notePosition(msg.position);
         if (state !== null) addMilestone(msg.milestone, true);
@@ -1591,6 +2013,8 @@
     map.drawBase();
     map.clearArcs();
     chart.dirty = true;
+    fitMilestonesSoon();
+    fitFeed();
     kick();
   }
   if (window.ResizeObserver) {
@@ -1618,6 +2042,15 @@
         drawnLast: chart.drawnLast,
         ymax: chart.ymaxTarget,
         ymaxShown: chart.ymax,
+        hasCurve: chart.curve !== null,
+        fromMs: chart.fromMs,
+        // simulated times of the first point of this replay and of the last point drawn
+        firstMs: chart.startIndex() >= 0 ? chart.ts[chart.startIndex()] : null,
+        lastMs: chart.ts.length ? chart.ts[chart.ts.length - 1] : null,
+        // text on the canvas, boxes in CSS px, and the canvas's own size
+        labels: chart.labels.map((l) => ({ ...l })),
+        width: el.chart.cssW || 0,
+        height: el.chart.cssH || 0,
       };
     },
     get arcs() {
@@ -1626,6 +2059,7 @@
     get currency() {
       return currency;
     },
+    mergeTail, // the curve rule, for tests against ticker/core/timeline.py
   };
 
   setCurrency(wantedCurrency === "USD" ? "RMB" : wantedCurrency, false); // USD once a rate arrives
