@@ -177,6 +177,8 @@ EXTENSIONS: tuple[str, ...] = (
     "ticker.profile_check",
     "ticker.verify",
     "ticker.control",
+    "ticker.live",
+    "ticker.ingest",
 )
 
 

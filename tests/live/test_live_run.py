@@ -1,0 +1,151 @@
+"""A live run on a real Redis with a real aggregator: producers writing concurrently, with
+retries and duplicates, a producer that skips a seq, kill -9 of the aggregator."""
+
+import asyncio
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+
+from tests.conftest import UNIT, Ticker, stop
+from ticker.core.aggregate import State
+from ticker.keys import Keys
+from ticker.producer import NoLiveRun, Producer
+
+DAY = "2026-11-27"
+
+
+def _order(i: int, cents: int = 1_000, **names: str) -> dict[str, Any]:
+    minute, second = divmod(i % 3_600, 60)
+    return {
+        "id": f"o{i}",
+        "paid_at": f"{DAY}T10:{minute:02d}:{second:02d}Z",
+        "amount": cents,
+        **names,
+    }
+
+
+def _live(ticker: Ticker, *extra: str) -> None:
+    done = ticker.run("live", "start", "--title", "Test sale", "--day", DAY, *extra)
+    assert done.returncode == 0, done.stderr
+
+
+def _state(ticker: Ticker) -> State:
+    with redis.Redis.from_url(ticker.redis_url) as r:
+        raw, brands = r.hmget(Keys(ticker.namespace).state, ["state", "brands"])
+    return State.loads(raw, brands) if raw else State()
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout * UNIT
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _finish(ticker: Ticker, agg: "subprocess.Popen[str]") -> State:
+    assert ticker.run("live", "end").returncode == 0
+    assert agg.wait(60 * UNIT) == 0, ticker.output(agg)
+    return _state(ticker)
+
+
+async def _write(ticker: Ticker, producer: str, ids: range, lose_every: int) -> None:
+    """Write orders; the reply of every `lose_every`-th write is lost after Redis took it."""
+    async with Producer(ticker.redis_url, ticker.namespace, producer, batch_size=50) as p:
+        real, calls = p._write, 0
+
+        async def lossy(**kwargs: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            await real(**kwargs)
+            if calls % lose_every == 0:
+                raise redis.exceptions.ConnectionError("reply lost")
+
+        p._write = lossy
+        for i in ids:
+            await p.add(_order(i))
+
+
+def test_two_producers_with_retries_count_every_order_exactly_once(ticker: Ticker) -> None:
+    """Two producers at once, each resending some batches: 3,000 orders, RMB 30,000."""
+    _live(ticker)
+    agg = ticker.start("aggregate", "--burst")
+    try:
+
+        async def both() -> None:
+            await asyncio.gather(
+                _write(ticker, "shop-a", range(0, 1_500), lose_every=3),
+                _write(ticker, "shop-b", range(1_500, 3_000), lose_every=5),
+            )
+
+        asyncio.run(both())
+        state = _finish(ticker, agg)
+    finally:
+        stop(agg)
+    assert (state.orders, state.gmv_fen, state.dead_letters) == (3_000, 3_000_000, 0)
+    assert state.producers == {"shop-a": 30, "shop-b": 30}
+
+
+def test_a_producer_that_skips_a_seq_is_held_then_dead_lettered_with_the_reason(
+    ticker: Ticker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch written with seq 3 after seq 1: held, then a dead letter naming the gap."""
+    monkeypatch.setenv("TICKER_HOLD_SECONDS", "1")
+    _live(ticker)
+    agg = ticker.start("aggregate", "--burst")
+    try:
+
+        async def skipping() -> None:
+            async with Producer(ticker.redis_url, ticker.namespace, "gappy", batch_size=1) as p:
+                await p.add(_order(1))
+                await p.flush()
+                stray = p._new_batch()
+                stray.add(p.parse(_order(2)))
+                await p.redis.xadd(p.keys.orders, stray.fields(p.run, "gappy", 3))
+
+        asyncio.run(skipping())
+        wait_for(lambda: _state(ticker).gaps == 1, "the stray given up")
+        state = _finish(ticker, agg)
+    finally:
+        stop(agg)
+    assert (state.orders, state.gaps, state.producer_gaps) == (1, 1, {"gappy": 1})
+    with redis.Redis.from_url(ticker.redis_url) as r:
+        ((_, dead),) = r.xrange(Keys(ticker.namespace).dead_letters)
+    assert dead[b"reason"].startswith(b"producer 'gappy': seq 2 expected, got 3")
+
+
+def test_a_producer_without_a_live_run_is_told_how_to_start_one(ticker: Ticker) -> None:
+    """No live run in the namespace: NoLiveRun with the command to open one."""
+
+    async def attempt() -> None:
+        async with Producer(ticker.redis_url, ticker.namespace):
+            pass
+
+    with pytest.raises(NoLiveRun, match="ticker live start"):
+        asyncio.run(attempt())
+
+
+def test_kill_9_of_the_aggregator_mid_stream_loses_and_repeats_nothing(ticker: Ticker) -> None:
+    """The aggregator killed while batches flow, then restarted: exact totals."""
+    _live(ticker)
+    agg = ticker.start("aggregate", "--name", "first")
+
+    async def write() -> None:
+        async with Producer(ticker.redis_url, ticker.namespace, "p", batch_size=20) as p:
+            for i in range(4_000):
+                await p.add(_order(i, 500))
+                if i == 2_000:
+                    agg.send_signal(signal.SIGKILL)
+
+    try:
+        asyncio.run(write())
+        agg.wait(10 * UNIT)
+        again = ticker.start("aggregate", "--burst")
+        state = _finish(ticker, again)
+    finally:
+        stop(agg)
+    assert (state.orders, state.gmv_fen, state.duplicates) == (4_000, 2_000_000, 0)

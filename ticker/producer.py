@@ -1,0 +1,209 @@
+"""`ticker.producer`: write real orders into the open live run, exactly once.
+
+    async with Producer("redis://127.0.0.1:6379/0", namespace="main") as p:
+        await p.add({"id": "A1", "paid_at": "2026-11-27T10:00:00+08:00", "amount": "199.90"})
+        ...                      # batches of `batch_size` go out as they fill
+    # leaving the block flushes the rest
+
+Each batch is one orders entry of the live run with this producer's id and its next seq
+(1, 2, ...). A batch is written by one script that takes seq N only if the producer's last
+written seq is N - 1 (the hash `Keys.producers`), so a retry after any failure (a lost
+reply, a dropped connection, a Redis restart) resends the same seq and can never count
+twice; the aggregator also drops a seq it has applied. A producer id given again (a
+restarted process) continues after its last written seq.
+
+Errors: OrderError (a bad order: field and reason; nothing of it is taken), NoLiveRun (no
+live run is open, or it ended), ProducerError (Redis refused for good).
+"""
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+from ticker.core.batch import ReplayMeta
+from ticker.core.orders import Batcher, Order, OrderError, parse_order
+from ticker.errors import TickerError
+from ticker.keys import Keys
+from ticker.redis_io import TRANSIENT, client
+
+__all__ = ["NoLiveRun", "Order", "OrderError", "Producer", "ProducerError", "live_run"]
+
+log = logging.getLogger("ticker.producer")
+
+# KEYS: live hash, producers hash, orders stream
+# ARGV: run, producer, seq, then the entry's field/value pairs
+# Returns 'ok' (written), 'dup' (this seq was written before: a retry), or an error.
+WRITE = """
+local live = redis.call('HMGET', KEYS[1], 'run', 'ended')
+if live[1] ~= ARGV[1] then return redis.error_reply('NOLIVE the live run is not ' .. ARGV[1]) end
+if live[2] == '1' then return redis.error_reply('NOLIVE the live run ' .. ARGV[1] .. ' ended') end
+local last = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
+local seq = tonumber(ARGV[3])
+if seq <= last then return 'dup' end
+if seq > last + 1 then
+  return redis.error_reply('SEQGAP producer ' .. ARGV[2] .. ' wrote seq ' .. last ..
+                           ', not ' .. (seq - 1))
+end
+redis.call('HSET', KEYS[2], ARGV[2], seq)
+redis.call('XADD', KEYS[3], '*', unpack(ARGV, 4))
+return 'ok'
+"""
+
+
+class NoLiveRun(TickerError):
+    """No live run is open in the namespace (start one: `ticker live start`), or it ended."""
+
+
+class ProducerError(TickerError):
+    """Redis refused a batch for a reason a retry cannot cure."""
+
+
+async def live_run(redis: Any, keys: Keys) -> tuple[str, ReplayMeta]:
+    """The open live run of a namespace and its meta; NoLiveRun if there is none."""
+    run, meta, ended = await redis.hmget(keys.live, ["run", "meta", "ended"])
+    if run is None or meta is None:
+        raise NoLiveRun(
+            f"no live run in namespace {keys.namespace!r}: start one with "
+            f'`ticker live start --title "…" --namespace {keys.namespace}`'
+        )
+    if ended == b"1":
+        raise NoLiveRun(f"the live run {run.decode()} has ended; start a new one")
+    return run.decode(), ReplayMeta.from_json(meta)
+
+
+def default_producer_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"[:64]
+
+
+class Producer:
+    """An async writer of orders into the open live run of a namespace."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        namespace: str = "main",
+        producer_id: str | None = None,
+        batch_size: int = 4000,
+        retry_for: float = 60.0,
+    ) -> None:
+        """`producer_id` (1..64 characters) names this writer's sequence; give the same one
+        to continue it after a restart. `retry_for`: seconds a batch is retried while
+        Redis is unreachable before ProducerError."""
+        self.redis_url, self.keys = redis_url, Keys(namespace)
+        self.producer_id = producer_id or default_producer_id()
+        if not 0 < len(self.producer_id) <= 64:
+            raise ValueError("producer_id must be 1..64 characters")
+        self.batch_size, self.retry_for = batch_size, retry_for
+        self.redis: Any = None
+        self.run = ""
+        self.meta: ReplayMeta | None = None
+        self.seq = 0  # the last seq written
+        self.written = 0  # orders written (acknowledged by Redis)
+        self.gmv_fen = 0
+        self.batch: Batcher | None = None
+
+    async def __aenter__(self) -> "Producer":
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if kind is None:
+                await self.flush()
+        finally:
+            await self.close()
+
+    async def open(self) -> None:
+        """Find the live run and this producer's last written seq."""
+        self.redis = client(self.redis_url)
+        self._write = self.redis.register_script(WRITE)
+        try:
+            self.run, self.meta = await live_run(self.redis, self.keys)
+            last = await self.redis.hget(self.keys.producers, self.producer_id)
+        except BaseException:
+            await self.close()
+            raise
+        self.seq = int(last or 0)
+        self.batch = self._new_batch()
+
+    async def close(self) -> None:
+        if self.redis is not None:
+            await self.redis.aclose()
+            self.redis = None
+
+    def _new_batch(self) -> Batcher:
+        assert self.meta is not None
+        return Batcher(self.meta.countries[0], self.batch_size)
+
+    def parse(self, order: Mapping[str, Any] | Order) -> Order:
+        """Validate one order for this live run (OrderError: field and reason)."""
+        if isinstance(order, Order):
+            return order
+        assert self.meta is not None, "open the producer first"
+        return parse_order(order, self.meta.origin_ms, self.meta.utc_offset_minutes)
+
+    async def add(self, order: Mapping[str, Any] | Order) -> None:
+        """Take one order (validated first: a bad one raises OrderError, taking nothing);
+        a full batch is written before this returns."""
+        parsed = self.parse(order)
+        assert self.batch is not None
+        if not self.batch.fits(parsed):
+            await self.flush()
+        self.batch.add(parsed)
+        if len(self.batch) >= self.batch_size:
+            await self.flush()
+
+    async def add_many(self, orders: list[Mapping[str, Any]] | list[Order]) -> None:
+        for order in orders:
+            await self.add(order)
+
+    async def flush(self) -> None:
+        """Write the orders gathered so far (nothing if there are none)."""
+        assert self.batch is not None
+        if not len(self.batch):
+            return
+        batch, self.batch = self.batch, self._new_batch()
+        seq = self.seq + 1
+        fields = batch.fields(self.run, self.producer_id, seq)
+        await self._send(seq, fields)
+        self.seq = seq
+        self.written += len(batch)
+        self.gmv_fen += sum(batch.amt)
+
+    async def _send(self, seq: int, fields: dict[bytes, bytes]) -> None:
+        """Write one batch, retrying the same seq until Redis says it has it."""
+        args: list[Any] = [self.run, self.producer_id, seq]
+        for k, v in fields.items():
+            args += [k, v]
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.retry_for
+        delay = 0.05
+        while True:
+            try:
+                await self._write(
+                    keys=[self.keys.live, self.keys.producers, self.keys.orders], args=args
+                )
+                return
+            except TRANSIENT as exc:
+                if loop.time() > give_up:
+                    raise ProducerError(
+                        f"batch {seq} not written: Redis unreachable for {self.retry_for:.0f}s "
+                        f"({exc}); retrying later with the same producer id is safe"
+                    ) from None
+                log.warning("writing batch %d: %s; retrying", seq, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except Exception as exc:
+                text = str(exc)
+                if text.startswith("NOLIVE"):
+                    raise NoLiveRun(text.removeprefix("NOLIVE ")) from None
+                raise ProducerError(f"batch {seq} refused: {text}") from None
