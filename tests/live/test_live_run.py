@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import pytest
 import redis
 
@@ -116,6 +117,8 @@ def test_a_producer_that_skips_a_seq_is_held_then_dead_lettered_with_the_reason(
     with redis.Redis.from_url(ticker.redis_url) as r:
         ((_, dead),) = r.xrange(Keys(ticker.namespace).dead_letters)
     assert dead[b"reason"].startswith(b"producer 'gappy': seq 2 expected, got 3")
+    status = orjson.loads(ticker.run("live", "status").stdout)
+    assert status["producers"]["gappy"] == {"written": 1, "applied": 1, "gaps": 1}
 
 
 def test_a_producer_without_a_live_run_is_told_how_to_start_one(ticker: Ticker) -> None:
@@ -149,3 +152,42 @@ def test_kill_9_of_the_aggregator_mid_stream_loses_and_repeats_nothing(ticker: T
     finally:
         stop(agg)
     assert (state.orders, state.gmv_fen, state.duplicates) == (4_000, 2_000_000, 0)
+
+
+def _two_shops(ticker: Ticker) -> State:
+    """Two producers (one losing replies) with paid-at times out of order, ended."""
+    agg = ticker.start("aggregate", "--burst")
+    try:
+
+        async def both() -> None:
+            await asyncio.gather(
+                _write(ticker, "shop-a", range(3_000, 0, -1), lose_every=4),
+                _write(ticker, "shop-b", range(3_000, 4_000), lose_every=7),
+            )
+
+        asyncio.run(both())
+        return _finish(ticker, agg)
+    finally:
+        stop(agg)
+
+
+def test_live_verify_recounts_the_stream_and_finds_it_exactly_equal(ticker: Ticker) -> None:
+    """A run kept with --audit: `ticker live verify` exits 0 and says so."""
+    _live(ticker, "--audit")
+    _two_shops(ticker)
+    done = ticker.run("live", "verify")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "verify: OK" in done.stdout
+
+
+def test_live_verify_fails_when_the_stream_and_the_state_disagree(ticker: Ticker) -> None:
+    """One applied batch deleted from the stream: exit 1 with the differences."""
+    _live(ticker, "--audit")
+    _two_shops(ticker)
+    with redis.Redis.from_url(ticker.redis_url) as r:
+        orders = Keys(ticker.namespace).orders
+        victim = next(i for i, f in r.xrange(orders) if f.get(b"producer") == b"shop-b")
+        r.xdel(orders, victim)
+    done = ticker.run("live", "verify")
+    assert done.returncode == 1
+    assert "DIFFERENT orders" in done.stdout
