@@ -24,8 +24,18 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
-from ticker.core.batch import ReplayMeta
-from ticker.core.orders import Batcher, Order, OrderError, parse_order
+import numpy as np
+import numpy.typing as npt
+
+from ticker.core.batch import (
+    MAX_NAME_CHARS,
+    MAX_ORDER_FEN,
+    MAX_ORDERS_PER_BATCH,
+    ReplayMeta,
+    encode_orders,
+)
+from ticker.core.clock import DAY_MS
+from ticker.core.orders import BATCH_NAMES, COLUMN_OF, Batcher, Order, OrderError, parse_order
 from ticker.errors import TickerError
 from ticker.keys import Keys
 from ticker.redis_io import TRANSIENT, client
@@ -165,6 +175,74 @@ class Producer:
     async def add_many(self, orders: list[Mapping[str, Any]] | list[Order]) -> None:
         for order in orders:
             await self.add(order)
+
+    async def add_columns(
+        self,
+        paid_at_ms: "npt.ArrayLike",
+        amount_fen: "npt.ArrayLike",
+        **names: "npt.ArrayLike | None",
+    ) -> None:
+        """Take orders already held as columns, the fast way (millions a second): Unix ms
+        and integer fen (int64 arrays), and optional name columns `category`,
+        `seller_country`, `buyer_region`, `brand` (arrays of strings). Checked as a whole
+        first (OrderError names the field and the first bad row, `line` = row + 1);
+        written in batches of `batch_size`."""
+        assert self.meta is not None, "open the producer first"
+        at = np.asarray(paid_at_ms)
+        amt = np.asarray(amount_fen)
+        for name, col in (("paid_at", at), ("amount", amt)):
+            if col.dtype.kind not in "iu":
+                raise OrderError(name, f"must be an integer column, not {col.dtype}")
+        if at.shape != amt.shape or at.ndim != 1:
+            raise OrderError("amount", "paid_at and amount must be columns of one length")
+        at = at.astype(np.int64) - self.meta.origin_ms
+        for name, bad, reason in (
+            ("paid_at", (at < 0) | (at >= DAY_MS), "outside the event's day"),
+            ("amount", (amt < 1) | (amt > MAX_ORDER_FEN), f"must be 1..{MAX_ORDER_FEN:,} fen"),
+        ):
+            if bad.any():
+                row = int(np.argmax(bad))
+                raise OrderError(name, reason, row + 1)
+        named: dict[str, np.ndarray[Any, Any]] = {}
+        for key, column in COLUMN_OF.items():
+            values = names.get(key)
+            if values is not None:
+                named[column] = np.asarray(values, dtype=str)
+                if named[column].shape != at.shape:
+                    raise OrderError(key, "must be a column as long as paid_at")
+                lengths = np.char.str_len(named[column])
+                if ((lengths < 1) | (lengths > MAX_NAME_CHARS)).any():
+                    row = int(np.argmax((lengths < 1) | (lengths > MAX_NAME_CHARS)))
+                    raise OrderError(key, f"names are 1..{MAX_NAME_CHARS} characters", row + 1)
+        await self.flush()
+        step = min(self.batch_size, MAX_ORDERS_PER_BATCH)
+        for lo in range(0, len(at), step):
+            part = slice(lo, lo + step)
+            cols = {"at": at[part], "amt": amt[part]}
+            batch_names = {}
+            for column in COLUMN_OF.values():
+                if column not in named:
+                    default = self.meta.countries[0] if column == "cty" else "Other"
+                    cols[column] = np.zeros(len(cols["at"]), dtype=np.int64)
+                    batch_names[column] = [default]
+                    continue
+                unique, index = np.unique(named[column][part], return_inverse=True)
+                if len(unique) > BATCH_NAMES[column]:
+                    key = next(k for k, c in COLUMN_OF.items() if c == column)
+                    raise OrderError(
+                        key,
+                        f"more than {BATCH_NAMES[column]} names in rows {lo + 1}..{lo + step} "
+                        "(one batch's limit): use a smaller batch_size",
+                    )
+                cols[column] = index.astype(np.int64)
+                batch_names[column] = unique.tolist()
+            seq = self.seq + 1
+            t0, t1 = int(cols["at"].min()), int(cols["at"].max()) + 1
+            fields = encode_orders(self.run, seq, t0, t1, cols, self.producer_id, batch_names)
+            await self._send(seq, fields)
+            self.seq = seq
+            self.written += len(cols["amt"])
+            self.gmv_fen += int(cols["amt"].sum())
 
     async def flush(self) -> None:
         """Write the orders gathered so far (nothing if there are none)."""

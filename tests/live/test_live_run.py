@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 import redis
@@ -15,7 +16,7 @@ import redis
 from tests.conftest import UNIT, Ticker, stop
 from ticker.core.aggregate import State
 from ticker.keys import Keys
-from ticker.producer import NoLiveRun, Producer
+from ticker.producer import NoLiveRun, OrderError, Producer
 
 DAY = "2026-11-27"
 
@@ -191,3 +192,40 @@ def test_live_verify_fails_when_the_stream_and_the_state_disagree(ticker: Ticker
     done = ticker.run("live", "verify")
     assert done.returncode == 1
     assert "DIFFERENT orders" in done.stdout
+
+
+def test_orders_given_as_columns_are_counted_exactly(ticker: Ticker) -> None:
+    """10,000 orders as numpy columns with category names: exact totals and tallies."""
+    _live(ticker)
+    agg = ticker.start("aggregate", "--burst")
+    origin = 1_795_737_600_000  # 2026-11-27 00:00 UTC
+    paid = origin + 36_000_000 + np.arange(10_000, dtype=np.int64) * 7
+    cats = np.where(np.arange(10_000) % 4 == 0, "Shoes", "Bags")
+
+    async def write() -> None:
+        async with Producer(ticker.redis_url, ticker.namespace, "cols", batch_size=3_000) as p:
+            await p.add_columns(paid, np.full(10_000, 250, dtype=np.int64), category=cats)
+
+    try:
+        asyncio.run(write())
+        state = _finish(ticker, agg)
+    finally:
+        stop(agg)
+    assert (state.orders, state.gmv_fen, state.producers) == (10_000, 2_500_000, {"cols": 4})
+    tops = {c["name"]: c["orders"] for c in state.view()["top_categories"]}
+    assert tops == {"Shoes": 2_500, "Bags": 7_500}
+
+
+def test_a_bad_row_in_columns_is_named_and_nothing_is_written(ticker: Ticker) -> None:
+    """A zero amount in row 3: OrderError(amount, line 3) and no batch written."""
+    _live(ticker)
+
+    async def write() -> int:
+        async with Producer(ticker.redis_url, ticker.namespace, "cols") as p:
+            paid = np.full(5, 1_795_737_600_000 + 1_000, dtype=np.int64)
+            with pytest.raises(OrderError) as info:
+                await p.add_columns(paid, np.array([1, 2, 0, 4, 5]))
+            assert (info.value.field, info.value.line) == ("amount", 3)
+            return p.seq
+
+    assert asyncio.run(write()) == 0
