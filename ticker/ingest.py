@@ -4,14 +4,16 @@ NDJSON (one JSON object an order) or CSV (a header line, one order a line; `--ma
 field=column` names the columns holding `id`, `paid_at`, `amount`, ...). At `--speed N`
 an order is written when N times the wall time since the first order has passed its
 paid-at distance from the first; `--speed max` writes as fast as Redis takes it. Built on
-`ticker.producer`: re-running with the same `--producer` continues its sequence, and a
-batch retried after a failure counts once. A bad line is reported (line, field, reason)
-and skipped; the exit code is then 1.
+`ticker.producer`: a batch retried after a failure counts once, and the same command run
+again (same file, same options: the producer id is derived from them unless `--producer`
+names one) skips the batches an interrupted run wrote and goes on from there. A bad line
+is reported (line, field, reason) and skipped; the exit code is then 1.
 """
 
 import argparse
 import asyncio
 import csv
+import hashlib
 import sys
 import time
 from collections.abc import Iterator
@@ -108,17 +110,25 @@ async def ingest(
     producer_id: str | None,
     batch_size: int,
     quiet: bool,
-) -> tuple[int, int]:
-    """Write the file's orders; (orders written, bad lines)."""
+) -> tuple[int, int, int]:
+    """Write the file's orders; (orders written, orders an earlier run had written, bad
+    lines)."""
     bad = 0
+    producer_id = producer_id or default_id(path, fmt, mapping, speed, batch_size)
     async with Producer(
-        settings.redis_url, settings.keys.namespace, producer_id, batch_size
+        settings.redis_url, settings.keys.namespace, producer_id, batch_size, from_start=True
     ) as producer:
         assert producer.meta is not None
         bar = Bar(path.stat().st_size, producer.meta.currency, not quiet)
-        first: int | None = None
+        first = 0
         started = time.monotonic()
         at = 0
+        # At --speed, a batch is cut when an order comes PACE_MS of wall time after the
+        # batch's first (so the screen moves), and waits until its first order is due:
+        # the batches depend on the file and the options alone, so that a run resumed
+        # with the same ones finds the batches it wrote before (and skips their waits).
+        window = speed * PACE_MS if speed is not None else None
+        fresh = True  # no batch waited for yet: the pace starts at the next one
         with path.open("rb") as stream:
             for number, item in read_orders(stream, fmt, mapping):
                 try:
@@ -130,17 +140,37 @@ async def ingest(
                     print(f"\n{path.name}: {exc.at_line(number)}", file=sys.stderr)
                     continue
                 at = order.at
-                if speed is not None:
-                    first = at if first is None else first
-                    wait = (at - first) / speed / 1000 - (time.monotonic() - started)
-                    if wait > 0:
-                        await producer.flush()  # what is due is on screen while we wait
-                        await asyncio.sleep(wait)
+                assert producer.batch is not None
+                if speed is not None and window is not None:
+                    if len(producer.batch) and at - producer.batch.at[0] >= window:
+                        await producer.flush()
+                    if not len(producer.batch):
+                        if fresh or producer.seq < producer.before:
+                            first, started = at, time.monotonic()  # written before: no wait
+                            fresh = producer.seq < producer.before
+                        wait = (at - first) / speed / 1000 - (time.monotonic() - started)
+                        if wait > 0:
+                            await asyncio.sleep(wait)
                 await producer.add(order)
                 bar.show(stream.tell(), producer, at)
             await producer.flush()
             bar.show(stream.tell(), producer, at, final=True)
-        return producer.written, bad
+        return producer.written - producer.already, producer.already, bad
+
+
+PACE_MS = 100
+
+
+def default_id(
+    path: Path, fmt: str, mapping: dict[str, str], speed: float | None, batch_size: int
+) -> str:
+    """The producer id of an ingest: the same file with the same options gets the same
+    one (and so resumes where an interrupted run stopped), anything else a new one."""
+    digest = hashlib.sha256(f"{fmt} {sorted(mapping.items())} {speed} {batch_size}".encode())
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return f"ingest-{digest.hexdigest()[:24]}"
 
 
 def register(sub: "argparse._SubParsersAction[Any]", add_redis: Any) -> None:
@@ -181,7 +211,7 @@ def _run(args: argparse.Namespace) -> int:
     if not 1 <= args.batch_size <= 65_536:
         raise UsageError("--batch-size must be 1..65536")
     settings = Settings.from_env(args.redis_url, args.namespace)
-    written, bad = asyncio.run(
+    written, already, bad = asyncio.run(
         ingest(
             settings,
             path,
@@ -193,5 +223,7 @@ def _run(args: argparse.Namespace) -> int:
             args.quiet,
         )
     )
-    print(f"ingest: {written:,} orders written" + (f", {bad} bad lines skipped" if bad else ""))
+    earlier = f" ({already:,} more were written by an earlier run)" if already else ""
+    skipped = f", {bad} bad lines skipped" if bad else ""
+    print(f"ingest: {written:,} orders written{earlier}{skipped}")
     return 1 if bad else 0

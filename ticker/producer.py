@@ -99,10 +99,15 @@ class Producer:
         producer_id: str | None = None,
         batch_size: int = 4000,
         retry_for: float = 60.0,
+        from_start: bool = False,
     ) -> None:
         """`producer_id` (1..64 characters) names this writer's sequence; give the same one
         to continue it after a restart. `retry_for`: seconds a batch is retried while
-        Redis is unreachable before ProducerError."""
+        Redis is unreachable before ProducerError.
+
+        `from_start`: number batches from 1 again even if this producer id wrote before,
+        so that the batches it wrote then are recognised and skipped (`ticker ingest`
+        resuming a file: only safe when the same orders make the same batches)."""
         self.redis_url, self.keys = redis_url, Keys(namespace)
         self.producer_id = producer_id or default_producer_id()
         if not 0 < len(self.producer_id) <= 64:
@@ -112,7 +117,10 @@ class Producer:
         self.run = ""
         self.meta: ReplayMeta | None = None
         self.seq = 0  # the last seq written
+        self.from_start = from_start
+        self.before = 0  # the last seq this producer id had written when opened
         self.written = 0  # orders written (acknowledged by Redis)
+        self.already = 0  # orders of batches found written before (from_start)
         self.gmv_fen = 0
         self.batch: Batcher | None = None
 
@@ -142,7 +150,8 @@ class Producer:
         except BaseException:
             await self.close()
             raise
-        self.seq = int(last or 0)
+        self.before = int(last or 0)
+        self.seq = 0 if self.from_start else self.before
         self.batch = self._new_batch()
 
     async def close(self) -> None:
@@ -252,25 +261,27 @@ class Producer:
         batch, self.batch = self.batch, self._new_batch()
         seq = self.seq + 1
         fields = batch.fields(self.run, self.producer_id, seq)
-        await self._send(seq, fields)
+        if not await self._send(seq, fields):
+            self.already += len(batch)
         self.seq = seq
         self.written += len(batch)
         self.gmv_fen += sum(batch.amt)
 
-    async def _send(self, seq: int, fields: dict[bytes, bytes]) -> None:
-        """Write one batch, retrying the same seq until Redis says it has it."""
+    async def _send(self, seq: int, fields: dict[bytes, bytes]) -> bool:
+        """Write one batch, retrying the same seq until Redis says it has it; False if
+        it had it before this call (written by an earlier run of this producer id)."""
         args: list[Any] = [self.run, self.producer_id, seq]
         for k, v in fields.items():
             args += [k, v]
         loop = asyncio.get_running_loop()
         give_up = loop.time() + self.retry_for
-        delay = 0.05
+        delay, attempt = 0.05, 0
         while True:
+            attempt += 1
             try:
-                await self._write(
-                    keys=[self.keys.live, self.keys.producers, self.keys.orders], args=args
-                )
-                return
+                keys = [self.keys.live, self.keys.producers, self.keys.orders]
+                reply = await self._write(keys=keys, args=args)
+                return not (reply == b"dup" and attempt == 1)
             except TRANSIENT as exc:
                 if loop.time() > give_up:
                     raise ProducerError(

@@ -1,9 +1,10 @@
 """`ticker ingest`: a shop's exported orders into the live run, through real processes."""
 
+import signal
 from pathlib import Path
 
 from tests.conftest import UNIT, Ticker, stop
-from tests.live.test_live_run import DAY, _live, _state
+from tests.live.test_live_run import DAY, _live, _state, wait_for
 
 
 def _ingest(ticker: Ticker, path: Path, *options: str) -> tuple[int, str, str]:
@@ -53,3 +54,29 @@ def test_the_progress_bar_shows_orders_and_money(ticker: Ticker, tmp_path: Path)
     _live(ticker)
     _, _, err = _ingest(ticker, path)
     assert "100%  1 orders  CNY 12.34" in err
+
+
+def test_an_ingest_killed_midway_and_run_again_counts_every_order_once(
+    ticker: Ticker, tmp_path: Path
+) -> None:
+    """kill -9 of a paced ingest after some orders count; the same command again: exact."""
+    lines = [
+        f'{{"id": "n{i}", "paid_at": "{DAY}T09:{i // 600:02d}:{i // 10 % 60:02d}Z", "amount": 7}}'
+        for i in range(3_000)
+    ]
+    (path := tmp_path / "day.ndjson").write_text("\n".join(lines) + "\n")
+    _live(ticker)
+    agg = ticker.start("aggregate", "--burst")
+    try:
+        first = ticker.start("ingest", str(path), "--speed", "100", "--batch-size", "50")
+        wait_for(lambda: _state(ticker).orders >= 500, "part of the file counted")
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        again = ticker.run("ingest", str(path), "--speed", "100", "--batch-size", "50")
+        assert again.returncode == 0, again.stderr
+        assert "more were written by an earlier run" in again.stdout
+        assert ticker.run("live", "end").returncode == 0
+        assert agg.wait(60 * UNIT) == 0
+    finally:
+        stop(agg)
+    assert (_state(ticker).orders, _state(ticker).gmv_fen) == (3_000, 21_000)
