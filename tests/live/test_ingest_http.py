@@ -43,8 +43,12 @@ def live(ticker: Ticker) -> Iterator[Ticker]:
     stop(agg)
 
 
-async def _post(url: str, body: bytes | list[Any], token: str | None = TOKEN) -> tuple[int, Any]:
+async def _post(
+    url: str, body: bytes | list[Any], token: str | None = TOKEN, json: bool = False
+) -> tuple[int, Any]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if json:
+        headers["Content-Type"] = "application/json"
     data = orjson.dumps(body) if isinstance(body, list) else body
     if isinstance(body, list):
         headers["Content-Type"] = "application/json"
@@ -112,3 +116,27 @@ async def test_orders_without_a_live_run_get_409(url: str, ticker: Ticker) -> No
     """No live run open: 409 no_live_run."""
     status, body = await _post(url, [_order(1)])
     assert (status, body["error"]) == (409, "no_live_run")
+
+
+async def test_a_json_body_that_is_not_an_array_is_refused(url: str, live: Ticker) -> None:
+    """A JSON object instead of an array: 422 saying the body must be an array."""
+    status, body = await _post(url, b'{"id": 1}', json=True)
+    assert status == 422
+    assert body["errors"][0]["reason"] == "a JSON body must be an array of orders"
+
+
+async def test_a_request_above_the_size_limit_gets_413(ticker: Ticker, live: Ticker) -> None:
+    """A body over max_bytes: 413 and nothing taken."""
+    app = web.Application()
+    ingest_http.setup(app, ticker.redis_url, Keys(ticker.namespace), TOKEN, max_bytes=1_000)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    await web.SockSite(runner, sock).start()
+    try:
+        body = _ndjson([_order(i) for i in range(100)])
+        status, _ = await _post(f"http://127.0.0.1:{sock.getsockname()[1]}/api/orders", body)
+    finally:
+        await runner.cleanup()
+    assert status == 413
