@@ -80,7 +80,7 @@ async def start(
         async with r.pipeline(transaction=True) as tx:
             if audit:
                 tx.xgroup_create(keys.orders, AUDIT, id="$", mkstream=True)
-            tx.delete(keys.producers, keys.order_ids)
+            tx.unlink(keys.producers, keys.order_ids)  # a large id set is freed in the background
             tx.hset(keys.live, mapping={"run": run, "meta": meta.to_json(), "ended": "0"})
             tx.xadd(keys.orders, encode_start(run, meta))
             await tx.execute()
