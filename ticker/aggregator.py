@@ -31,9 +31,10 @@ import orjson
 from redis.exceptions import ResponseError
 
 from ticker.commit import FEED_MAXLEN, PARTIALS_MAXLEN, feed_payload, run_fenced
+from ticker.core import timeline
 from ticker.core.aggregate import Fired, State
 from ticker.core.batch import BadEntry, End, Entry, Start, decode
-from ticker.core.hold import HOLD_SECONDS, Held, Hold
+from ticker.core.hold import HOLD_SECONDS, Held, Hold, seq_key
 from ticker.errors import FencedOff, TickerError
 from ticker.keys import GROUP, Keys
 from ticker.lease import LEASE_MS, Lease, fence
@@ -376,7 +377,7 @@ class Aggregator:
                     dead += self._dead_letter(entry_id, bad[i], fields)
                 else:
                     applied.append((entry_id, fields, entry))
-            candidates = sorted((candidates[i] for i in ahead), key=lambda c: (c[2].run, c[2].seq))
+            candidates = sorted((candidates[i] for i in ahead), key=lambda c: seq_key(c[2]))
             if (self.state.run, self.state.last_seq, self.state.ended) == before:
                 break
         opened = False
@@ -385,21 +386,25 @@ class Aggregator:
             if self.hold.add(Held(entry_id, fields, entry, now)) and not was_holding:
                 opened = True
                 log.warning(
-                    "run %s: seq %d expected, got %d; holding it (up to %.0fs) for the "
-                    "missing batches",
-                    entry.run,
-                    self.state.next_seq(),
+                    "%s: seq %d expected, got %d; holding it (up to %.0fs) for the missing batches",
+                    self.state.sender(entry),
+                    self.state.expected_seq(entry),
                     entry.seq,
                     self.hold.wait_s,
                 )
         for h in self.hold.give_up(now):
+            producer = getattr(h.entry, "producer", "")
             reason = (
-                f"seq {self.state.next_seq()} expected, got {h.entry.seq} (held "
+                f"{'producer ' + repr(producer) + ': ' if producer else ''}"
+                f"seq {self.state.expected_seq(h.entry)} expected, got {h.entry.seq} (held "
                 f"{now - h.since:.1f}s; the batches before it never came)"
             )
             dead += self._dead_letter(h.entry_id, reason, h.fields)
             ack.append(h.entry_id)
             self.state.gaps += 1
+            if producer:
+                gaps = self.state.producer_gaps
+                gaps[producer] = gaps.get(producer, 0) + 1
             if isinstance(h.entry, End) and h.entry.run == self.state.run:
                 self.incomplete = (
                     f"run {h.entry.run} cannot complete: its end entry waited for batch "
@@ -477,7 +482,18 @@ class Aggregator:
     def feed_payload(self, fired: list[Fired]) -> bytes:
         """The feed entry: the public state with the milestones fired and, of the curve,
         only its tail (the full curve goes to `Keys.curve` in the same commit)."""
-        return feed_payload(self.state, fired)
+        changed = self.state.changed_from
+        if changed is None:
+            return feed_payload(self.state, fired)
+        # A late order of a live run changed points that the tail may not reach: this
+        # entry's tail starts at the first point it changed (`merge_tail` still joins).
+        self.state.changed_from = None
+        view = self.state.view()
+        view["fired"] = [f.to_dict() for f in fired]
+        short = timeline.tail(view["curve"], view["from_ms"])
+        start = min(changed, short[0][0]) if short else changed
+        view["curve"] = [p for p in view["curve"] if p[0] >= start]
+        return orjson.dumps(view)
 
     def log_progress(self) -> None:
         s = self.state

@@ -203,6 +203,8 @@ EXTENSIONS: tuple[str, ...] = (
     "ticker.profile_check",
     "ticker.verify",
     "ticker.control",
+    "ticker.live",
+    "ticker.ingest",
 )
 
 

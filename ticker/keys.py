@@ -86,3 +86,18 @@ class Keys:
         """The day's curve so far (JSON, see `ticker.core.timeline`), written with each
         feed entry; feed entries carry only its tail."""
         return self._key("curve")
+
+    @property
+    def live(self) -> str:
+        """Hash naming the open live run (`run`, `meta` as JSON, `ended`), for producers."""
+        return self._key("live")
+
+    @property
+    def producers(self) -> str:
+        """Hash of the last seq each producer wrote to the live run's orders stream."""
+        return self._key("producers")
+
+    @property
+    def order_ids(self) -> str:
+        """Set of the order ids taken over HTTP in the live run (a resent order counts once)."""
+        return self._key("order-ids")

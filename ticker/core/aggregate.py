@@ -6,7 +6,7 @@ the entry made fire. Everything here is exact integer arithmetic on int64 arrays
 """
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -23,12 +23,18 @@ from ticker.core.batch import (
     next_seq_of,
     shard_of,
 )
-from ticker.core.clock import format_time_of_day
+from ticker.core.clock import DAY_MS, format_time_of_day
 
 TOP_N = 10
 RATE_WINDOW_MS = 5_000  # rates are averaged over this much simulated time
 RATE_SAMPLE_MS = 100
 RECENT_ORDERS = 8  # cross-border sample orders shown per update (the page's map arcs)
+# A live run's lists grow by the names its batches bring, up to these many names per
+# column; later new names are tallied together as OTHER.
+NAME_CAPS = {"cat": 1_000, "cty": 250, "reg": 5_000, "brd": 100_000}
+OTHER = "Other"
+_LIST_OF = {"cat": "categories", "cty": "countries", "reg": "regions", "brd": "brand_names"}
+MINUTES = DAY_MS // timeline.STEP_MS
 
 
 class Rejected(ValueError):
@@ -133,6 +139,20 @@ class State:
     # missing seq; `gaps` counts those given up (dead-lettered) because it never came.
     held: int = 0
     folded: int = 0  # orders this process folded in (not persisted; for its log line)
+    # A live run: the last seq applied per producer, and the entries given up per producer
+    # because the seqs before them never came; GMV fen and orders per paid-at minute
+    # (the curve is their running sum, so a late order lands in its own minute); the
+    # first curve point a late order changed since the last commit (None: none).
+    producers: dict[str, int] = field(default_factory=dict)
+    producer_gaps: dict[str, int] = field(default_factory=dict)
+    minute_gmv: np.ndarray[Any, np.dtype[np.int64]] = field(default_factory=lambda: _zeros(0))
+    minute_orders: np.ndarray[Any, np.dtype[np.int64]] = field(default_factory=lambda: _zeros(0))
+    changed_from: int | None = None
+    _name_index: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def live(self) -> bool:
+        return self.meta is not None and self.meta.live
 
     @property
     def shards(self) -> int:
@@ -141,6 +161,25 @@ class State:
     def next_seq(self) -> int:
         """The seq of the next order batch this state expects (its shard's next one)."""
         return next_seq_of(self.shard, self.shards, self.last_seq)
+
+    def expected_seq(self, entry: Entry) -> int:
+        """The seq this state expects next of the entry's sender: in a live run, each
+        producer's own next one (a live run's end follows its start: seq 1); otherwise
+        the run's next."""
+        if self.live and isinstance(entry, Orders):
+            return self.producers.get(entry.producer, 0) + 1
+        return self.next_seq()
+
+    def last_applied(self, entry: Entry) -> int:
+        """The highest seq applied of the entry's sender (a seq up to it is a repeat)."""
+        if self.live and isinstance(entry, Orders):
+            return self.producers.get(entry.producer, 0)
+        return self.last_seq
+
+    def sender(self, entry: Entry) -> str:
+        """Who the entry's seq belongs to, for messages: a producer, or the run."""
+        producer = entry.producer if isinstance(entry, Orders) else ""
+        return f"producer {producer!r}" if producer else f"run {entry.run!r}"
 
     # -- reducer ---------------------------------------------------------------------
 
@@ -161,9 +200,15 @@ class State:
                 f"entry of run {entry.run!r} but the current run is {self.run!r} "
                 "(its start entry was never applied)"
             )
-        if entry.seq <= self.last_seq:
-            if isinstance(entry, Orders):  # a malformed copy is a dead letter, not a repeat
-                self._check_indices(entry.cat, entry.cty, entry.reg, entry.brd)
+        if isinstance(entry, Orders) and bool(entry.producer) != self.live:
+            raise Rejected(
+                "a live run's batches need a producer id"
+                if self.live
+                else "a batch with a producer id belongs to a live run, not to a replay"
+            )
+        if entry.seq <= self.last_applied(entry):
+            if isinstance(entry, Orders) and not self.live:  # a malformed copy is a dead
+                self._check_indices(entry.cat, entry.cty, entry.reg, entry.brd)  # letter
             self.duplicates += 1
             return []
         if isinstance(entry, Orders) and shard_of(entry.seq, self.shards) != self.shard:
@@ -173,13 +218,17 @@ class State:
             )
         if self.ended:
             raise Rejected(f"run {self.run!r} ended at seq {self.last_seq}; got seq {entry.seq}")
-        if entry.seq > self.next_seq():
-            if isinstance(entry, Orders):  # a malformed one is a dead letter at once
-                self._check_indices(entry.cat, entry.cty, entry.reg, entry.brd)
-            raise Ahead(f"seq {self.next_seq()} expected, got {entry.seq}")
+        if entry.seq > self.expected_seq(entry):
+            if isinstance(entry, Orders) and not self.live:  # a malformed one is a dead
+                self._check_indices(entry.cat, entry.cty, entry.reg, entry.brd)  # letter now
+            raise Ahead(
+                f"{self.sender(entry)}: seq {self.expected_seq(entry)} expected, got {entry.seq}"
+            )
         if isinstance(entry, End):
             self._advance(entry.seq, entry.t)
-            if self.shards == 1:
+            if self.live:
+                self._fix_live()
+            elif self.shards == 1:
                 self.fix_minutes(entry.t, self.gmv_fen, self.orders)
             self.ended = True
             self._journal(entry.seq, 0, 0, entry.t)
@@ -206,6 +255,81 @@ class State:
         self.reg_gmv, self.reg_orders = _zeros(len(meta.regions)), _zeros(len(meta.regions))
         self.brand_gmv = _zeros(meta.brands)
         self.samples.append((meta.from_ms, self.gmv_fen, self.orders))
+        if meta.live:
+            self.minute_gmv, self.minute_orders = _zeros(MINUTES), _zeros(MINUTES)
+
+    # -- live runs ---------------------------------------------------------------------
+
+    def _global(self, column: str, names: tuple[str, ...]) -> np.ndarray[Any, Any]:
+        """The run's indices of a batch's names, adding new names to the run's list (up
+        to NAME_CAPS[column]; beyond it they are tallied as OTHER)."""
+        assert self.meta is not None
+        known = list(self.meta.name_lists[column])
+        index = self._name_index.get(column)
+        if index is None:
+            index = self._name_index[column] = {n: i for i, n in enumerate(known)}
+        out = []
+        for name in names:
+            i = index.get(name)
+            if i is None and len(known) >= NAME_CAPS[column]:
+                i = index.get(OTHER)
+                name = OTHER
+            if i is None:
+                i = index[name] = len(known)
+                known.append(name)
+            out.append(i)
+        if len(known) > len(self.meta.name_lists[column]):
+            self._grow(column, tuple(known))
+        return np.array(out, dtype=np.int64)
+
+    def _grow(self, column: str, names: tuple[str, ...]) -> None:
+        assert self.meta is not None
+        extra: dict[str, Any] = {_LIST_OF[column]: names}
+        if column == "brd":
+            extra["brands"] = len(names)
+        self.meta = replace(self.meta, **extra)
+        arrays = {
+            "cat": ("cat_gmv", "cat_orders"),
+            "cty": ("cty_gmv", "cty_orders"),
+            "reg": ("reg_gmv", "reg_orders"),
+            "brd": ("brand_gmv",),
+        }[column]
+        for name in arrays:
+            old = getattr(self, name)
+            setattr(self, name, np.concatenate((old, _zeros(len(names) - len(old)))))
+
+    def _live_columns(self, batch: Orders) -> tuple[np.ndarray[Any, Any], ...]:
+        """A live batch's index columns as the run's indices."""
+        named = dict(batch.names)
+        return tuple(
+            self._global(c, named[c])[getattr(batch, c)] if c in named else getattr(batch, c)
+            for c in ("cat", "cty", "reg", "brd")
+        )
+
+    def _curve_live(self, at: np.ndarray[Any, Any], amt: np.ndarray[Any, Any]) -> None:
+        """Count orders in their paid-at minute; note the first curve point a late order
+        (paid before a minute already shown) changes, so the next feed entry carries it."""
+        minute = at // timeline.STEP_MS
+        np.add.at(self.minute_gmv, minute, amt)
+        self.minute_orders += np.bincount(minute, minlength=MINUTES)
+        shown = self.fixed[-1][0] if self.fixed else 0
+        if int(at.min()) < shown:
+            first = (int(at.min()) // timeline.STEP_MS + 1) * timeline.STEP_MS
+            self.changed_from = min(first, self.changed_from or first)
+        self._fix_live()
+
+    def _fix_live(self) -> None:
+        """A live run's fixed points: 00:00, then every whole minute the clock has passed,
+        each the exact totals of the orders paid before it (of those received so far)."""
+        assert self.meta is not None
+        minutes = min(self.sim_time_ms // timeline.STEP_MS, MINUTES)
+        gmv = np.cumsum(self.minute_gmv[:minutes]) + self.meta.base_gmv_fen
+        orders = np.cumsum(self.minute_orders[:minutes]) + self.meta.base_orders
+        self.fixed = [[self.meta.from_ms, self.meta.base_gmv_fen, self.meta.base_orders]]
+        self.fixed += [
+            [(m + 1) * timeline.STEP_MS, int(g), int(o)]
+            for m, (g, o) in enumerate(zip(gmv.tolist(), orders.tolist(), strict=True))
+        ]
 
     def start_curve(self) -> None:
         """The curve of a new run: the day before the window, then the window's start."""
@@ -294,18 +418,33 @@ class State:
         ahead: list[int] = []
         group: list[Orders] = []
         newest = self.last_seq
+        pending: dict[str, int] = {}  # a live run: each producer's newest seq in the group
         for i, entry in enumerate(entries):
             if (
                 isinstance(entry, Orders)
                 and entry.run == self.run
                 and not self.ended
+                and not self.live
                 and entry.seq == next_seq_of(self.shard, self.shards, newest)
             ):
                 group.append(entry)
                 newest = entry.seq
                 continue
+            if (
+                isinstance(entry, Orders)
+                and entry.run == self.run
+                and self.live
+                and not self.ended
+                and entry.producer
+                and entry.seq
+                == pending.get(entry.producer, self.producers.get(entry.producer, 0)) + 1
+            ):
+                group.append(entry)
+                pending[entry.producer] = entry.seq
+                continue
             fired += self._apply_group(group, rejected, ahead, i - len(group))
             group = []
+            pending = {}
             try:
                 fired += self.apply(entry)
             except Ahead:
@@ -342,7 +481,11 @@ class State:
     def _apply_orders(self, batches: list[Orders]) -> list[Fired]:
         """Fold consecutive batches of the current run (seqs rising) in at once."""
         assert self.meta is not None
-        if len(batches) == 1:
+        if self.live:
+            mapped = [self._live_columns(b) for b in batches]
+            at, amt = (np.concatenate([getattr(b, n) for b in batches]) for n in ("at", "amt"))
+            cat, cty, reg, brd = (np.concatenate([m[k] for m in mapped]) for k in range(4))
+        elif len(batches) == 1:
             b = batches[0]
             at, amt, cat, cty, reg, brd = b.at, b.amt, b.cat, b.cty, b.reg, b.brd
         else:
@@ -369,12 +512,19 @@ class State:
             pending = [m for m in self.meta.milestones if m.id not in done]
             fired = crossings(pending, at, amt, gmv_before, orders_before)
             self.fired.extend(fired)
-        if self.meta.shards == 1:
+        if self.live:
+            for b in batches:
+                self.producers[b.producer] = b.seq
+            self.sample(int(at.max()))  # the clock: the latest paid-at seen
+            self._curve_live(at, amt)
+        elif self.meta.shards == 1:
             self._curve_orders(batches, at, amt, gmv_before, orders_before)
         cross_border = np.flatnonzero(cty)[-RECENT_ORDERS:]
         newest = [(int(at[i]), int(amt[i]), int(cty[i]), int(reg[i])) for i in cross_border]
         # The newest across batches: one without cross-border orders keeps the last ones.
         self.recent = (self.recent + newest)[-RECENT_ORDERS:]
+        if self.live:
+            return fired
         for b in batches:
             self.last_seq = b.seq
             if self.shards > 1:
@@ -567,6 +717,12 @@ class State:
                 "next_minute": self.next_minute,
                 "carry": [[m, g, o] for m, (g, o) in self.carry.items()],
                 "held": self.held,
+                "producers": self.producers,
+                "producer_gaps": self.producer_gaps,
+                "minutes": [
+                    [int(m), int(self.minute_gmv[m]), int(self.minute_orders[m])]
+                    for m in np.flatnonzero(self.minute_orders)
+                ],
             },
             option=orjson.OPT_SERIALIZE_NUMPY,
         )
@@ -597,6 +753,12 @@ class State:
         state.samples = deque(tuple(s) for s in data["samples"])
         state.recent = [tuple(r) for r in data.get("recent", [])]
         state.held = data.get("held", 0)
+        state.producers = dict(data.get("producers", {}))
+        state.producer_gaps = dict(data.get("producer_gaps", {}))
+        if meta is not None and meta.live:
+            state.minute_gmv, state.minute_orders = _zeros(MINUTES), _zeros(MINUTES)
+            for m, g, o in data.get("minutes", []):
+                state.minute_gmv[m], state.minute_orders[m] = g, o
         if "curve" in data:
             state.fixed = [list(p) for p in data["curve"]]
             state.next_minute = data["next_minute"]

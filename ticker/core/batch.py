@@ -110,6 +110,24 @@ class ReplayMeta:
     # cumulative (sim ms, GMV fen, orders) at each whole minute from 00:00 up to from_ms,
     # the same figures a replay from midnight reaches there (see `ticker.core.timeline`).
     history: tuple[tuple[int, int, int], ...] = ()
+    # A live run (`ticker live start`): batches come from many independent producers,
+    # each with its own seq (`Orders.producer`), and may name new categories, countries,
+    # regions and brands (`Orders.names`), which the run's lists then grow by.
+    live: bool = False
+    currency: str = "CNY"
+    # Unix ms of the live day's 00:00 (paid-at columns are ms since then); 0 for replays.
+    origin_ms: int = 0
+    utc_offset_minutes: int = 0  # the live event's offset (paid-at without one is read in it)
+
+    @property
+    def name_lists(self) -> dict[str, tuple[str, ...]]:
+        """The lists each index column points into (brands: the named ones)."""
+        return {
+            "cat": self.categories,
+            "cty": self.countries,
+            "reg": self.regions,
+            "brd": self.brand_names,
+        }
 
     def to_json(self) -> bytes:
         data = {**self.__dict__, "milestones": [m.__dict__ for m in self.milestones]}
@@ -157,6 +175,7 @@ _META_INTS = (
     "seed",
     "batch_size",
     "shards",
+    "origin_ms",
 )
 
 
@@ -172,7 +191,13 @@ def _check_meta_types(meta: ReplayMeta) -> None:
     for name in ("last_year_points", "history"):
         if any(not 0 <= v <= MAX_META_INT for point in getattr(meta, name) for v in point):
             raise BadEntry(f"start entry's {name} holds a value outside 0..2**62")
-    for name in ("profile", "title", "scale", "usd_rate"):
+    if type(meta.utc_offset_minutes) is not int or abs(meta.utc_offset_minutes) > 24 * 60:
+        raise BadEntry("start entry's utc_offset_minutes must be an integer -1440..1440")
+    if type(meta.live) is not bool:
+        raise BadEntry("start entry's live must be true or false")
+    if meta.live and meta.shards != 1:
+        raise BadEntry("a live run cannot be sharded (shards must be 1)")
+    for name in ("profile", "title", "scale", "usd_rate", "currency"):
         if not isinstance(getattr(meta, name), str):
             raise BadEntry(f"start entry's {name} must be a string")
     for m in meta.milestones:
@@ -209,6 +234,11 @@ class Orders:
     cty: IntArray
     reg: IntArray
     brd: IntArray
+    # A live run's batches: who wrote it (`seq` is then that producer's own sequence) and
+    # the names its index columns point into, per column ("cat", "cty", "reg", "brd");
+    # a column without names points into the run's own lists.
+    producer: str = ""
+    names: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def n(self) -> int:
@@ -239,8 +269,15 @@ def encode_start(run: str, meta: ReplayMeta, shard: int = 0) -> dict[bytes, byte
 
 
 def encode_orders(
-    run: str, seq: int, t0: int, t1: int, columns: dict[str, IntArray]
+    run: str,
+    seq: int,
+    t0: int,
+    t1: int,
+    columns: dict[str, IntArray],
+    producer: str = "",
+    names: dict[str, list[str]] | None = None,
 ) -> dict[bytes, bytes]:
+    """An orders entry; `producer` and `names` only for a live run (see `Orders`)."""
     fields = {
         b"v": SCHEMA_VERSION,
         b"kind": b"orders",
@@ -252,6 +289,10 @@ def encode_orders(
     }
     for name, dtype in COLUMNS.items():
         fields[name.encode()] = columns[name].astype(dtype, copy=False).tobytes()
+    if producer:
+        fields[b"producer"] = producer.encode()
+    if names:
+        fields[b"names"] = orjson.dumps(names)
     return fields
 
 
@@ -326,4 +367,43 @@ def _decode_orders(fields: dict[bytes, bytes], run: str, seq: int) -> Orders:
         raise BadEntry(
             f"amounts must be 1..{MAX_ORDER_FEN} fen; got {int(amt.min())}..{int(amt.max())}"
         )
-    return Orders(run, seq, t0, t1, **cols)
+    producer = ""
+    if b"producer" in fields:
+        try:
+            producer = fields[b"producer"].decode()
+        except UnicodeDecodeError:
+            raise BadEntry("field 'producer' is not UTF-8") from None
+        if not 0 < len(producer) <= 64:
+            raise BadEntry("field 'producer' must be 1 to 64 characters")
+        if seq < 1:
+            raise BadEntry("a producer's batches have seq 1, 2, ...")
+    names = _decode_names(fields.get(b"names"), cols) if b"names" in fields else ()
+    return Orders(run, seq, t0, t1, **cols, producer=producer, names=names)
+
+
+MAX_NAME_CHARS = 100
+
+
+def _decode_names(
+    raw: bytes | None, cols: dict[str, IntArray]
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """A live batch's names per index column; every index must point into its list."""
+    try:
+        data = orjson.loads(raw or b"")
+    except orjson.JSONDecodeError:
+        raise BadEntry("field 'names' is not JSON") from None
+    if not isinstance(data, dict) or not set(data) <= {"cat", "cty", "reg", "brd"}:
+        raise BadEntry("field 'names' must be an object with keys among cat, cty, reg, brd")
+    out = []
+    for column, names in data.items():
+        if not isinstance(names, list) or not all(
+            isinstance(x, str) and 0 < len(x) <= MAX_NAME_CHARS for x in names
+        ):
+            raise BadEntry(
+                f"names of {column!r} must be a list of 1..{MAX_NAME_CHARS}-character strings"
+            )
+        top = int(cols[column].max())
+        if top >= len(names):
+            raise BadEntry(f"column {column!r} has index {top} but the batch names {len(names)}")
+        out.append((column, tuple(names)))
+    return tuple(sorted(out))

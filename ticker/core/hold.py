@@ -1,6 +1,7 @@
 """Entries held back because they came ahead of a missing seq. Pure: the caller passes time.
 
-An order or end entry beyond the next seq its state expects is never applied ahead of the
+An order or end entry beyond the next seq its state expects (in a live run, the next seq
+of the batch's own producer) is never applied ahead of the
 missing ones (`ticker.core.aggregate.Ahead`). The consumer holds it here, unacknowledged
 (so a crash loses nothing: it is read again from the pending list), and tries it again
 after each round; the missing batches may still come (another consumer read them, or the
@@ -15,6 +16,12 @@ from ticker.core.batch import Entry
 
 HOLD_SECONDS = 10.0
 HOLD_MAX = 256  # entries; a batch is at most 65,536 orders (~1.3 MB), typically 4,000
+
+
+def seq_key(entry: Entry) -> tuple[str, str, int]:
+    """Entries in the order their senders numbered them: by run, then (a live run's
+    batches) by producer, then by seq. Each producer's seqs are a sequence of their own."""
+    return (entry.run, getattr(entry, "producer", ""), entry.seq)
 
 
 @dataclass
@@ -49,7 +56,7 @@ class Hold:
         return True
 
     def in_seq_order(self) -> list[Held]:
-        return sorted(self.entries.values(), key=lambda h: (h.entry.run, h.entry.seq))
+        return sorted(self.entries.values(), key=lambda h: seq_key(h.entry))
 
     def release(self, entry_id: bytes) -> Held:
         """Stop holding an entry (it was applied or rejected)."""
