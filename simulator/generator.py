@@ -162,6 +162,7 @@ class DayPlan:
                 + [(DAY_MS, p.last_year_gmv_fen)]
             ),
             history=self.history(),
+            home_regions=p.home_regions,
             milestones=tuple(
                 Milestone(
                     id=m.id,

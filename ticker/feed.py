@@ -46,6 +46,8 @@ TOPICS: dict[str, tuple[str, ...]] = {
         "gaps",
         "held",
         "brands_over_100m",
+        "cross_border_orders",
+        "buyer_regions_abroad",
         "before_window",
     ),
     "top": ("top_categories", "top_countries", "top_brands"),

@@ -1668,7 +1668,7 @@
     }
     setText(el.intlShare, windowOrders > 0 ? (exact ? "" : "≥") + ((cross / windowOrders) * 100).toFixed(1) + "%" : "–");
     el.intlShare.title = exact ? "" : "at least: from the ten largest seller countries abroad";
-    const regions = Number(s.buyer_regions_abroad);
+    const regions = s.buyer_regions_abroad == null ? NaN : Number(s.buyer_regions_abroad);
     el.regionsFigure.hidden = !Number.isFinite(regions);
     if (Number.isFinite(regions)) setText(el.regionsAbroad, fmtInt(regions));
   }

@@ -578,6 +578,13 @@ class State:
             if gmv[i] > 0
         ]
 
+    def regions_abroad(self) -> int | None:
+        """How many buyer regions outside the home market have ordered (None: the run
+        does not say which regions are the home market's)."""
+        if self.meta is None or not self.meta.home_regions:
+            return None
+        return int(np.count_nonzero(self.reg_orders[self.meta.home_regions :]))
+
     def brands_over_line(self) -> int:
         """How many brands' GMV is above the run's brand line (RMB 100m, scaled)."""
         if self.meta is None or not self.meta.brand_line_fen:
@@ -674,6 +681,9 @@ class State:
             if meta
             else [],
             "brands_over_100m": self.brands_over_line(),
+            # Orders from sellers abroad (country 0 is the home market), of the window.
+            "cross_border_orders": int(self.cty_orders[1:].sum()),
+            "buyer_regions_abroad": self.regions_abroad(),
             "top_brands": self.top_brands(),
             "ended": self.ended,
             "duplicates": self.duplicates,

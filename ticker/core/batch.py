@@ -106,6 +106,9 @@ class ReplayMeta:
     brand_line_fen: int = 0
     # How many orders streams the replay spreads its batches over (see `shard_of`).
     shards: int = 1
+    # The first this many regions are the home market's buyers; the rest are abroad (for
+    # the count of regions reached abroad). 0: not known (a run that does not say).
+    home_regions: int = 0
     # The day before the window, for the chart of a window replay (or a seek): the exact
     # cumulative (sim ms, GMV fen, orders) at each whole minute from 00:00 up to from_ms,
     # the same figures a replay from midnight reaches there (see `ticker.core.timeline`).
@@ -156,6 +159,8 @@ class ReplayMeta:
             raise BadEntry("start entry's window is not within the day")
         if not 1 <= meta.shards <= MAX_SHARDS:
             raise BadEntry(f"start entry's shards must be 1..{MAX_SHARDS}, got {meta.shards}")
+        if meta.home_regions > len(meta.regions):
+            raise BadEntry("start entry's home_regions is more than its regions")
         if len(meta.history) > DAY_MS // 60_000 + 1 or any(
             t > meta.from_ms for t, _, _ in meta.history
         ):
@@ -175,6 +180,7 @@ _META_INTS = (
     "seed",
     "batch_size",
     "shards",
+    "home_regions",
     "origin_ms",
 )
 
