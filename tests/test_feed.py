@@ -554,7 +554,7 @@ def test_fanout_writes_whole_frames_in_parallel_and_queues_what_the_kernel_refus
     once, whole and in order; what a kernel buffer does not take (a frame larger than it, a
     socket already full) goes to that client's transport, after the part written; a closed
     socket is skipped."""
-    from ticker import server
+    from ticker.server import fanout as server
 
     if native:
         assert server.write_all is not None, "ticker._fanout is not built (pip install -e .)"
