@@ -342,23 +342,24 @@ class Recorder:
 
 
 async def test_a_milestone_cuts_through_the_rate_limit() -> None:
-    """A client's sender holds a tick for its max_rate, but sends a milestone at once."""
+    """A client's sender holds a tick for its max_rate, but sends a milestone at once
+    (its rule alone: tests/server/test_outbox.py; here the sender task obeys it)."""
     from ticker.metrics import ServerMetrics
     from ticker.server import Client, Tuning
 
     io = Recorder()
     c = Client(io, io, io, ServerMetrics(), Tuning())  # type: ignore[arg-type]
-    c.pace.rate = 0.01  # a tick slot every 100 s
-    c.pace.take(time.monotonic())  # the burst spent
-    c.pace.take(time.monotonic())
+    c.outbox.pace.rate = 0.01  # a tick slot every 100 s
+    c.outbox.pace.take(time.monotonic())  # the burst spent
+    c.outbox.pace.take(time.monotonic())
     c.ready.set()
     sender = asyncio.create_task(c.send_loop())
     try:
         c.offer_tick((1, 0, feed.WHOLE), b"tick")
-        c.offer_urgent((1, 0, 0), b"milestone")
+        c.offer((1, 0, 0), b"milestone")
         while not io.sent:
             await asyncio.sleep(0.01)
-        assert io.sent == [b"milestone"] and c.latest_tick is not None
+        assert io.sent == [b"milestone"] and c.outbox.latest_tick is not None
     finally:
         sender.cancel()
 

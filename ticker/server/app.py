@@ -108,7 +108,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         await c.send(orjson.dumps(feed.hello(hub.epoch)))
         await greet(hub, c, since, epoch)
         c.ready.set()
-        c.live = True
+        c.outbox.live = True
         await read_requests(c)
     except (TimeoutError, ConnectionResetError):
         c.close_reason = "slow"
@@ -120,7 +120,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"internal error"), 2
             )
     finally:
-        c.live = False
+        c.outbox.live = False
         hub.clients.discard(c)
         sender.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -8,7 +8,6 @@ import logging
 import socket
 import struct
 import time
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -16,9 +15,9 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.abc import AbstractStreamWriter
 
 from ticker import feed
-from ticker.core.pace import Pace
 from ticker.guard import MaskCheck
 from ticker.metrics import ServerMetrics
+from ticker.server.outbox import Outbox, Route
 from ticker.server.tuning import Tuning
 
 if TYPE_CHECKING:
@@ -26,33 +25,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ticker.serve")
 
-MAX_URGENT = 1_000  # milestones queued for one client before it is deemed stuck
 MAX_CLIENT_MESSAGE = 4_096  # bytes; larger client messages close the connection with 1009
 MAX_BAD_MESSAGES = 5  # malformed client messages answered with errors before close 1008
 
-# A message queued for one client: its position (None: a replay message, which has none),
-# its JSON text, and whether it is a tick (sending it raises the client's floor).
-Queued = tuple[feed.PositionKey | None, bytes, bool]
-
 
 class Client:
-    """One websocket connection, its subscription and what is waiting to be sent to it."""
+    """One websocket connection: it moves the bytes its `Outbox` decides on."""
 
     __slots__ = (
         "close_reason",
         "fd",
-        "floor",
-        "latest_tick",
-        "live",
         "metrics",
-        "pace",
+        "outbox",
         "ready",
-        "send_buffer",
         "send_timeout",
-        "sending",
         "sub",
         "transport",
-        "urgent",
         "wake",
         "writer",
         "ws",
@@ -67,9 +55,9 @@ class Client:
         tuning: Tuning,
     ) -> None:
         self.ws, self.writer, self.transport, self.metrics = ws, writer, transport, metrics
-        self.send_timeout, self.send_buffer = tuning.send_timeout, tuning.send_buffer
+        self.send_timeout = tuning.send_timeout
         # Above send_buffer the transport pauses its protocol, so `writer.drain()` (the
-        # sender's wait) and the direct path's check agree on what "full" means.
+        # sender's wait) and the outbox's routes agree on what "full" means.
         transport.set_write_buffer_limits(high=tuning.send_buffer)
         # The socket, for raw writes while the transport has nothing buffered (never under
         # TLS, where the bytes on the socket are not the frames).
@@ -80,106 +68,71 @@ class Client:
         plain = sock is not None and transport.get_extra_info("sslcontext") is None
         self.fd: int = sock.fileno() if plain else -1
         self.sub = feed.Subscription()
-        self.floor: feed.PositionKey = (0, 0, 0)  # positions at or below this were sent
-        self.latest_tick: tuple[feed.PositionKey, bytes] | None = None
-        # In order: milestones (at their position), replay messages (no position: never
-        # below the floor) and a tick that a replay message had to follow (see offer_replay).
-        self.urgent: deque[Queued] = deque()
+        self.outbox = Outbox(self.sub.max_rate, tuning.send_buffer)
         self.wake = asyncio.Event()
         self.ready = asyncio.Event()  # set once the snapshot (or resume backlog) is sent
-        self.live = False  # ready, as a plain attribute for the broadcast loop
-        self.sending = False  # the sender is inside a send (possibly waiting for the socket)
-        self.pace = Pace(self.sub.max_rate)  # the client's max_rate, as a token bucket
         self.close_reason = "closed"
 
-    def direct(self, key: feed.PositionKey | None) -> int:
-        """May the message at `key` be written now, bypassing the sender? 0: no; 1: yes, to
-        the transport (behind the bytes it holds); 2: yes, raw to the socket (it holds none).
+    def subscribe(self, sub: feed.Subscription) -> None:
+        self.sub = sub
+        self.outbox.pace.rate = sub.max_rate
+        self.wake.set()
 
-        Only when the sender holds and sends nothing (so nothing older is still to come),
-        the message is new to this client (a `key` of None, a replay message, always is),
-        and the connection keeps up.
-        """
-        if (
-            not self.live
-            or self.sending
-            or self.latest_tick is not None
-            or self.urgent
-            or (key is not None and key <= self.floor)
-            or self.transport.is_closing()
-            or self.ws.closed
-        ):
-            return 0
-        held = self.transport.get_write_buffer_size()
-        if held > self.send_buffer:
-            return 0
-        return 1 if held or self.fd < 0 else 2
+    def route(self, key: feed.PositionKey | None) -> Route:
+        """Where a message at `key` (None: a replay message) goes now (see `Outbox.route`)."""
+        t = self.transport
+        closing = t.is_closing() or self.ws.closed
+        return self.outbox.route(key, t.get_write_buffer_size(), closing, self.fd >= 0)
+
+    def route_tick(self, key: feed.PositionKey, now: float) -> Route:
+        t = self.transport
+        closing = t.is_closing() or self.ws.closed
+        return self.outbox.route_tick(key, now, t.get_write_buffer_size(), closing, self.fd >= 0)
 
     def offer_tick(self, key: feed.PositionKey, text: bytes) -> None:
-        if self.latest_tick is not None:
+        if self.outbox.offer_tick(key, text):
             self.metrics.ticks_coalesced += 1
-        self.latest_tick = (key, text)  # coalesce: only the newest tick is kept
         self.wake.set()
 
-    def offer_urgent(self, key: feed.PositionKey | None, text: bytes) -> bool:
+    def offer(self, key: feed.PositionKey | None, text: bytes) -> bool:
         """Queue a milestone (or with `key` None, a replay message); False if stuck."""
-        if len(self.urgent) >= MAX_URGENT:
-            return False
-        self.urgent.append((key, text, False))
+        if key is None:
+            queued = self.outbox.offer_replay(text)
+        else:
+            queued = self.outbox.offer_urgent(key, text)
         self.wake.set()
-        return True
-
-    def offer_replay(self, text: bytes) -> bool:
-        """Queue a replay message behind the tick waiting for this client, if any: that
-        tick carries the replay's older state, and must not arrive after the news."""
-        if self.latest_tick is not None:
-            if len(self.urgent) >= MAX_URGENT:
-                return False
-            key, tick_text = self.latest_tick
-            self.latest_tick = None
-            self.urgent.append((key, tick_text, True))
-        return self.offer_urgent(None, text)
+        return queued
 
     async def send(self, text: bytes) -> None:
         """Send one encoded JSON text frame (encoded once for every client that gets it),
         after the connection has taken what it had (its buffer at most `send_buffer`)."""
-        self.sending = True
+        self.outbox.sending = True
         try:
             async with asyncio.timeout(self.send_timeout):  # cheaper than wait_for
                 await self.writer.drain()
                 await self.ws.send_frame(text, WSMsgType.TEXT)
         finally:
-            self.sending = False
+            self.outbox.sending = False
         self.metrics.messages_sent += 1
         self.metrics.bytes_sent += len(text)
 
     async def send_loop(self) -> None:
+        """Send what the outbox gives, in its order, as the connection takes it."""
         await self.ready.wait()
         try:
             while not self.ws.closed:
                 await self.wake.wait()
                 self.wake.clear()
-                while self.urgent:
-                    key, text, is_tick = self.urgent.popleft()
-                    if key is None or key > self.floor:
-                        if is_tick:
-                            assert key is not None
-                            self.floor = key
-                            self.pace.take(time.monotonic())
-                        await self.send(text)
-                if self.latest_tick is None:
-                    continue
-                wait = self.pace.wait(time.monotonic())
-                if wait > 0:  # the client's own rate limit; newer ticks replace this one
-                    with contextlib.suppress(TimeoutError):  # a milestone cuts the wait short
-                        await asyncio.wait_for(self.wake.wait(), wait)
+                while (step := self.outbox.next_message(time.monotonic())) is not None:
+                    if isinstance(step, bytes):
+                        await self.send(step)
+                        continue
+                    # The client's own rate limit holds a tick back (newer ones replace it);
+                    # a milestone cuts the wait short.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.wake.wait(), step)
                     self.wake.set()
-                    continue
-                (key, text), self.latest_tick = self.latest_tick, None
-                if key > self.floor:
-                    self.floor = key
-                    self.pace.take(time.monotonic())
-                    await self.send(text)
+                    break
         except (TimeoutError, ConnectionResetError):
             log.warning("disconnecting a client that stopped reading")
             self.drop("slow")
@@ -187,8 +140,7 @@ class Client:
     def drop(self, reason: str) -> None:
         """Cut a client that stopped reading: a close handshake would wait on it too."""
         self.close_reason = reason
-        self.metrics.updates_dropped += len(self.urgent) + (self.latest_tick is not None)
-        self.urgent.clear()
+        self.metrics.updates_dropped += self.outbox.clear()
         self.transport.abort()
 
 
@@ -252,7 +204,7 @@ async def greet(hub: Hub, c: Client, since: str | None, epoch: str | None) -> No
                     position = since  # ahead of this server: nothing older is sent
     for text in missed:
         await c.send(text)
-    c.floor = feed.position_key(position)
+    c.outbox.floor = feed.position_key(position)
     await c.send(orjson.dumps(feed.snapshot(state, position, hub.epoch, recovered)))
 
 
@@ -261,9 +213,7 @@ async def read_requests(c: Client) -> None:
     async for msg in c.ws:
         if msg.type == WSMsgType.TEXT:
             try:
-                c.sub = feed.parse_request(msg.data)
-                c.pace.rate = c.sub.max_rate
-                c.wake.set()
+                c.subscribe(feed.parse_request(msg.data))
             except feed.BadRequest as exc:
                 bad += 1
                 await c.send(orjson.dumps(feed.error("bad_request", str(exc))))

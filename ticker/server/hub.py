@@ -19,6 +19,7 @@ from ticker.metrics import ServerMetrics
 from ticker.redis_io import TRANSIENT, client
 from ticker.server.connection import Client
 from ticker.server.fanout import CHUNK, PARALLEL_FROM, Fanout, Share
+from ticker.server.outbox import Route
 from ticker.server.tuning import GC_FREEZE_EVERY, GC_FULL_AFTER, GC_FULL_EVERY, Tuning
 
 log = logging.getLogger("ticker.serve")
@@ -247,13 +248,13 @@ class Hub:
         for c in list(self.clients):
             if topic is not None and topic not in c.sub.topics:
                 continue
-            how = c.direct(key)
-            if how == 2:
+            route = c.route(key)
+            if route is Route.SOCKET:
                 raw.append(c)
-            elif how == 1:
+            elif route is Route.TRANSPORT:
                 c.transport.write(frame)
                 self.count_direct(1, len(text))
-            elif not (c.offer_urgent(key, text) if key is not None else c.offer_replay(text)):
+            elif not c.offer(key, text):
                 self.clients.discard(c)
                 c.drop("stuck")
         self.fanout.write(frame, raw)
@@ -310,18 +311,15 @@ class Hub:
                 )
                 enc = encoded[sub.topics] = (text, feed.text_frame(text))
                 raw[sub.topics] = []
-            how = 0 if c.pace.wait(now) else c.direct(key)
-            if how:
-                c.floor = key
-                c.pace.take(now)
-            if how == 2:
+            route = c.route_tick(key, now)
+            if route is Route.SOCKET:
                 share = raw[sub.topics]
                 share.append(c)
                 if len(share) == CHUNK:
                     raw[sub.topics] = []
                     self.count_direct(CHUNK, len(enc[0]))
                     yield enc[1], share
-            elif how == 1:
+            elif route is Route.TRANSPORT:
                 c.transport.write(enc[1])
                 self.count_direct(1, len(enc[0]))
             else:
