@@ -587,6 +587,7 @@ def test_fanout_writes_whole_frames_in_parallel_and_queues_what_the_kernel_refus
     peers.insert(7, Peer(gone))
     gone.close()
     fan = server.Fanout(3, native)
+    fan.start()
     try:
         fan.write(frame, peers)  # type: ignore[arg-type]
     finally:

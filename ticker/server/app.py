@@ -32,6 +32,7 @@ from ticker.server.connection import (
     read_requests,
 )
 from ticker.server.hub import Hub
+from ticker.server.source import RedisFeed
 from ticker.server.tuning import Tuning
 
 log = logging.getLogger("ticker.serve")
@@ -42,6 +43,7 @@ WEB_DIR = Path(os.environ.get("TICKER_WEB_DIR") or Path(__file__).resolve().pare
 
 
 HUB = web.AppKey("hub", Hub)
+FEED = web.AppKey("feed", RedisFeed)
 POLICY = web.AppKey("policy", Policy)
 LIMITER = web.AppKey("limiter", RateLimiter)
 
@@ -148,7 +150,7 @@ async def api_state(request: web.Request) -> web.Response:
 
 async def api_replay(request: web.Request) -> web.Response:
     """Replay control: pause, resume, speed, seek. Needs the control token."""
-    hub, policy = request.app[HUB], request.app[POLICY]
+    policy = request.app[POLICY]
     given = bearer(request.headers.get("Authorization"))
     if given is None:
         return _json(
@@ -161,12 +163,13 @@ async def api_replay(request: web.Request) -> web.Response:
         command = parse_command(body)
     except (ValueError, orjson.JSONDecodeError) as exc:
         return _json({"error": "bad_request", "message": str(exc)}, 400)
-    raw = feed.decode_replay(await hub.redis.hget(hub.keys.replay, "state"))
+    source = request.app[FEED]
+    raw = await source.replay()
     why = refusal(replay_status(raw, int(time.time() * 1000)), command)
     if why is not None:
         return _json({"error": "refused", "message": why}, 409)
-    await hub.redis.xadd(
-        hub.keys.control, {"c": orjson.dumps(command)}, maxlen=CONTROL_MAXLEN, approximate=True
+    await source.redis.xadd(
+        source.keys.control, {"c": orjson.dumps(command)}, maxlen=CONTROL_MAXLEN, approximate=True
     )
     return _json({"accepted": command}, 202)
 
@@ -194,7 +197,8 @@ async def metrics(request: web.Request) -> web.Response:
         "ticker_redis_up": ("1 while the feed's Redis answers.", float(hub.redis_ok)),
     }
     with contextlib.suppress(*TRANSIENT, Exception):
-        for g in await hub.redis.xinfo_groups(hub.keys.orders):
+        source = request.app[FEED]
+        for g in await source.redis.xinfo_groups(source.keys.orders):
             if g["name"] in (GROUP, GROUP.encode()):
                 gauges["ticker_aggregator_lag_entries"] = (
                     "Order entries not yet read by the aggregators.",
@@ -252,24 +256,23 @@ def make_app(
     access = logging.getLogger("aiohttp.access")
     if not any(isinstance(f, RedactTokens) for f in access.filters):
         access.addFilter(RedactTokens())
-    app[HUB] = Hub(redis_url, keys, tick_hz, tuning or Tuning.from_env())
+    source = RedisFeed(redis_url, keys)
+    app[FEED] = source
+    app[HUB] = Hub(source, tick_hz, tuning or Tuning.from_env())
     app[POLICY] = policy or Policy.from_env()
     app[LIMITER] = RateLimiter(app[POLICY].connects_per_ip_per_s, app[POLICY].connect_burst)
 
     async def background(app: web.Application) -> AsyncIterator[None]:
-        hub = app[HUB]
-        hub.reader = asyncio.create_task(hub.tail())
-        tasks = [hub.reader] + [
-            asyncio.create_task(t)
-            for t in (hub.ticker(), hub.follow_replay(), hub.collect_garbage())
-        ]
-        hub.tasks = tasks
-        yield
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, *hub.closing, return_exceptions=True)
-        await hub.redis.aclose()
-        hub.fanout.close()
+        """The Redis client, the writer threads and the hub's tasks live while the app runs."""
+        app[FEED].open()
+        try:
+            await app[HUB].start()
+            try:
+                yield
+            finally:
+                await app[HUB].stop()
+        finally:
+            await app[FEED].close()
 
     async def close_clients(app: web.Application) -> None:
         """On shutdown, before aiohttp waits for handlers: say goodbye with 1001."""

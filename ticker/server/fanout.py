@@ -47,12 +47,18 @@ class Fanout:
         self.write_all = write_all if native else None
         self.shares: queue.SimpleQueue[Share | None] = queue.SimpleQueue()
         self.written: queue.SimpleQueue[list[tuple[Client, bytes]]] = queue.SimpleQueue()
-        self.writers = [
-            threading.Thread(target=self._writer, name=f"fanout-{k}", daemon=True)
-            for k in range(threads - 1)
-        ]
-        for t in self.writers:
-            t.start()
+        self.threads = threads
+        self.writers: list[threading.Thread] = []  # started by `start`; none: this thread
+
+    def start(self) -> None:
+        """Start the writer threads (the event loop's thread is one writer)."""
+        if not self.writers:
+            self.writers = [
+                threading.Thread(target=self._writer, name=f"fanout-{k}", daemon=True)
+                for k in range(self.threads - 1)
+            ]
+            for t in self.writers:
+                t.start()
 
     def _write(self, frame: bytes, clients: list["Client"]) -> list[tuple["Client", bytes]]:
         """Write `frame` raw to each client's socket; the parts the kernel did not take.
@@ -120,5 +126,9 @@ class Fanout:
         self.send(shares, parallel=len(clients) >= PARALLEL_FROM)
 
     def close(self) -> None:
+        """Stop the writer threads, after the shares handed to them."""
         for _ in self.writers:
             self.shares.put(None)
+        for t in self.writers:
+            t.join()
+        self.writers = []

@@ -14,12 +14,12 @@ from ticker import feed
 from ticker.core import timeline
 from ticker.core.control import replay_status
 from ticker.core.pace import Pace
-from ticker.keys import Keys
 from ticker.metrics import ServerMetrics
-from ticker.redis_io import TRANSIENT, client
+from ticker.redis_io import TRANSIENT
 from ticker.server.connection import Client
 from ticker.server.fanout import CHUNK, PARALLEL_FROM, Fanout, Share
 from ticker.server.outbox import Route
+from ticker.server.source import FeedSource
 from ticker.server.tuning import GC_FREEZE_EVERY, GC_FULL_AFTER, GC_FULL_EVERY, Tuning
 
 log = logging.getLogger("ticker.serve")
@@ -35,12 +35,12 @@ class Hub:
     """The latest state from the feed, the replay's state, and the connected clients."""
 
     def __init__(
-        self, redis_url: str, keys: Keys, tick_hz: float = 10.0, tuning: Tuning | None = None
+        self, source: FeedSource, tick_hz: float = 10.0, tuning: Tuning | None = None
     ) -> None:
-        self.keys, self.tick_interval = keys, 1.0 / tick_hz
+        self.source, self.tick_interval = source, 1.0 / tick_hz
         self.tuning = tuning or Tuning()
+        # Its writer threads start with the hub (`start`), inside the app's lifecycle.
         self.fanout = Fanout(self.tuning.send_threads, self.tuning.native_writes)
-        self.redis = client(redis_url)
         # The state at `position` with the day's full curve (snapshots, /api/state), and the
         # same with only the feed entry's tail of it (ticks).
         self.state: dict[str, Any] = {**feed.EMPTY_STATE, "replay": None}
@@ -62,6 +62,28 @@ class Hub:
         self.resume_readers = 0  # resumes reading the feed now
         self.closing: set[asyncio.Task[Any]] = set()  # close handshakes under way
 
+    async def start(self) -> None:
+        """Start the writer threads and the background tasks: the feed reader, the ticks,
+        the replay's state and the garbage collector's pacing."""
+        self.fanout.start()
+        self.reader = asyncio.create_task(self.tail())
+        self.tasks = [self.reader] + [
+            asyncio.create_task(t)
+            for t in (self.ticker(), self.follow_replay(), self.collect_garbage())
+        ]
+
+    async def stop(self) -> None:
+        """Stop the tasks and the writer threads; a task that had failed is logged."""
+        for t in self.tasks:
+            t.cancel()
+        results = await asyncio.gather(*self.tasks, *self.closing, return_exceptions=True)
+        for r in results:
+            if isinstance(r, Exception):
+                log.error(
+                    "a background task of the server had failed before it was stopped", exc_info=r
+                )
+        self.fanout.close()
+
     def set_state(self, state: dict[str, Any], position: str, curve: list[timeline.Point]) -> None:
         self.curve, self.position = curve, position
         self.tick_state = {**state, "replay": self.replay}
@@ -70,23 +92,18 @@ class Hub:
     async def load(self) -> None:
         """Start from the newest feed entry and the full curve, read in one transaction
         (the keys share a hash tag), so the curve is the one of that entry."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.get(self.keys.epoch)
-            pipe.get(self.keys.curve)
-            pipe.xrevrange(self.keys.feed, count=1)
-            epoch, curve, last = await pipe.execute()
-        self.epoch = epoch.decode() if epoch else ""
+        head = await self.source.head()
+        self.epoch = head.epoch
         state, position = {**feed.EMPTY_STATE}, "0-0"
-        if last:
-            entry_id, fields = last[0]
-            position = entry_id.decode()
+        if head.last is not None:
+            position, fields = head.last
             try:
                 state, _ = feed.parse_entry(fields)
             except feed.BadFeedEntry as exc:
                 self.skip_entry(position, str(exc))
         tail = state.get("curve") or []
         from_ms = int(state.get("from_ms") or 0)
-        full, _ = timeline.merge_tail(feed.decode_curve(curve), tail, from_ms)
+        full, _ = timeline.merge_tail(feed.decode_curve(head.curve), tail, from_ms)
         self.set_state(state, position, full)
         self.dirty.set()
 
@@ -117,12 +134,10 @@ class Hub:
                     loaded = True
                 self.redis_ok, self.read_at, delay = True, time.monotonic(), 0.1
                 while True:
-                    reply = await self.redis.xread(
-                        {self.keys.feed: self.position}, block=1000, count=500
-                    )
+                    entries = await self.source.after(self.position, block_ms=1000, count=500)
                     self.read_at = time.monotonic()
-                    for entry_id, fields in reply[0][1] if reply else []:
-                        await self.on_entry(entry_id.decode(), fields)
+                    for position, fields in entries:
+                        await self.on_entry(position, fields)
                     await self.check_epoch()
             except TRANSIENT as exc:
                 self.redis_ok = False
@@ -139,10 +154,10 @@ class Hub:
         milestones its state lists that ours did not; a new epoch resyncs everyone."""
         if await self.check_epoch():
             return
-        first = await self.redis.xrange(self.keys.feed, "-", "+", count=1)
+        first = await self.source.page("-", "+", count=1)
         if not first or self.position == "0-0":
             return
-        if feed.position_key(first[0][0].decode()) <= feed.position_key(self.position):
+        if feed.position_key(first[0][0]) <= feed.position_key(self.position):
             return
         before = {m.get("id") for m in self.state.get("milestones") or []}
         log.warning("feed entries after %s were trimmed during the outage", self.position)
@@ -153,8 +168,7 @@ class Hub:
     async def check_epoch(self) -> bool:
         """Notice a new epoch (Redis lost the feed): load afresh and tell clients to
         reconnect (1012), so they resume into a fresh snapshot. True if it changed."""
-        raw = await self.redis.get(self.keys.epoch)
-        epoch = raw.decode() if raw else ""
+        epoch = await self.source.epoch()
         if epoch == self.epoch:
             return False
         if not self.epoch:  # the first commit of a new feed
@@ -181,9 +195,7 @@ class Hub:
         while True:
             await asyncio.sleep(REPLAY_POLL_S)
             try:
-                self.replay_raw = feed.decode_replay(
-                    await self.redis.hget(self.keys.replay, "state")
-                )
+                self.replay_raw = await self.source.replay()
             except TRANSIENT:
                 pass  # judged on the last state read, so a heartbeat unseen goes stale
             except Exception:  # e.g. the key is not a hash: say so, and keep polling
@@ -234,7 +246,7 @@ class Hub:
             curve, joined = timeline.merge_tail(self.curve, tail, from_ms)
             if joined:
                 return curve
-        full = feed.decode_curve(await self.redis.get(self.keys.curve))
+        full = feed.decode_curve(await self.source.curve())
         curve, _ = timeline.merge_tail(full, tail, from_ms)
         return curve
 
@@ -366,17 +378,16 @@ class Hub:
                 self.metrics.resume_readers_peak, self.resume_readers
             )
             try:
-                if not await self.redis.xrange(self.keys.feed, entry, entry):
+                if not await self.source.page(entry, entry, count=1):
                     return None
                 if upto == "0-0" or seen >= feed.position_key(upto):
                     return out
                 start, read = entry if part else f"({entry}", 0
                 while read < RESUME_MAX_ENTRIES:
-                    page = await self.redis.xrange(self.keys.feed, start, upto, count=RESUME_PAGE)
+                    page = await self.source.page(start, upto, count=RESUME_PAGE)
                     read += len(page)
                     self.metrics.resume_entries_read += len(page)
-                    for entry_id, fields in page:
-                        position = entry_id.decode()
+                    for position, fields in page:
                         try:
                             _, fired = feed.parse_entry(fields)
                         except feed.BadFeedEntry:
@@ -387,7 +398,7 @@ class Hub:
                                 out.append(orjson.dumps(feed.milestone(f, pos)))
                     if len(page) < RESUME_PAGE:
                         return out
-                    start = f"({page[-1][0].decode()}"
+                    start = f"({page[-1][0]}"
                 return None
             finally:
                 self.resume_readers -= 1
