@@ -1,7 +1,6 @@
 """The aiohttp application: its routes, middleware and lifecycle."""
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -11,6 +10,7 @@ from typing import Any
 
 import orjson
 from aiohttp import WSCloseCode, web
+from redis.exceptions import ResponseError
 
 from ticker import feed
 from ticker.core.control import CONTROL_MAXLEN, parse_command, refusal, replay_status
@@ -28,6 +28,7 @@ from ticker.server.connection import (
     MAX_CLIENT_MESSAGE,
     CheckedWebSocket,
     Client,
+    close,
     greet,
     read_requests,
 )
@@ -117,16 +118,17 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     except Exception:  # the socket is upgraded: no HTTP 500 here, a close 1011
         log.exception("error on a websocket connection")
         c.close_reason = "error"
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(
-                ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"internal error"), 2
-            )
+        await close(ws, WSCloseCode.INTERNAL_ERROR, b"internal error")
     finally:
         c.outbox.live = False
         hub.clients.discard(c)
         sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
+        try:
             await sender
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # the sender handles a client that stops reading itself
+            log.exception("a websocket client's sender failed")
         if ws.close_code == WSCloseCode.MESSAGE_TOO_BIG:
             c.close_reason = "too_big"
         if ws.unmasked:
@@ -196,18 +198,23 @@ async def metrics(request: web.Request) -> web.Response:
         "ticker_duplicates": ("Order entries seen twice and counted once.", s.get("duplicates", 0)),
         "ticker_redis_up": ("1 while the feed's Redis answers.", float(hub.redis_ok)),
     }
-    with contextlib.suppress(*TRANSIENT, Exception):
-        source = request.app[FEED]
-        for g in await source.redis.xinfo_groups(source.keys.orders):
-            if g["name"] in (GROUP, GROUP.encode()):
-                gauges["ticker_aggregator_lag_entries"] = (
-                    "Order entries not yet read by the aggregators.",
-                    float(g.get("lag") or 0),
-                )
-                gauges["ticker_aggregator_pending_entries"] = (
-                    "Order entries read but not yet committed.",
-                    float(g["pending"]),
-                )
+    source = request.app[FEED]
+    try:
+        groups = await source.redis.xinfo_groups(source.keys.orders)
+    except TRANSIENT:  # Redis is down: ticker_redis_up says so
+        groups = []
+    except ResponseError:  # no orders stream yet
+        groups = []
+    for g in groups:
+        if g["name"] in (GROUP, GROUP.encode()):
+            gauges["ticker_aggregator_lag_entries"] = (
+                "Order entries not yet read by the aggregators.",
+                float(g.get("lag") or 0),
+            )
+            gauges["ticker_aggregator_pending_entries"] = (
+                "Order entries read but not yet committed.",
+                float(g["pending"]),
+            )
     return web.Response(
         text=hub.metrics.render(gauges),
         content_type="text/plain",
@@ -278,10 +285,7 @@ def make_app(
         """On shutdown, before aiohttp waits for handlers: say goodbye with 1001."""
         for c in list(app[HUB].clients):
             c.close_reason = "shutdown"
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(
-                    c.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown"), 2
-                )
+            await close(c.ws, WSCloseCode.GOING_AWAY, b"server shutdown")
 
     app.on_shutdown.append(close_clients)
     app.cleanup_ctx.append(background)

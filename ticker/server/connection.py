@@ -186,6 +186,17 @@ class CheckedWebSocket(web.WebSocketResponse):
         transport.close()
 
 
+async def close(ws: web.WebSocketResponse, code: int, message: bytes, timeout: float = 2) -> None:
+    """Close a websocket with `code`, waiting at most `timeout` for the peer. A peer that
+    is gone or does not answer is expected; anything else is logged."""
+    try:
+        await asyncio.wait_for(ws.close(code=code, message=message), timeout)
+    except (TimeoutError, ConnectionError):
+        pass
+    except Exception:
+        log.exception("could not close a websocket (code %d)", code)
+
+
 async def greet(hub: Hub, c: Client, since: str | None, epoch: str | None) -> None:
     """Send the snapshot, or on resume the milestones missed and then the snapshot.
 

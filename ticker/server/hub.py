@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 from aiohttp import WSCloseCode
+from redis.exceptions import ResponseError
 
 from ticker import feed
 from ticker.core import timeline
@@ -16,7 +17,7 @@ from ticker.core.control import replay_status
 from ticker.core.pace import Pace
 from ticker.metrics import ServerMetrics
 from ticker.redis_io import TRANSIENT
-from ticker.server.connection import Client
+from ticker.server.connection import Client, close
 from ticker.server.fanout import CHUNK, PARALLEL_FROM, Fanout, Share
 from ticker.server.outbox import Route
 from ticker.server.source import FeedSource
@@ -29,6 +30,18 @@ READER_STALE_S = 5.0  # the feed reader heard from Redis this recently, or /heal
 RESUME_PAGE = 64  # feed entries read per XRANGE while a resume looks for missed milestones
 RESUME_MAX_ENTRIES = 2_000  # a resume further behind gets a fresh snapshot instead
 RESUME_READERS = 4  # resumes reading the feed at once, per server
+
+
+Message = tuple[feed.PositionKey, bytes]  # a message's position (as a key) and JSON text
+
+
+def milestones(
+    position: str, fired: list[dict[str, Any]]
+) -> Iterator[tuple[feed.PositionKey, bytes]]:
+    """The milestone messages of the feed entry at `position` that fired `fired`: each
+    one's position (as a key) and JSON text. Live entries and resumes both use it."""
+    for f, at in zip(fired, feed.milestone_positions(position, len(fired)), strict=True):
+        yield feed.position_key(at), orjson.dumps(feed.milestone(f, at))
 
 
 class Hub:
@@ -179,7 +192,7 @@ class Hub:
         for c in list(self.clients):
             c.close_reason = "resync"
             task = asyncio.create_task(
-                c.ws.close(code=WSCloseCode.SERVICE_RESTART, message=b"the feed was reset")
+                close(c.ws, WSCloseCode.SERVICE_RESTART, b"the feed was reset")
             )
             self.closing.add(task)
             task.add_done_callback(self.closing.discard)
@@ -198,7 +211,10 @@ class Hub:
                 self.replay_raw = await self.source.replay()
             except TRANSIENT:
                 pass  # judged on the last state read, so a heartbeat unseen goes stale
-            except Exception:  # e.g. the key is not a hash: say so, and keep polling
+            except ResponseError as exc:  # e.g. the key is not a hash: say so, keep polling
+                log.warning("could not read the replay's state: %s", exc)
+                self.replay_raw = None
+            except Exception:
                 log.exception("could not read the replay's state")
                 self.replay_raw = None
             try:
@@ -234,8 +250,8 @@ class Hub:
         self.announce(position, fired)
 
     def announce(self, position: str, fired: list[dict[str, Any]]) -> None:
-        for f, at in zip(fired, feed.milestone_positions(position, len(fired)), strict=True):
-            self.broadcast_urgent(feed.position_key(at), orjson.dumps(feed.milestone(f, at)))
+        for key, text in milestones(position, fired):
+            self.broadcast_urgent(key, text)
 
     async def fold_curve(self, state: dict[str, Any]) -> list[timeline.Point]:
         """The full curve with this entry's tail folded in; read again from Redis when
@@ -392,10 +408,7 @@ class Hub:
                             _, fired = feed.parse_entry(fields)
                         except feed.BadFeedEntry:
                             continue
-                        at = feed.milestone_positions(position, len(fired))
-                        for f, pos in zip(fired, at, strict=True):
-                            if feed.position_key(pos) > seen:
-                                out.append(orjson.dumps(feed.milestone(f, pos)))
+                        out += [text for key, text in milestones(position, fired) if key > seen]
                     if len(page) < RESUME_PAGE:
                         return out
                     start = f"({page[-1][0]}"
