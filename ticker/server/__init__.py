@@ -17,8 +17,9 @@ synchronously (compression is off), so direct writes never split one of its fram
 pongs, close).
 
 Rooms: `app` (routes, middleware, lifecycle), `hub` (the latest state, the feed reader),
-`connection` (one websocket client's I/O), `fanout` (raw-frame writes from threads and C),
-`tuning` (timings and bounds).
+`source` (where the hub reads the feed: Redis, or a list in tests), `outbox` (sans-I/O: what
+to send next to one client, as routes), `connection` (one websocket client's I/O), `fanout`
+(raw-frame writes from threads and C), `tuning` (timings and bounds).
 """
 
 from ticker.server.app import HUB, LIMITER, POLICY, WEB_DIR, make_app
