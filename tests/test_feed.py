@@ -367,17 +367,14 @@ async def test_a_milestone_cuts_through_the_rate_limit() -> None:
 async def test_subscriptions_select_fields_and_limit_the_rate(
     ticker: Ticker, server: Server
 ) -> None:
-    """totals-only ticks lack top/samples; max_rate 2 lets at most 2 t + 2 ticks through in
-    t seconds, and holds back no milestone (see test_a_milestone_cuts_through_the_rate_limit)."""
+    """totals-only ticks lack top/samples; max_rate 2 holds ticks back and no milestone
+    (see test_a_milestone_cuts_through_the_rate_limit and tests/server/test_hub.py)."""
     totals: list[dict[str, Any]] = []
     slow: list[tuple[float, dict[str, Any]]] = []
     fast: list[tuple[float, dict[str, Any]]] = []
 
-    subscribed_at: list[float] = []
-
     async def subscribe(ws: Any, request: dict[str, Any]) -> None:
         await recv(ws), await recv(ws)  # hello, snapshot
-        subscribed_at.append(time.monotonic())
         await ws.send(json.dumps({"type": "subscribe", **request}))
         await ws.send("{")  # its error answer proves the subscription was taken first
         while (await recv(ws))["type"] != "error":
@@ -414,11 +411,9 @@ async def test_subscriptions_select_fields_and_limit_the_rate(
 
     times = [at for at, m in slow if m["type"] == "tick"]
     assert len(times) >= 4
-    # The contract, counted over a span that holds every send under the new rate: the
-    # server sent them after the subscribe was sent and before the last one was received.
-    # A loaded machine only delays receipts, which lengthens the span: this cannot flake,
-    # and without the limit the client would get about 10 ticks a second.
-    assert len(times) <= 2 * (times[-1] - subscribed_at[1]) + 2, len(times)
+    # The contract (at most 2 t + 2 ticks in t seconds) is counted with an injected clock in
+    # tests/server/test_hub.py (test_a_clients_max_rate_holds_its_ticks_direct_or_queued);
+    # here, on a real run, the limited client gets fewer ticks than the unlimited one.
     assert len(full_ticks) > len(times), "the unlimited client should get more ticks"
     assert fired_ids([m for _, m in slow]) == WINDOW_MILESTONES
 

@@ -30,11 +30,17 @@ class Peer:
 
     closed = False
 
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
     def is_closing(self) -> bool:
         return False
 
     def get_write_buffer_size(self) -> int:
         return 0
+
+    def write(self, frame: bytes) -> None:
+        self.written.append(frame)
 
     def set_write_buffer_limits(self, high: int) -> None:
         pass
@@ -111,6 +117,23 @@ async def test_ticks_coalesce_for_a_client_that_is_not_ready() -> None:
         await hub.on_entry(f"{k}-0", entry(gmv_fen=k))
         hub.broadcast_tick(0.0)
     assert received(c) == [("tick", "3-0")] and hub.metrics.ticks_coalesced == 2
+
+
+async def test_a_clients_max_rate_holds_its_ticks_direct_or_queued() -> None:
+    """max_rate 2, an entry and a tick every 10 ms for 10 s (an injected clock): at most
+    2 x 10 + 2 ticks reach the client, written directly or by its sender."""
+    hub = await loaded(MemoryFeed())
+    c = client(hub)
+    c.subscribe(feed.Subscription(max_rate=2))
+    c.outbox.live = True
+    sent = 0
+    for k in range(1, 1_001):
+        await hub.on_entry(f"{k}-0", entry(gmv_fen=k))
+        hub.broadcast_tick(k / 100)
+        while isinstance(c.outbox.next_message(k / 100), bytes):
+            sent += 1
+    direct = len(c.transport.written)  # type: ignore[attr-defined]
+    assert direct and 18 <= direct + sent <= 2 * 10 + 2
 
 
 def resumable() -> MemoryFeed:
