@@ -1,6 +1,5 @@
 """The aiohttp application: its routes, middleware and lifecycle."""
 
-import asyncio
 import logging
 import os
 import time
@@ -29,8 +28,7 @@ from ticker.server.connection import (
     CheckedWebSocket,
     Client,
     close,
-    greet,
-    read_requests,
+    serve,
 )
 from ticker.server.hub import Hub
 from ticker.server.source import RedisFeed
@@ -104,42 +102,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     transport = request.transport
     if transport is None:  # gone already
         return ws
-    c = Client(ws, writer, transport, hub.metrics, hub.tuning)
-    hub.clients.add(c)
-    sender = asyncio.create_task(c.send_loop())
-    try:
-        await c.send(orjson.dumps(feed.hello(hub.epoch)))
-        await greet(hub, c, since, epoch)
-        c.ready.set()
-        c.outbox.live = True
-        await read_requests(c)
-    except (TimeoutError, ConnectionResetError):
-        c.close_reason = "slow"
-    except Exception:  # the socket is upgraded: no HTTP 500 here, a close 1011
-        log.exception("error on a websocket connection")
-        c.close_reason = "error"
-        await close(ws, WSCloseCode.INTERNAL_ERROR, b"internal error")
-    finally:
-        c.outbox.live = False
-        hub.clients.discard(c)
-        sender.cancel()
-        try:
-            await sender
-        except asyncio.CancelledError:
-            pass
-        except Exception:  # the sender handles a client that stops reading itself
-            log.exception("a websocket client's sender failed")
-        if ws.close_code == WSCloseCode.MESSAGE_TOO_BIG:
-            c.close_reason = "too_big"
-        if ws.unmasked:
-            c.close_reason = "unmasked"
-        if c.close_reason == "too_big":
-            hub.metrics.connections_refused["too_big"] += 1
-        if c.close_reason in ("heartbeat", "slow"):
-            # No close handshake with a peer that does not answer; and a plain close
-            # would keep the socket until its unsent bytes drain, which may be never.
-            transport.abort()
-        hub.metrics.disconnects[c.close_reason] += 1
+    await serve(hub, Client(ws, writer, transport, hub.metrics, hub.tuning), since, epoch)
     return ws
 
 

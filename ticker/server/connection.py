@@ -197,6 +197,46 @@ async def close(ws: web.WebSocketResponse, code: int, message: bytes, timeout: f
         log.exception("could not close a websocket (code %d)", code)
 
 
+async def serve(hub: Hub, c: Client, since: str | None, epoch: str | None) -> None:
+    """Run one connected client until it goes: hello, the greeting, then its requests,
+    while its sender sends what its outbox holds; count why it went."""
+    hub.clients.add(c)
+    sender = asyncio.create_task(c.send_loop())
+    try:
+        await c.send(orjson.dumps(feed.hello(hub.epoch)))
+        await greet(hub, c, since, epoch)
+        c.ready.set()
+        c.outbox.live = True
+        await read_requests(c)
+    except (TimeoutError, ConnectionResetError):
+        c.close_reason = "slow"
+    except Exception:  # the socket is upgraded: no HTTP 500 here, a close 1011
+        log.exception("error on a websocket connection")
+        c.close_reason = "error"
+        await close(c.ws, WSCloseCode.INTERNAL_ERROR, b"internal error")
+    finally:
+        c.outbox.live = False
+        hub.clients.discard(c)
+        sender.cancel()
+        try:
+            await sender
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # the sender handles a client that stops reading itself
+            log.exception("a websocket client's sender failed")
+        if c.ws.close_code == WSCloseCode.MESSAGE_TOO_BIG:
+            c.close_reason = "too_big"
+        if isinstance(c.ws, CheckedWebSocket) and c.ws.unmasked:
+            c.close_reason = "unmasked"
+        if c.close_reason == "too_big":
+            hub.metrics.connections_refused["too_big"] += 1
+        if c.close_reason in ("heartbeat", "slow"):
+            # No close handshake with a peer that does not answer; and a plain close
+            # would keep the socket until its unsent bytes drain, which may be never.
+            c.transport.abort()
+        hub.metrics.disconnects[c.close_reason] += 1
+
+
 async def greet(hub: Hub, c: Client, since: str | None, epoch: str | None) -> None:
     """Send the snapshot, or on resume the milestones missed and then the snapshot.
 
