@@ -219,3 +219,17 @@ async def test_the_memory_feed_pages_as_xrange_does() -> None:
     source = resumable()
     assert [p for p, _ in await source.page("(1-0", "+", 2)] == ["2-0", "3-0"]
     assert [p for p, _ in await source.page("-", "2-0", 10)] == ["1-0", "2-0"]
+
+
+async def test_replay_news_reaches_the_replay_topic_once_and_after_the_waiting_tick() -> None:
+    """A state change is pushed once (a heartbeat alone is no news), behind the tick
+    waiting for the client, and not to a client without the replay topic."""
+    hub = await loaded(MemoryFeed())
+    c, totals = client(hub), client(hub)
+    totals.subscribe(feed.Subscription(topics=frozenset({"totals"})))
+    await hub.on_entry("1-0", entry(gmv_fen=1))
+    hub.broadcast_tick(0.0)
+    hub.update_replay({"run": "r1", "state": "paused", "heartbeat_ms": 1})
+    hub.update_replay({"run": "r1", "state": "paused", "heartbeat_ms": 2})
+    assert received(c) == [("tick", "1-0"), ("replay", None)]
+    assert received(totals) == [("tick", "1-0")]

@@ -22,13 +22,14 @@ to send next to one client, as routes), `connection` (one websocket client's I/O
 (raw-frame writes from threads and C), `tuning` (timings and bounds).
 """
 
-from ticker.server.app import HUB, LIMITER, POLICY, WEB_DIR, make_app
+from ticker.server.app import FEED, HUB, LIMITER, POLICY, WEB_DIR, make_app
 from ticker.server.connection import Client
 from ticker.server.fanout import GIL_SWITCH_INTERVAL, Fanout
 from ticker.server.hub import Hub
 from ticker.server.tuning import Tuning
 
 __all__ = [
+    "FEED",
     "GIL_SWITCH_INTERVAL",
     "HUB",
     "LIMITER",
