@@ -36,6 +36,10 @@ class Route(enum.Enum):
     SOCKET = "socket"  # written now, raw to the socket (the transport holds nothing)
 
 
+# The routes as plain globals: read once per client per broadcast, on the hot path.
+QUEUE, TRANSPORT, SOCKET = Route.QUEUE, Route.TRANSPORT, Route.SOCKET
+
+
 class Outbox:
     """One client's pending messages and the rules for what goes next."""
 
@@ -81,8 +85,8 @@ class Outbox:
             or closing
             or buffered > self.send_buffer
         ):
-            return Route.QUEUE
-        return Route.SOCKET if raw and not buffered else Route.TRANSPORT
+            return QUEUE
+        return SOCKET if raw and not buffered else TRANSPORT
 
     def route_tick(
         self, key: feed.PositionKey, now: float, buffered: int, closing: bool, raw: bool
@@ -90,9 +94,9 @@ class Outbox:
         """The route of a tick: also under the client's rate. A tick routed past the queue
         counts as sent: the floor rises to `key` and the rate limit takes it."""
         if self.pace.wait(now):
-            return Route.QUEUE
+            return QUEUE
         route = self.route(key, buffered, closing, raw)
-        if route is not Route.QUEUE:
+        if route is not QUEUE:
             self.floor = key
             self.pace.take(now)
         return route
