@@ -203,7 +203,7 @@ PositionKey = tuple[int, int, int]
 
 
 MAX_ID = 2**64 - 1  # Redis stream ids are two unsigned 64-bit numbers
-MAX_POSITION = 48  # characters: `ms-seq.part` at their largest fits
+MAX_POSITION = 52  # characters: `ms-seq.part` at their largest (20 + 1 + 20 + 1 + 10 digits)
 
 
 def _number(text: str, limit: int) -> int | None:

@@ -18,10 +18,10 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.conftest import UNIT
 from tests.server.conftest import Live, eventually, recv, recv_type, running
-from ticker import server as server_module
 from ticker.guard import Policy, parse_networks
 from ticker.keys import Keys
 from ticker.server import Tuning
+from ticker.server import hub as server_module
 
 MILESTONE = {"id": "gmv_1bn", "label": "RMB 1bn", "metric": "gmv_fen", "threshold": 1}
 

@@ -10,8 +10,6 @@ from tests.server.conftest import Live, eventually, now_ms, recv, recv_type, run
 from ticker.core.control import STALE_MS
 from ticker.guard import Policy
 from ticker.keys import Keys
-from ticker.metrics import ServerMetrics
-from ticker.server import Client, Tuning
 
 
 def status(state: str, **fields: Any) -> dict[str, Any]:
@@ -67,28 +65,6 @@ async def test_replay_messages_go_only_to_the_replay_topic(live: Live) -> None:
         await eventually(lambda: (live.hub.replay or {}).get("state") == "paused")
         await live.write(gmv_fen=5)
         assert (await recv(ws))["type"] == "tick"
-
-
-class Transport:
-    """Just enough of a transport for a `Client` that never sends."""
-
-    def set_write_buffer_limits(self, high: int) -> None:
-        pass
-
-    def get_extra_info(self, name: str) -> None:
-        return None
-
-
-async def test_a_replay_message_follows_the_tick_waiting_before_it() -> None:
-    """A tick queued for a client goes out before the replay news that came after it."""
-    c = Client(None, None, Transport(), ServerMetrics(), Tuning())  # type: ignore[arg-type]
-    c.offer_tick((5, 0, 2**31), b"tick")
-    assert c.offer_replay(b"replay")
-    assert c.latest_tick is None
-    assert [(text, is_tick) for _, text, is_tick in c.urgent] == [
-        (b"tick", True),
-        (b"replay", False),
-    ]
 
 
 async def test_commands_nothing_can_obey_are_refused_with_409(

@@ -1,0 +1,289 @@
+"""One websocket client: its connection's I/O, its greeting and the requests it sends."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import struct
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp.abc import AbstractStreamWriter
+
+from ticker import feed
+from ticker.guard import MaskCheck
+from ticker.metrics import ServerMetrics
+from ticker.server.outbox import Outbox, Route
+from ticker.server.tuning import Tuning
+
+if TYPE_CHECKING:
+    from ticker.server.hub import Hub
+
+log = logging.getLogger("ticker.serve")
+
+MAX_CLIENT_MESSAGE = 4_096  # bytes; larger client messages close the connection with 1009
+MAX_BAD_MESSAGES = 5  # malformed client messages answered with errors before close 1008
+
+
+class Client:
+    """One websocket connection: it moves the bytes its `Outbox` decides on."""
+
+    __slots__ = (
+        "close_reason",
+        "fd",
+        "metrics",
+        "outbox",
+        "ready",
+        "send_timeout",
+        "sub",
+        "transport",
+        "wake",
+        "writer",
+        "ws",
+    )
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        writer: AbstractStreamWriter,
+        transport: asyncio.Transport,
+        metrics: ServerMetrics,
+        tuning: Tuning,
+    ) -> None:
+        self.ws, self.writer, self.transport, self.metrics = ws, writer, transport, metrics
+        self.send_timeout = tuning.send_timeout
+        # Above send_buffer the transport pauses its protocol, so `writer.drain()` (the
+        # sender's wait) and the outbox's routes agree on what "full" means.
+        transport.set_write_buffer_limits(high=tuning.send_buffer)
+        # The socket, for raw writes while the transport has nothing buffered (never under
+        # TLS, where the bytes on the socket are not the frames).
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, tuning.socket_buffer)
+        plain = sock is not None and transport.get_extra_info("sslcontext") is None
+        self.fd: int = sock.fileno() if plain else -1
+        self.sub = feed.Subscription()
+        self.outbox = Outbox(self.sub.max_rate, tuning.send_buffer)
+        self.wake = asyncio.Event()
+        self.ready = asyncio.Event()  # set once the snapshot (or resume backlog) is sent
+        self.close_reason = "closed"
+
+    def subscribe(self, sub: feed.Subscription) -> None:
+        self.sub = sub
+        self.outbox.pace.rate = sub.max_rate
+        self.wake.set()
+
+    def route(self, key: feed.PositionKey | None) -> Route:
+        """Where a message at `key` (None: a replay message) goes now (see `Outbox.route`)."""
+        t = self.transport
+        closing = t.is_closing() or self.ws.closed
+        return self.outbox.route(key, t.get_write_buffer_size(), closing, self.fd >= 0)
+
+    def route_tick(self, key: feed.PositionKey, now: float) -> Route:
+        t = self.transport
+        closing = t.is_closing() or self.ws.closed
+        return self.outbox.route_tick(key, now, t.get_write_buffer_size(), closing, self.fd >= 0)
+
+    def offer_tick(self, key: feed.PositionKey, text: bytes) -> None:
+        if self.outbox.offer_tick(key, text):
+            self.metrics.ticks_coalesced += 1
+        self.wake.set()
+
+    def offer(self, key: feed.PositionKey | None, text: bytes) -> bool:
+        """Queue a milestone (or with `key` None, a replay message); False if stuck."""
+        if key is None:
+            queued = self.outbox.offer_replay(text)
+        else:
+            queued = self.outbox.offer_urgent(key, text)
+        self.wake.set()
+        return queued
+
+    async def send(self, text: bytes) -> None:
+        """Send one encoded JSON text frame (encoded once for every client that gets it),
+        after the connection has taken what it had (its buffer at most `send_buffer`)."""
+        self.outbox.sending = True
+        try:
+            async with asyncio.timeout(self.send_timeout):  # cheaper than wait_for
+                await self.writer.drain()
+                await self.ws.send_frame(text, WSMsgType.TEXT)
+        finally:
+            self.outbox.sending = False
+        self.metrics.messages_sent += 1
+        self.metrics.bytes_sent += len(text)
+
+    async def send_loop(self) -> None:
+        """Send what the outbox gives, in its order, as the connection takes it."""
+        await self.ready.wait()
+        try:
+            while not self.ws.closed:
+                await self.wake.wait()
+                self.wake.clear()
+                while (step := self.outbox.next_message(time.monotonic())) is not None:
+                    if isinstance(step, bytes):
+                        await self.send(step)
+                        continue
+                    # The client's own rate limit holds a tick back (newer ones replace it);
+                    # a milestone cuts the wait short.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.wake.wait(), step)
+                    self.wake.set()
+                    break
+        except (TimeoutError, ConnectionResetError):
+            log.warning("disconnecting a client that stopped reading")
+            self.drop("slow")
+
+    def drop(self, reason: str) -> None:
+        """Cut a client that stopped reading: a close handshake would wait on it too."""
+        self.close_reason = reason
+        self.metrics.updates_dropped += self.outbox.clear()
+        self.transport.abort()
+
+
+class CheckedWebSocket(web.WebSocketResponse):
+    """A websocket that closes (1002) a connection whose client sends an unmasked frame
+    (RFC 6455 section 5.1), which aiohttp's reader accepts: its frame parser is fronted by
+    a `MaskCheck` from the first byte after the handshake, before any frame is parsed."""
+
+    unmasked = False  # the client sent an unmasked frame; the connection is closing
+
+    def _post_start(self, request: Any, protocol: Any, writer: Any) -> None:
+        proto = request.protocol
+        check = MaskCheck()
+        early = bytes(getattr(proto, "_message_tail", b"") or b"")  # sent with the upgrade
+        clean = check.feed(early)
+        super()._post_start(request, protocol, writer)
+        inner: Any = getattr(proto, "_payload_parser", None)
+        if inner is None:
+            return
+        ws = self
+
+        class Checked:
+            def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+                if check.feed(data):
+                    return inner.feed_data(data)  # type: ignore[no-any-return]
+                ws._refuse_unmasked(request)
+                return False, b""
+
+            def feed_eof(self) -> None:
+                inner.feed_eof()
+
+        proto._payload_parser = Checked()
+        if not clean:
+            self._refuse_unmasked(request)
+
+    def _refuse_unmasked(self, request: Any) -> None:
+        transport = request.transport
+        if self.unmasked or transport is None or transport.is_closing():
+            return
+        self.unmasked = True
+        reason = b"client frames must be masked"
+        transport.write(feed.frame(0x8, struct.pack("!H", WSCloseCode.PROTOCOL_ERROR) + reason))
+        transport.close()
+
+
+async def close(ws: web.WebSocketResponse, code: int, message: bytes, timeout: float = 2) -> None:
+    """Close a websocket with `code`, waiting at most `timeout` for the peer. A peer that
+    is gone or does not answer is expected; anything else is logged."""
+    try:
+        await asyncio.wait_for(ws.close(code=code, message=message), timeout)
+    except (TimeoutError, ConnectionError):
+        pass
+    except Exception:
+        log.exception("could not close a websocket (code %d)", code)
+
+
+async def serve(hub: Hub, c: Client, since: str | None, epoch: str | None) -> None:
+    """Run one connected client until it goes: hello, the greeting, then its requests,
+    while its sender sends what its outbox holds; count why it went."""
+    hub.clients.add(c)
+    sender = asyncio.create_task(c.send_loop())
+    try:
+        await c.send(orjson.dumps(feed.hello(hub.epoch)))
+        await greet(hub, c, since, epoch)
+        c.ready.set()
+        c.outbox.live = True
+        await read_requests(c)
+    except (TimeoutError, ConnectionResetError):
+        c.close_reason = "slow"
+    except Exception:  # the socket is upgraded: no HTTP 500 here, a close 1011
+        log.exception("error on a websocket connection")
+        c.close_reason = "error"
+        await close(c.ws, WSCloseCode.INTERNAL_ERROR, b"internal error")
+    finally:
+        c.outbox.live = False
+        hub.clients.discard(c)
+        sender.cancel()
+        try:
+            await sender
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # the sender handles a client that stops reading itself
+            log.exception("a websocket client's sender failed")
+        if c.ws.close_code == WSCloseCode.MESSAGE_TOO_BIG:
+            c.close_reason = "too_big"
+        if isinstance(c.ws, CheckedWebSocket) and c.ws.unmasked:
+            c.close_reason = "unmasked"
+        if c.close_reason == "too_big":
+            hub.metrics.connections_refused["too_big"] += 1
+        if c.close_reason in ("heartbeat", "slow"):
+            # No close handshake with a peer that does not answer; and a plain close
+            # would keep the socket until its unsent bytes drain, which may be never.
+            c.transport.abort()
+        hub.metrics.disconnects[c.close_reason] += 1
+
+
+async def greet(hub: Hub, c: Client, since: str | None, epoch: str | None) -> None:
+    """Send the snapshot, or on resume the milestones missed and then the snapshot.
+
+    The state and position are taken before anything is awaited: entries the hub takes
+    meanwhile reach this client through its sender, after the snapshot."""
+    state, position = hub.state, hub.position
+    recovered: bool | None = None
+    missed: list[bytes] = []
+    if since is not None:
+        recovered = False
+        if epoch in (None, hub.epoch):
+            found = await hub.missed_milestones(since, position)
+            if found is not None:
+                recovered, missed = True, found
+                if feed.position_key(since) > feed.position_key(position):
+                    position = since  # ahead of this server: nothing older is sent
+    for text in missed:
+        await c.send(text)
+    c.outbox.floor = feed.position_key(position)
+    await c.send(orjson.dumps(feed.snapshot(state, position, hub.epoch, recovered)))
+
+
+async def read_requests(c: Client) -> None:
+    bad = 0
+    async for msg in c.ws:
+        if msg.type == WSMsgType.TEXT:
+            try:
+                c.subscribe(feed.parse_request(msg.data))
+            except feed.BadRequest as exc:
+                bad += 1
+                await c.send(orjson.dumps(feed.error("bad_request", str(exc))))
+                if bad >= MAX_BAD_MESSAGES:
+                    c.close_reason = "bad_requests"
+                    await c.ws.close(
+                        code=WSCloseCode.POLICY_VIOLATION, message=b"too many malformed messages"
+                    )
+        elif msg.type == WSMsgType.BINARY:
+            c.close_reason = "binary"
+            await c.ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"text frames only")
+        elif msg.type == WSMsgType.ERROR:
+            # aiohttp's heartbeat: no pong in time (it has closed the transport, code 1006);
+            # or a message too big, which aiohttp closed with 1009 (the close code it keeps
+            # afterwards may be the peer's, or 1006).
+            if isinstance(msg.data, TimeoutError):
+                c.close_reason = "heartbeat"
+            elif getattr(msg.data, "code", None) == WSCloseCode.MESSAGE_TOO_BIG:
+                c.close_reason = "too_big"
+            else:
+                c.close_reason = "error"
+            break
