@@ -93,6 +93,11 @@ def _add_shards(p: argparse.ArgumentParser) -> None:
 
 def _add_server_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
+        "--ingest-token",
+        help="token for POST /api/orders into the open live run (default: "
+        "$TICKER_INGEST_TOKEN; without one, the endpoint is not mounted)",
+    )
+    p.add_argument(
         "--control-token",
         help="token for POST /api/replay (default: "
         "$TICKER_CONTROL_TOKEN; without one, replay control is refused)",
@@ -425,7 +430,12 @@ def _serve(args: argparse.Namespace) -> int:
             await (await connect(settings.redis_url)).aclose()
 
         asyncio.run(check())
-        app = make_app(settings.redis_url, settings.keys, policy=_policy(args))
+        app = make_app(
+            settings.redis_url,
+            settings.keys,
+            policy=_policy(args),
+            ingest_token=args.ingest_token or os.environ.get("TICKER_INGEST_TOKEN"),
+        )
         sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         url = local_url(args.host, sock.getsockname()[1])
         print(f"serving on {url}", file=sys.stderr, flush=True)

@@ -140,3 +140,35 @@ async def test_a_request_above_the_size_limit_gets_413(ticker: Ticker, live: Tic
     finally:
         await runner.cleanup()
     assert status == 413
+
+
+async def test_a_shop_posts_orders_to_ticker_serve_and_sees_them_in_the_state(
+    live: Ticker,
+) -> None:
+    """`ticker serve --ingest-token` mounts POST /api/orders; the orders reach /api/state."""
+    from tests.conftest import serving
+
+    with serving(live, "--ingest-token", TOKEN) as server:
+        status, _ = await _post(server.url + "api/orders", _ndjson([_order(i) for i in range(40)]))
+        assert status == 202
+        assert (await _post(server.url + "api/orders", [_order(1)], "guess"))[0] == 403
+        for _ in range(int(600 * UNIT)):
+            async with aiohttp.ClientSession() as s, s.get(server.url + "api/state") as r:
+                state = await r.json()
+            if state["orders"] == 40:
+                break
+            await asyncio.sleep(0.05)
+        assert (state["orders"], state["gmv_fen"]) == (40, 40_000)
+    await _end(live)
+
+
+async def test_ticker_serve_without_an_ingest_token_has_no_orders_endpoint(ticker: Ticker) -> None:
+    """No token, no endpoint: POST /api/orders is not served (404 or 405)."""
+    from tests.conftest import serving
+
+    with serving(ticker) as server:
+        async with aiohttp.ClientSession() as s:
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            async with s.post(server.url + "api/orders", data=b"{}", headers=headers) as r:
+                status = r.status
+    assert status in (404, 405)

@@ -218,10 +218,13 @@ def make_app(
     tick_hz: float = 10.0,
     policy: Policy | None = None,
     tuning: Tuning | None = None,
+    ingest_token: str | None = None,
 ) -> web.Application:
     """The aiohttp application; its background tasks start and stop with it.
 
-    `tuning` defaults to `Tuning.from_env()` (TICKER_HEARTBEAT and the like)."""
+    `tuning` defaults to `Tuning.from_env()` (TICKER_HEARTBEAT and the like). With an
+    `ingest_token`, `POST /api/orders` takes real orders into the open live run
+    (`ticker.ingest_http`)."""
     app = web.Application(middlewares=[no_tracebacks], client_max_size=64 * 1024)
     access = logging.getLogger("aiohttp.access")
     if not any(isinstance(f, RedactTokens) for f in access.filters):
@@ -231,6 +234,10 @@ def make_app(
     app[HUB] = Hub(source, tick_hz, tuning or Tuning.from_env())
     app[POLICY] = policy or Policy.from_env()
     app[LIMITER] = RateLimiter(app[POLICY].connects_per_ip_per_s, app[POLICY].connect_burst)
+    if ingest_token:
+        from ticker import ingest_http
+
+        ingest_http.setup(app, redis_url, keys, ingest_token)
 
     async def background(app: web.Application) -> AsyncIterator[None]:
         """The Redis client, the writer threads and the hub's tasks live while the app runs."""
