@@ -203,8 +203,7 @@ class Replay:
         if after and not self.progress.batches:
             # Resuming a run begun by an earlier process: the clock starts where that one
             # stopped, not at the window's start (which would idle until it caught up).
-            slot, _ = plan.slot_of_seq(after)
-            resumed_at = int(plan.edges[slot + 1])
+            resumed_at = plan.end_of_seq(min(after, plan.last_orders_seq))
             self.clock.reanchor(time.monotonic(), resumed_at)
             self.progress.sim_ms = resumed_at
         pipe = self.redis.pipeline(transaction=False)

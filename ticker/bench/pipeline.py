@@ -208,11 +208,7 @@ def _partial_check(
     seq = state.last_seq if state else 0
     if seq < 1:
         return {"exact": None, "orders_applied": 0, "last_seq": seq}
-    slot, chunk = plan.slot_of_seq(seq)
-    in_slot = min(int(plan.slot_orders[slot]), (chunk + 1) * batch_size)
-    orders = plan.base_orders + int(plan.slot_orders[:slot].sum()) + in_slot
-    closes = chunk == int(plan.chunks[slot]) - 1
-    gmv = plan.base_gmv + int(plan.slot_gmv[: slot + 1].sum()) if closes else None
+    orders, gmv = plan.upto(seq)
     exact = state.orders == orders and (gmv is None or state.gmv_fen == gmv)
     return {
         "exact": exact,
