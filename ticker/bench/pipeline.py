@@ -176,6 +176,28 @@ def run_real(
     }
 
 
+def run_generator(
+    scale: Fraction, from_ms: int, to_ms: int, batch_size: int = 4000, seed: int = 0
+) -> dict[str, Any]:
+    """The generator alone on one core: the window's entries made and encoded in this
+    process (what a replay's worker does), in orders per CPU-second."""
+    from simulator import profile
+    from simulator.ahead import encode_blocks
+    from simulator.generator import DayPlan
+
+    plan = DayPlan(profile.load("2018"), scale, from_ms, to_ms, seed, batch_size)
+    cpu, wall = time.process_time(), time.monotonic()
+    orders = sum(e.n for e in encode_blocks(plan, range(plan.blocks), "bench", 0))
+    cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+    return {
+        "command": "DayPlan(...) blocks made and encoded in one process (simulator.ahead)",
+        "orders": orders,
+        "cpu_s": round(cpu, 3),
+        "wall_s": round(wall, 3),
+        "orders_per_cpu_s": round(orders / max(cpu, 1e-9)),
+    }
+
+
 def _settle(url: str, ns: str, quiet: float = 1.5, limit: float = 60) -> float:
     """Wait until the committed order count stops moving; the time it last moved."""
     r = sync_redis(url)
