@@ -3,10 +3,14 @@
 Every block has its own random generator (`DayPlan.block_batches`), so blocks can be made
 in any order. The blocks are cut into pieces of work (`pieces`: one block at full scale,
 many quiet ones on a miniature day); with W workers, worker i makes pieces i, i+W, ... and
-the writer takes them back in order, so the stream is byte-for-byte the serial one. Each
-worker keeps at most `depth` pieces queued (bounded memory: a second of the full-scale
-peak is ~10 MB encoded) and so stays that far ahead of the writer; at 1x the next second
-is ready long before its first batch is due.
+the writer takes them back in order, so the stream is byte-for-byte the serial one.
+
+A worker writes each piece's encoded columns into the next slot of a buffer it shares with
+the writer (an anonymous shared mapping made before the fork) and queues only where each
+batch's columns are; the writer copies them out and frees the slot. So no order is pickled
+or sent through a pipe. A worker has `depth` + 1 slots, each as large as the largest piece
+(a second of the full-scale peak is ~10 MB), and stays that far ahead of the writer: bounded
+memory, and at 1x the next second is ready long before its first batch is due.
 
 Workers are forked (the plan is not copied until written to), ignore SIGINT (the writer
 stops them), and die with the writer: the kernel sends them SIGTERM when it exits, however
@@ -17,6 +21,7 @@ With `workers=0` the pieces are made in the writer's own process, when asked for
 import contextlib
 import ctypes
 import itertools
+import mmap
 import multiprocessing as mp
 import os
 import queue
@@ -28,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from simulator.generator import DayPlan
-from ticker.core.batch import encode_orders
+from ticker.core.batch import COLUMNS, SCHEMA_VERSION, encode_orders
 
 DEPTH = 2  # pieces of work queued per worker
 # A piece of work is consecutive blocks holding at least this many orders (one block at
@@ -36,6 +41,7 @@ DEPTH = 2  # pieces of work queued per worker
 # its size, more than generating a quiet block.
 PIECE_ORDERS = 50_000
 PR_SET_PDEATHSIG = 1
+ROW_BYTES = sum(dtype.itemsize for dtype in COLUMNS.values())  # one order, encoded
 
 
 @dataclass(frozen=True)
@@ -108,17 +114,36 @@ class Ahead:
         workers = min(workers, len(self.pieces))
         self.queues: list[Any] = []
         self.procs: list[Any] = []
+        self.buffers: list[mmap.mmap] = []
+        self.free: list[Any] = []  # per worker, a semaphore counting its free slots
+        self.taken: list[int] = []  # per worker, pieces taken from it so far
+        self.slots = depth + 1
         if workers > 0:
+            starts = plan.cum[plan.block_first_slot[[p.start for p in self.pieces]]]
+            stops = plan.cum[plan.block_first_slot[[p.stop for p in self.pieces]]]
+            self.slot_bytes = max(1, int((stops - starts).max()) * ROW_BYTES)
             ctx = mp.get_context("fork")
             for i in range(workers):
-                q = ctx.Queue(depth)
+                buffer = mmap.mmap(-1, self.slot_bytes * self.slots)  # shared with the fork
+                free = ctx.Semaphore(self.slots)
+                q = ctx.Queue()  # bounded by the semaphore: at most `slots` pieces made
                 p = ctx.Process(
                     target=_work,
-                    args=(plan, run, after_seq, self.pieces[i::workers], q, os.getpid()),
+                    args=(
+                        plan,
+                        after_seq,
+                        self.pieces[i::workers],
+                        (buffer, self.slot_bytes, self.slots, free),
+                        q,
+                        os.getpid(),
+                    ),
                     name=f"ticker-generate-{i}",
                     daemon=True,
                 )
                 p.start()
+                self.buffers.append(buffer)
+                self.free.append(free)
+                self.taken.append(0)
                 self.queues.append(q)
                 self.procs.append(p)
 
@@ -150,8 +175,27 @@ class Ahead:
             raise GeneratorFailed(f"generator worker {i} failed:\n{item}")
         assert piece == self.pieces[self.piece], (piece, self.pieces[self.piece])
         self.piece += 1
-        done: list[Encoded] = item
-        return done
+        # Copy the piece's columns out of the worker's slot, then hand the slot back.
+        view = memoryview(self.buffers[i])
+        base = (self.taken[i] % self.slots) * self.slot_bytes
+        self.taken[i] += 1
+        try:
+            return [
+                Encoded(
+                    seq,
+                    t0,
+                    t1,
+                    n,
+                    gmv,
+                    _fields(
+                        self.run, seq, t0, t1, n, [bytes(view[base + a : base + b]) for a, b in at]
+                    ),
+                )
+                for seq, t0, t1, n, gmv, at in item
+            ]
+        finally:
+            view.release()
+            self.free[i].release()
 
     def close(self) -> None:
         """Stop the workers (they may be blocked on a full queue) and reap them."""
@@ -166,7 +210,9 @@ class Ahead:
         for q in self.queues:
             q.close()
             q.cancel_join_thread()
-        self.procs, self.queues = [], []
+        for buffer in self.buffers:
+            buffer.close()
+        self.procs, self.queues, self.buffers = [], [], []
 
     def __enter__(self) -> "Ahead":
         return self
@@ -175,28 +221,65 @@ class Ahead:
         self.close()
 
 
+def _fields(
+    run: str, seq: int, t0: int, t1: int, n: int, columns: list[bytes]
+) -> dict[bytes, bytes]:
+    """An orders entry's fields, as `encode_orders` makes them, from encoded columns."""
+    fields = {
+        b"v": SCHEMA_VERSION,
+        b"kind": b"orders",
+        b"run": run.encode(),
+        b"seq": str(seq).encode(),
+        b"t0": str(t0).encode(),
+        b"t1": str(t1).encode(),
+        b"n": str(n).encode(),
+    }
+    fields.update(zip((name.encode() for name in COLUMNS), columns, strict=True))
+    return fields
+
+
+Slots = tuple[mmap.mmap, int, int, Any]  # (shared buffer, bytes a slot, slots, free count)
+
+
 def _work(
-    plan: DayPlan, run: str, after_seq: int, work: list[range], out: Any, parent: int
+    plan: DayPlan, after_seq: int, work: list[range], slots: Slots, out: Any, parent: int
 ) -> None:
-    """A worker: make its pieces of work in order, queue them, stop when the parent is
-    gone."""
+    """A worker: make its pieces of work in order, each into the next free slot of its
+    shared buffer, and queue where each batch's columns are; stop when the parent is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent:
-        return
-    for piece in work:
+    buffer, slot_bytes, count, free = slots
+    for j, piece in enumerate(work):
+        while not free.acquire(timeout=0.5):
+            if os.getppid() != parent:
+                return
+        if os.getppid() != parent:
+            return
         try:
-            item: object = encode_blocks(plan, piece, run, after_seq)
+            item: object = _write_piece(plan, after_seq, piece, buffer, (j % count) * slot_bytes)
         except Exception:
             item = traceback.format_exc()
-        while True:
-            try:
-                out.put((piece, item), timeout=0.5)
-                break
-            except queue.Full:
-                if os.getppid() != parent:
-                    return
+        out.put((piece, item))
         if isinstance(item, str):
             return
+
+
+def _write_piece(
+    plan: DayPlan, after_seq: int, piece: range, buffer: mmap.mmap, base: int
+) -> list[tuple[int, int, int, int, int, list[tuple[int, int]]]]:
+    """Write a piece's batches' columns into the buffer from `base`; say where they are."""
+    made = []
+    offset = 0
+    for block in piece:
+        for b in plan.block_batches(block, after_seq):
+            at = []
+            for name, dtype in COLUMNS.items():
+                size = b.n * dtype.itemsize
+                target = np.frombuffer(buffer, dtype=dtype, count=b.n, offset=base + offset)
+                target[:] = b.columns[name]
+                at.append((offset, offset + size))
+                offset += size
+            made.append((b.seq, b.t0, b.t1, b.n, int(b.columns["amt"].sum()), at))
+    return made
