@@ -182,6 +182,11 @@ class Replay:
             except _Seek as seek:
                 self._restart_at(seek.to_ms)
             except TRANSIENT as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # Stopping (SIGINT): the Redis client turned the cancellation of the
+                    # command in flight into a connection error; do not retry.
+                    raise asyncio.CancelledError from exc
                 log.warning("Redis unavailable (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay * (0.5 + os.urandom(1)[0] / 255))
                 delay = min(delay * 2, 5.0)
