@@ -24,6 +24,7 @@ from ticker.core.batch import (
     shard_of,
 )
 from ticker.core.clock import DAY_MS, format_time_of_day
+from ticker.core.view import public
 
 TOP_N = 10
 RATE_WINDOW_MS = 5_000  # rates are averaged over this much simulated time
@@ -563,13 +564,14 @@ class State:
             return 0, 0
         return (g1 - g0) * 1000 // span, (o1 - o0) * 1000 // span
 
-    def _top(
+    def top(
         self,
         names: tuple[str, ...],
         gmv: np.ndarray[Any, Any],
         orders: np.ndarray[Any, Any],
         skip_first: bool = False,
     ) -> list[dict[str, Any]]:
+        """The 10 names with the most GMV, largest first (`skip_first`: not the home one)."""
         first = 1 if skip_first else 0
         order = np.argsort(-gmv[first:], kind="stable")[:TOP_N] + first
         return [
@@ -617,81 +619,8 @@ class State:
         ]
 
     def view(self) -> dict[str, Any]:
-        """The public state, as the feed and /api/state show it."""
-        meta = self.meta
-        gmv_rate, orders_rate = self.rates()
-        done = {f.milestone.id for f in self.fired}
-        reached = {"gmv_fen": self.gmv_fen, "orders": self.orders}
-        base = {"gmv_fen": meta.base_gmv_fen, "orders": meta.base_orders} if meta else {}
-        return {
-            "run": self.run,
-            "profile": meta.profile if meta else None,
-            "title": meta.title if meta else None,
-            "scale": meta.scale if meta else None,
-            "from_ms": meta.from_ms if meta else 0,
-            "to_ms": meta.to_ms if meta else 0,
-            "sim_time_ms": self.sim_time_ms,
-            "sim_time": format_time_of_day(self.sim_time_ms),
-            "gmv_fen": self.gmv_fen,
-            "orders": self.orders,
-            "gmv_fen_per_s": gmv_rate,
-            "orders_per_s": orders_rate,
-            "top_categories": self._top(meta.categories, self.cat_gmv, self.cat_orders)
-            if meta
-            else [],
-            "top_countries": self._top(meta.countries, self.cty_gmv, self.cty_orders, True)
-            if meta
-            else [],
-            "milestones": [f.to_dict() for f in self.fired],
-            "upcoming": [
-                {
-                    "id": m.id,
-                    "label": m.label,
-                    "metric": m.metric,
-                    "threshold": m.threshold,
-                    "documented": m.documented,
-                }
-                for m in (meta.milestones if meta else ())
-                # A window that starts past a threshold never fires it: not upcoming.
-                if m.id not in done and m.threshold > reached[m.metric]
-            ],
-            # Passed before this window started (a window replay, a seek): never fired
-            # by this run, but part of the day.
-            "before_window": [
-                {
-                    "id": m.id,
-                    "label": m.label,
-                    "metric": m.metric,
-                    "threshold": m.threshold,
-                    "documented": m.documented,
-                }
-                for m in sorted(
-                    meta.milestones if meta else (),
-                    key=lambda m: (m.metric != "gmv_fen", m.threshold),
-                )
-                if m.id not in done and m.threshold <= base[m.metric]
-            ],
-            "last_year_gmv_fen": meta.last_year_gmv_fen if meta else 0,
-            "last_year_points": [list(p) for p in meta.last_year_points] if meta else [],
-            "usd_rate": meta.usd_rate if meta else "0",
-            "sample_orders": [
-                {"at_ms": t, "amt_fen": a, "seller": meta.countries[c], "buyer": meta.regions[r]}
-                for t, a, c, r in self.recent
-            ]
-            if meta
-            else [],
-            "brands_over_100m": self.brands_over_line(),
-            # Orders from sellers abroad (country 0 is the home market), of the window.
-            "cross_border_orders": int(self.cty_orders[1:].sum()),
-            "buyer_regions_abroad": self.regions_abroad(),
-            "top_brands": self.top_brands(),
-            "ended": self.ended,
-            "duplicates": self.duplicates,
-            "dead_letters": self.dead_letters,
-            "gaps": self.gaps,
-            "held": self.held,
-            "curve": self.curve(),
-        }
+        """The public state, as the feed and /api/state show it (`ticker.core.view`)."""
+        return public(self)
 
     # -- persistence -------------------------------------------------------------------
 
