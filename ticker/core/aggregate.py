@@ -6,11 +6,10 @@ the entry made fire. Everything here is exact integer arithmetic on int64 arrays
 """
 
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
-import orjson
 
 from ticker.core import timeline
 from ticker.core.batch import (
@@ -238,11 +237,17 @@ class State:
 
     def _begin(self, start: Start) -> None:
         meta = start.meta
-        counters = (self.duplicates, self.gaps, self.dead_letters, self.folded)
-        journal = self.journal
-        self.__init__()  # type: ignore[misc]
-        self.duplicates, self.gaps, self.dead_letters, self.folded = counters
-        self.journal = journal
+        # A new run starts from a fresh state; the counters of odd entries, the orders
+        # this process folded and a shard's journal go on across runs.
+        self._become(
+            State(
+                duplicates=self.duplicates,
+                gaps=self.gaps,
+                dead_letters=self.dead_letters,
+                folded=self.folded,
+                journal=self.journal,
+            )
+        )
         self.run, self.meta, self.last_seq, self.shard = start.run, meta, start.seq, start.shard
         sharded = meta.shards > 1
         self.gmv_fen = 0 if sharded else meta.base_gmv_fen
@@ -258,6 +263,11 @@ class State:
         self.samples.append((meta.from_ms, self.gmv_fen, self.orders))
         if meta.live:
             self.minute_gmv, self.minute_orders = _zeros(MINUTES), _zeros(MINUTES)
+
+    def _become(self, other: "State") -> None:
+        """Take every field of `other`, in place (the state's owner holds this object)."""
+        for f in fields(self):
+            setattr(self, f.name, getattr(other, f.name))
 
     # -- live runs ---------------------------------------------------------------------
 
@@ -593,6 +603,11 @@ class State:
             return 0
         return int(np.count_nonzero(self.brand_gmv > self.meta.brand_line_fen))
 
+    def rescan_brands(self) -> None:
+        """The brand tally was replaced, not only grown (e.g. summed again from parts, one
+        of which may have gone back): the next `top_brands` scans every brand."""
+        self._brand_floor = 0
+
     def top_brands(self) -> list[dict[str, Any]]:
         """The 10 brands with the most GMV, largest first, named where the profile names them."""
         gmv = self.brand_gmv
@@ -622,112 +637,23 @@ class State:
         """The public state, as the feed and /api/state show it (`ticker.core.view`)."""
         return public(self)
 
-    # -- persistence -------------------------------------------------------------------
+    # -- persistence (`ticker.core.codec`, which imports this module) -----------------
 
     def brand_blob(self) -> bytes:
-        """The brand tally as packed bytes, stored beside the JSON state (see `_pack`)."""
-        return _pack(self.brand_gmv)
+        """The brand tally as packed bytes, stored beside the JSON state."""
+        from ticker.core import codec
+
+        return codec.pack(self.brand_gmv)
 
     def dumps(self) -> bytes:
         """Serialise everything but the brand tally (`brand_blob`) to resume exactly."""
-        return orjson.dumps(
-            {
-                "run": self.run,
-                "meta": orjson.loads(self.meta.to_json()) if self.meta else None,
-                "last_seq": self.last_seq,
-                "gmv_fen": self.gmv_fen,
-                "orders": self.orders,
-                "sim_time_ms": self.sim_time_ms,
-                "ended": self.ended,
-                "cat_gmv": self.cat_gmv,
-                "cat_orders": self.cat_orders,
-                "cty_gmv": self.cty_gmv,
-                "cty_orders": self.cty_orders,
-                "reg_gmv": self.reg_gmv,
-                "reg_orders": self.reg_orders,
-                "fired": [[f.milestone.id, f.sim_time_ms] for f in self.fired],
-                "samples": list(self.samples),
-                "duplicates": self.duplicates,
-                "gaps": self.gaps,
-                "dead_letters": self.dead_letters,
-                "shard": self.shard,
-                "recent": self.recent,  # the merge step shows the newest part's
-                "curve": self.fixed,
-                "next_minute": self.next_minute,
-                "carry": [[m, g, o] for m, (g, o) in self.carry.items()],
-                "held": self.held,
-                "producers": self.producers,
-                "producer_gaps": self.producer_gaps,
-                "minutes": [
-                    [int(m), int(self.minute_gmv[m]), int(self.minute_orders[m])]
-                    for m in np.flatnonzero(self.minute_orders)
-                ],
-            },
-            option=orjson.OPT_SERIALIZE_NUMPY,
-        )
+        from ticker.core import codec
+
+        return codec.dumps(self)
 
     @classmethod
     def loads(cls, raw: bytes, brand_blob: bytes | None = None) -> "State":
         """The state `dumps` and `brand_blob` wrote (no blob: brand tallies of zero)."""
-        data = orjson.loads(raw)
-        state = cls()
-        meta = ReplayMeta.from_json(orjson.dumps(data["meta"])) if data["meta"] else None
-        by_id = {m.id: m for m in meta.milestones} if meta else {}
-        state.run, state.meta, state.shard = data["run"], meta, data.get("shard", 0)
-        for name in (
-            "last_seq",
-            "gmv_fen",
-            "orders",
-            "sim_time_ms",
-            "ended",
-            "duplicates",
-            "gaps",
-            "dead_letters",
-        ):
-            setattr(state, name, data[name])
-        for name in ("cat_gmv", "cat_orders", "cty_gmv", "cty_orders", "reg_gmv", "reg_orders"):
-            setattr(state, name, np.array(data[name], dtype=np.int64))
-        state.brand_gmv = _unpack(brand_blob) if brand_blob else _zeros(meta.brands if meta else 0)
-        state.fired = [Fired(by_id[mid], t) for mid, t in data["fired"]]
-        state.samples = deque(tuple(s) for s in data["samples"])
-        state.recent = [tuple(r) for r in data.get("recent", [])]
-        state.held = data.get("held", 0)
-        state.producers = dict(data.get("producers", {}))
-        state.producer_gaps = dict(data.get("producer_gaps", {}))
-        if meta is not None and meta.live:
-            state.minute_gmv, state.minute_orders = _zeros(MINUTES), _zeros(MINUTES)
-            for m, g, o in data.get("minutes", []):
-                state.minute_gmv[m], state.minute_orders[m] = g, o
-        if "curve" in data:
-            state.fixed = [list(p) for p in data["curve"]]
-            state.next_minute = data["next_minute"]
-            state.carry = {m: (g, o) for m, g, o in data["carry"]}
-        elif meta is not None and meta.shards == 1:
-            # A state written before the curve was kept: its start, then the latest.
-            state.start_curve()
-            state.next_minute = max(
-                state.next_minute,
-                (state.sim_time_ms // timeline.STEP_MS + 1) * timeline.STEP_MS,
-            )
-        return state
+        from ticker.core import codec
 
-
-def _pack(values: np.ndarray[Any, np.dtype[np.int64]]) -> bytes:
-    """A non-negative int64 array as raw little-endian bytes after a one-byte width: 4
-    bytes a value while every value fits (a miniature day), else 8. Raw bytes cost one
-    memory copy; any text encoding of ~180,000 counters costs milliseconds a commit."""
-    if len(values) and int(values.min()) < 0:
-        raise ValueError("a tally went negative")
-    if not len(values) or int(values.max()) < 2**32:
-        return b"\x04" + values.astype("<u4").tobytes()
-    return b"\x08" + values.astype("<i8", copy=False).tobytes()
-
-
-def _unpack(packed: bytes) -> np.ndarray[Any, np.dtype[np.int64]]:
-    width = packed[0]
-    if not 1 <= width <= 8 or (len(packed) - 1) % width:
-        raise ValueError(f"bad packed brand tally (width {width}, {len(packed)} bytes)")
-    cut = np.frombuffer(packed, dtype=np.uint8, offset=1).reshape(-1, width)
-    full = np.zeros((len(cut), 8), dtype=np.uint8)
-    full[:, :width] = cut
-    return full.view("<i8").reshape(-1).astype(np.int64)
+        return codec.loads(raw, brand_blob)

@@ -156,7 +156,7 @@ class Merge:
             "brand_gmv",
         ):
             setattr(s, name, np.sum([getattr(p, name) for p in mine], axis=0, dtype=np.int64))
-        s._brand_floor = 0  # a part may have gone back (failover): recompute the top 10
+        s.rescan_brands()  # a part may have gone back (failover): recompute the top 10
         s.gaps = sum(p.gaps for p in parts)
         s.held = sum(p.held for p in parts)
         s.duplicates = sum(p.duplicates for p in parts)
