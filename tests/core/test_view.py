@@ -1,13 +1,18 @@
 """The public state's shape, declared once in ticker.core.view: the view, the feed's topics,
 the JSON Schema, the protocol's table and the page all follow the declaration."""
 
+import json
 import re
 from fractions import Fraction
 from pathlib import Path
 
+import jsonschema
+import orjson
+
 from simulator.generator import DayPlan
 from simulator.profile import load
 from ticker import feed
+from ticker.bench.fanout import payload
 from ticker.core.aggregate import State
 from ticker.core.batch import End, Start
 from ticker.core.view import FIELDS, NAMES, TOPICS, VIEW_NAMES
@@ -65,3 +70,13 @@ def test_the_page_reads_only_declared_state_fields() -> None:
     app = (ROOT / "web" / "app.js").read_text()
     read = set(re.findall(r"(?<![.\w])(?:s|state)\.([a-z_][a-z_0-9]*)", app))
     assert read and read <= set(NAMES), sorted(read - set(NAMES))
+
+
+def test_the_fanout_benchmark_writes_the_aggregators_shape() -> None:
+    """The fan-out benchmark's feed entries carry the declared view (plus `fired`), and fit
+    the schema's tick state."""
+    schema = json.loads(SCHEMA.read_text())
+    check = jsonschema.Draft202012Validator({"$defs": schema["$defs"], "$ref": "#/$defs/state"})
+    first, second = orjson.loads(payload(0)), orjson.loads(payload(1))
+    assert tuple(first) == (*VIEW_NAMES, "fired") and first != second
+    check.validate({k: v for k, v in second.items() if k != "fired"})
