@@ -16,7 +16,7 @@ from ticker.bench.fanout import payload
 from ticker.core.aggregate import State
 from ticker.core.batch import End, Start
 from ticker.core.view import FIELDS, NAMES, TOPICS, VIEW_NAMES
-from ticker.schema import SCHEMA, render
+from ticker.schema import SCHEMA, main, render
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAN = DayPlan(load("2018"), Fraction(1, 1000), 0, 600_000, seed=5)
@@ -48,6 +48,17 @@ def test_the_schema_file_holds_the_declared_state_definitions() -> None:
     """docs/feed.schema.json's state and full_state are as `python -m ticker.schema` writes them."""
     text = SCHEMA.read_text()
     assert render(text) == text, "run: python -m ticker.schema"
+
+
+def test_the_schema_command_finds_a_stale_file_and_rewrites_it(tmp_path: Path) -> None:
+    """`python -m ticker.schema --check` exits 1 on a drifted copy; without it, it fixes it."""
+    doc = json.loads(SCHEMA.read_text())
+    del doc["$defs"]["state"]["properties"]["held"]
+    stale = tmp_path / "feed.schema.json"
+    stale.write_text(json.dumps(doc))
+    assert main(["--check", "--path", str(stale)]) == 1
+    assert main(["--path", str(stale)]) == 0
+    assert stale.read_text() == SCHEMA.read_text()
 
 
 def _protocol_rows() -> dict[str, str]:
