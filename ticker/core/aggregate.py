@@ -23,7 +23,7 @@ from ticker.core.batch import (
     shard_of,
 )
 from ticker.core.clock import DAY_MS, format_time_of_day
-from ticker.core.view import public
+from ticker.core.view import fired_milestone, public
 
 TOP_N = 10
 RATE_WINDOW_MS = 5_000  # rates are averaged over this much simulated time
@@ -58,11 +58,8 @@ class Fired:
         return f"{m.id} ({m.label}) at {format_time_of_day(self.sim_time_ms)}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            **self.milestone.__dict__,
-            "sim_time_ms": self.sim_time_ms,
-            "sim_time": format_time_of_day(self.sim_time_ms),
-        }
+        """As the feed shows it (`ticker.core.view.fired_milestone`)."""
+        return fired_milestone(self)
 
 
 def crossings(

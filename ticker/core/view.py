@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from ticker.core.clock import format_time_of_day
 
 if TYPE_CHECKING:
-    from ticker.core.aggregate import State
+    from ticker.core.aggregate import Fired, State
+    from ticker.core.batch import Milestone
 
 Topic = Literal["totals", "top", "samples", "replay", "curve"]
 TOPIC_NAMES: tuple[Topic, ...] = ("totals", "top", "samples", "replay", "curve")
@@ -182,7 +183,16 @@ def state_schema() -> dict[str, dict[str, Any]]:
     }
 
 
-def _milestone(m: Any) -> dict[str, Any]:
+def fired_milestone(fired: "Fired") -> dict[str, Any]:
+    """A fired milestone as the feed shows it: the milestone, and when it was crossed."""
+    return {
+        **fired.milestone.__dict__,
+        "sim_time_ms": fired.sim_time_ms,
+        "sim_time": format_time_of_day(fired.sim_time_ms),
+    }
+
+
+def _milestone(m: "Milestone") -> dict[str, Any]:
     return {
         "id": m.id,
         "label": m.label,
@@ -220,7 +230,7 @@ def public(state: "State") -> dict[str, Any]:
         "top_countries": state.top(meta.countries, state.cty_gmv, state.cty_orders, True)
         if meta
         else [],
-        "milestones": [f.to_dict() for f in state.fired],
+        "milestones": [fired_milestone(f) for f in state.fired],
         "upcoming": [
             _milestone(m)
             for m in milestones
