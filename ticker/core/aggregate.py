@@ -33,8 +33,27 @@ RECENT_ORDERS = 8  # cross-border sample orders shown per update (the page's map
 # column; later new names are tallied together as OTHER.
 NAME_CAPS = {"cat": 1_000, "cty": 250, "reg": 5_000, "brd": 100_000}
 OTHER = "Other"
-_LIST_OF = {"cat": "categories", "cty": "countries", "reg": "regions", "brd": "brand_names"}
 MINUTES = DAY_MS // timeline.STEP_MS
+
+
+@dataclass(frozen=True)
+class Tally:
+    """One dimension the state tallies orders by: a batch's index column, what one of its
+    values is called, the run meta's list of their names, the State's arrays."""
+
+    column: str
+    label: str
+    names: str
+    arrays: tuple[str, ...]  # GMV fen, then orders (brands: GMV only)
+
+
+TALLIES = (
+    Tally("cat", "category", "categories", ("cat_gmv", "cat_orders")),
+    Tally("cty", "country", "countries", ("cty_gmv", "cty_orders")),
+    Tally("reg", "region", "regions", ("reg_gmv", "reg_orders")),
+    Tally("brd", "brand", "brand_names", ("brand_gmv",)),
+)
+TALLY_OF = {t.column: t for t in TALLIES}
 
 
 class Rejected(ValueError):
@@ -292,17 +311,12 @@ class State:
 
     def _grow(self, column: str, names: tuple[str, ...]) -> None:
         assert self.meta is not None
-        extra: dict[str, Any] = {_LIST_OF[column]: names}
+        tally = TALLY_OF[column]
+        extra: dict[str, Any] = {tally.names: names}
         if column == "brd":
             extra["brands"] = len(names)
         self.meta = replace(self.meta, **extra)
-        arrays = {
-            "cat": ("cat_gmv", "cat_orders"),
-            "cty": ("cty_gmv", "cty_orders"),
-            "reg": ("reg_gmv", "reg_orders"),
-            "brd": ("brand_gmv",),
-        }[column]
-        for name in arrays:
+        for name in tally.arrays:
             old = getattr(self, name)
             setattr(self, name, np.concatenate((old, _zeros(len(names) - len(old)))))
 
@@ -311,7 +325,7 @@ class State:
         named = dict(batch.names)
         return tuple(
             self._global(c, named[c])[getattr(batch, c)] if c in named else getattr(batch, c)
-            for c in ("cat", "cty", "reg", "brd")
+            for c in TALLY_OF
         )
 
     def _curve_live(self, at: np.ndarray[Any, Any], amt: np.ndarray[Any, Any]) -> None:
@@ -547,15 +561,11 @@ class State:
         reg: np.ndarray[Any, Any],
         brd: np.ndarray[Any, Any],
     ) -> None:
-        for name, column, size in (
-            ("category", cat, len(self.cat_gmv)),
-            ("country", cty, len(self.cty_gmv)),
-            ("region", reg, len(self.reg_gmv)),
-            ("brand", brd, len(self.brand_gmv)),
-        ):
+        for tally, column in zip(TALLIES, (cat, cty, reg, brd), strict=True):
+            size = len(getattr(self, tally.arrays[0]))
             if int(column.max()) >= size:
                 raise Rejected(
-                    f"{name} index {int(column.max())} is out of range (the run has {size})"
+                    f"{tally.label} index {int(column.max())} is out of range (the run has {size})"
                 )
 
     # -- views -------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import numpy as np
 import orjson
 
 from ticker.core import timeline
-from ticker.core.aggregate import MINUTES, Fired, State
+from ticker.core.aggregate import MINUTES, TALLIES, Fired, State
 from ticker.core.batch import ReplayMeta
 
 Tally = np.ndarray[Any, np.dtype[np.int64]]
@@ -21,7 +21,8 @@ Tally = np.ndarray[Any, np.dtype[np.int64]]
 # Stored as they are (the totals, then the counters of odd entries), and as lists of ints.
 _TOTALS = ("last_seq", "gmv_fen", "orders", "sim_time_ms", "ended")
 _COUNTERS = ("duplicates", "gaps", "dead_letters")
-_TALLIES = ("cat_gmv", "cat_orders", "cty_gmv", "cty_orders", "reg_gmv", "reg_orders")
+# The tallies but the brands' (packed apart, see `pack`).
+_TALLIES = tuple(name for t in TALLIES if t.column != "brd" for name in t.arrays)
 
 
 def _zeros(n: int) -> Tally:
