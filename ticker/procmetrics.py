@@ -99,7 +99,11 @@ class AggregatorMetrics:
             ("ticker_aggregator_gaps", "gaps", "Missing batches given up on (dead-lettered)."),
             ("ticker_aggregator_held_entries", "held", "Entries held ahead of a missing batch."),
             ("ticker_aggregator_stream_lag_entries", "lag", "Order entries not yet read."),
-            ("ticker_aggregator_pending_entries", "pending", "Entries read, not yet committed."),
+            (
+                "ticker_aggregator_stream_pending_entries",
+                "pending",
+                "Entries read, not yet committed.",
+            ),
         ):
             samples = [(f'{{shard="{s}"}}', v[field]) for s, v in (shards or {}).items()]
             out.metric(name, "gauge", help_text + " (committed, per shard)", samples)

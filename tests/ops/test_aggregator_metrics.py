@@ -56,7 +56,7 @@ def test_aggregator_metrics_count_what_it_applied_and_committed(ticker: Ticker) 
             url,
             lambda s: (
                 s['ticker_aggregator_stream_lag_entries{shard="0"}'] == 0
-                and s['ticker_aggregator_pending_entries{shard="0"}'] == 0
+                and s['ticker_aggregator_stream_pending_entries{shard="0"}'] == 0
                 and s["ticker_aggregator_commits_total"] > 0
             ),
         )
@@ -75,7 +75,7 @@ def test_sharded_aggregator_metrics_report_every_shard(ticker: Ticker) -> None:
             url,
             lambda s: all(
                 s.get(f'ticker_aggregator_stream_lag_entries{{shard="{i}"}}', -1) == 0
-                and s.get(f'ticker_aggregator_pending_entries{{shard="{i}"}}', -1) == 0
+                and s.get(f'ticker_aggregator_stream_pending_entries{{shard="{i}"}}', -1) == 0
                 for i in (0, 1)
             ),
         )
