@@ -30,6 +30,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     TICKER_WEB_DIR=/opt/ticker/web
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links /wheels festival-ticker \
+    && ticker --help > /dev/null \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin ticker
 COPY web /opt/ticker/web
 USER ticker
