@@ -3,10 +3,11 @@
 Two sources, read at each scrape:
 - this process's aggregators, when it has them in hand (the unsharded path): orders and
   entries applied, commits, and the time each round of apply and commit took;
-- Redis, for each shard this process aggregates (or the one stream): the committed state's
-  dead letters, gaps and held entries, and the consumer group's lag (entries not yet read)
-  and pending entries (read, not yet committed). These are the same whichever process
-  commits, so every aggregator of a sharded ticker reports them.
+- Redis, for each shard this process aggregates (or the one stream): the committed
+  state's orders and commits (whichever process made them), dead letters, gaps and held
+  entries, and the consumer group's lag (entries not yet read) and pending entries (read,
+  not yet committed). These are the same whichever process commits, so every aggregator
+  of a sharded ticker reports them.
 """
 
 import functools
@@ -95,6 +96,8 @@ class AggregatorMetrics:
             [("", int(shards is not None))],
         )
         for name, field, help_text in (
+            ("ticker_aggregator_shard_orders_total", "orders", "Orders in the committed state."),
+            ("ticker_aggregator_shard_commits_total", "commit", "Commits of the shard's state."),
             ("ticker_aggregator_dead_letters", "dead_letters", "Entries set aside as malformed."),
             ("ticker_aggregator_gaps", "gaps", "Missing batches given up on (dead-lettered)."),
             ("ticker_aggregator_held_entries", "held", "Entries held ahead of a missing batch."),
@@ -106,7 +109,9 @@ class AggregatorMetrics:
             ),
         ):
             samples = [(f'{{shard="{s}"}}', v[field]) for s, v in (shards or {}).items()]
-            out.metric(name, "gauge", help_text + " (committed, per shard)", samples)
+            # The shard's totals restart with each run (a counter's reset to Prometheus).
+            kind = "counter" if name.endswith("_total") else "gauge"
+            out.metric(name, kind, help_text + " (committed, per shard)", samples)
         return out.text()
 
     async def _shards(self) -> dict[str, dict[str, int]] | None:
@@ -114,9 +119,10 @@ class AggregatorMetrics:
         figures: dict[str, dict[str, int]] = {}
         try:
             for keys in self.shards:
-                raw = await self.redis.hget(keys.state, "state")
+                commit, raw = await self.redis.hmget(keys.state, ["commit", "state"])
                 state = orjson.loads(raw) if raw else {}
                 row = {k: int(state.get(k) or 0) for k in ("dead_letters", "gaps", "held")}
+                row["orders"], row["commit"] = int(state.get("orders") or 0), int(commit or 0)
                 row["lag"] = row["pending"] = 0
                 try:
                     groups = await self.redis.xinfo_groups(keys.orders)

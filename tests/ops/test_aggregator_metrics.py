@@ -68,7 +68,7 @@ def test_aggregator_metrics_count_what_it_applied_and_committed(ticker: Ticker) 
 
 
 def test_sharded_aggregator_metrics_report_every_shard(ticker: Ticker) -> None:
-    """With --shards 2, the committed figures and the backlog come per shard."""
+    """With --shards 2, the committed orders, commits and backlog come per shard."""
     with aggregating(ticker, "--shards", "2") as url:
         replay(ticker, "--shards", "2")
         s = wait_for(
@@ -80,5 +80,7 @@ def test_sharded_aggregator_metrics_report_every_shard(ticker: Ticker) -> None:
             ),
         )
     for i in (0, 1):
+        assert s[f'ticker_aggregator_shard_orders_total{{shard="{i}"}}'] > 0
+        assert s[f'ticker_aggregator_shard_commits_total{{shard="{i}"}}'] > 0
         assert s[f'ticker_aggregator_gaps{{shard="{i}"}}'] == 0
         assert s[f'ticker_aggregator_held_entries{{shard="{i}"}}'] == 0
