@@ -21,8 +21,11 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The work folder of one run of the install script: venv/, web/ and wheels/."""
     work = tmp_path_factory.mktemp("image")
     script = ROOT / "tests/ops/image_install.sh"
+    # Without PYTHONPATH: a source tree on it makes pip think the project is installed.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     done = subprocess.run(
         ["bash", str(script), str(ROOT), str(work)],
+        env=env,
         capture_output=True,
         text=True,
         timeout=600 * UNIT,
@@ -30,12 +33,8 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     (wheel,) = (work / "wheels").glob("festival_ticker-*.whl")
-    if not any(n.startswith("ticker/core/") for n in zipfile.ZipFile(wheel).namelist()):
-        pytest.xfail(
-            "the wheel lacks ticker.core, ticker.server and ticker.bench: pyproject.toml's "
-            '`packages = ["ticker", "simulator"]` names no subpackage (use '
-            '[tool.setuptools.packages.find] include = ["ticker*", "simulator*"])'
-        )
+    names = zipfile.ZipFile(wheel).namelist()
+    assert any(n.startswith("ticker/core/") for n in names), "the wheel lacks ticker.core"
     yield work
 
 
