@@ -38,7 +38,7 @@ from ticker.core.hold import HOLD_SECONDS, Held, Hold, seq_key
 from ticker.errors import FencedOff, TickerError
 from ticker.keys import GROUP, Keys
 from ticker.lease import LEASE_MS, Lease, fence
-from ticker.redis_io import TRANSIENT, client
+from ticker.redis_io import client
 from ticker.reseed import new_epoch, reseed
 
 log = logging.getLogger("ticker.aggregate")
@@ -517,42 +517,3 @@ def _describe(fields: dict[bytes, bytes]) -> str:
         key = k.decode(errors="replace")[:40]
         out[key] = v[:200].decode(errors="replace") if len(v) <= 200 else f"<{len(v)} bytes>"
     return orjson.dumps(out).decode()
-
-
-class Worker(Protocol):
-    """A process part that holds a lease while it runs (an aggregator, the merge step)."""
-
-    redis: Any
-    lease: Lease
-    stopping: asyncio.Event
-
-    async def run(self) -> None: ...
-
-
-async def run_forever(agg: Worker) -> None:
-    """Run, riding out Redis outages with capped exponential backoff and jitter.
-
-    Logs one line when an outage starts and one when it ends; every retry reloads the
-    committed state, so nothing read but uncommitted is counted twice.
-    """
-    delay, outage_since = 0.1, None
-    while not agg.stopping.is_set():
-        try:
-            if outage_since is not None:
-                await agg.redis.ping()
-                log.info(
-                    "Redis is back after %.1fs; resuming from the last commit",
-                    time.monotonic() - outage_since,
-                )
-                outage_since, delay = None, 0.1
-            await agg.run()
-            await agg.lease.release()
-            return
-        except TRANSIENT as exc:
-            if outage_since is None:
-                outage_since = time.monotonic()
-                log.warning(
-                    "Redis unavailable (%s: %s); retrying with backoff", exc.__class__.__name__, exc
-                )
-            await asyncio.sleep(delay * (0.5 + os.urandom(1)[0] / 255))
-            delay = min(delay * 2, 5.0)

@@ -371,8 +371,9 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _aggregate(args: argparse.Namespace) -> int:
-    from ticker.aggregator import Aggregator, run_forever
+    from ticker.aggregator import Aggregator
     from ticker.redis_io import connect
+    from ticker.supervise import run_forever
 
     settings = _settings(args)
 

@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from ticker.aggregator import Aggregator, RunIncomplete, Worker, run_forever
+from ticker.aggregator import Aggregator, RunIncomplete
 from ticker.errors import FencedOff
 from ticker.keys import Keys
 from ticker.lease import LEASE_MS, token
 from ticker.merge import Merger
 from ticker.redis_io import TRANSIENT, Client, client
+from ticker.supervise import Worker, run_forever
 
 log = logging.getLogger("ticker.sharding")
 
