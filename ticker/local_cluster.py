@@ -21,7 +21,8 @@ from redis.crc import key_slot
 from redis.exceptions import RedisError
 
 from ticker.errors import RedisUnavailable
-from ticker.redis_io import free_port, port_open
+from ticker.procs import terminate
+from ticker.redis_io import answers_soon, free_port
 
 
 @dataclass
@@ -154,15 +155,7 @@ class LocalCluster:
 
     def stop(self) -> None:
         """Terminate every node and remove their folders."""
-        for node in self.nodes:
-            if node.alive:
-                node.process.terminate()
-        for node in self.nodes:
-            try:
-                node.process.wait(5)
-            except subprocess.TimeoutExpired:
-                node.process.kill()
-                node.process.wait()
+        terminate(*(node.process for node in self.nodes), timeout=5)
         shutil.rmtree(self.base, ignore_errors=True)
 
 
@@ -271,11 +264,8 @@ def _spawn(args: list[str], folder: Path) -> "subprocess.Popen[bytes]":
 
 
 def _wait_port(node: LocalNode, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not port_open(node.port):
-        if not node.alive or time.monotonic() > deadline:
-            raise RedisUnavailable(f"redis-server failed to start on {node.port}")
-        time.sleep(0.02)
+    if not answers_soon(node.port, node.process, timeout):
+        raise RedisUnavailable(f"redis-server failed to start on {node.port}")
 
 
 def _free_ports(count: int, taken: set[int]) -> list[int]:

@@ -35,6 +35,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ticker.errors import RedisUnavailable, UsageError
+from ticker.procs import terminate
 
 # Errors after which a process waits and reconnects instead of failing. On a cluster, a
 # failover shows as ConnectionError (the dead primary), and as CLUSTERDOWN, a slot briefly
@@ -278,28 +279,31 @@ def embedded_redis(appendonly: bool = False, data_dir: Path | None = None) -> It
         url = f"redis://127.0.0.1:{port}/0"
         try:
             # Loading a large append-only file takes a while (Redis answers LOADING).
-            deadline = time.monotonic() + (10 if data_dir is None else 300)
-            while not _answers(port):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RedisUnavailable(
-                        f"embedded redis-server failed to start on {port}; "
-                        f"see {folder / 'redis.log'}"
-                    )
-                time.sleep(0.02)
+            if not answers_soon(port, proc, 10 if data_dir is None else 300):
+                raise RedisUnavailable(
+                    f"embedded redis-server failed to start on {port}; see {folder / 'redis.log'}"
+                )
             yield url
         finally:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            terminate(proc, timeout=5)
+
+
+def answers_soon(port: int, proc: "subprocess.Popen[Any]", timeout: float) -> bool:
+    """Wait until the Redis that `proc` started on this local port answers PING (not still
+    loading its data); False if `proc` exits or `timeout` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while not _answers(port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def _answers(port: int) -> bool:
     """Whether the Redis on this local port answers PING (not still loading its data)."""
-    if not port_open(port):
-        return False
+    with socket.socket() as sock:
+        if sock.connect_ex(("127.0.0.1", port)) != 0:
+            return False
     r = redis.Redis(port=port, socket_connect_timeout=1, socket_timeout=1)
     try:
         return bool(r.ping())
@@ -307,8 +311,3 @@ def _answers(port: int) -> bool:
         return False
     finally:
         r.close()
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
