@@ -30,13 +30,13 @@ from typing import Any, Protocol
 import orjson
 from redis.exceptions import ResponseError
 
-from ticker.commit import FEED_MAXLEN, PARTIALS_MAXLEN, feed_payload, run_fenced
+from ticker.commit import feed_payload, run_fenced
 from ticker.core import timeline
 from ticker.core.aggregate import Fired, State
 from ticker.core.batch import BadEntry, End, Entry, Start, decode
 from ticker.core.hold import HOLD_SECONDS, Held, Hold, seq_key
 from ticker.errors import FencedOff, TickerError
-from ticker.keys import GROUP, Keys
+from ticker.keys import DEAD_LETTERS_MAXLEN, FEED_MAXLEN, GROUP, PARTIALS_MAXLEN, Keys
 from ticker.lease import LEASE_MS, Lease, fence
 from ticker.redis_io import client
 from ticker.reseed import new_epoch, reseed
@@ -57,18 +57,18 @@ COMMIT_INTERVAL = 0.05
 #       curve
 # ARGV: expected commit, state blob, group, feed maxlen, feed payload, new epoch,
 #       lease token, lease ms, brand tally blob, the full curve as JSON ('' on a shard:
-#       the merge step writes it), number of dead letters D, then D triples (original id,
-#       reason, raw fields as JSON), then the ids to acknowledge.
+#       the merge step writes it), dead letters maxlen, number of dead letters D, then D
+#       triples (original id, reason, raw fields as JSON), then the ids to acknowledge.
 COMMIT = (
     fence("KEYS[6]", "ARGV[7]", "KEYS[1]", "ARGV[1]", "ARGV[8]")
     + """
 redis.call('HSET', KEYS[1], 'commit', commit + 1, 'state', ARGV[2], 'brands', ARGV[9])
 redis.call('SET', KEYS[5], ARGV[6], 'NX')
 if ARGV[10] ~= '' then redis.call('SET', KEYS[8], ARGV[10]) end
-local dead = tonumber(ARGV[11])
-local i = 12
+local dead = tonumber(ARGV[12])
+local i = 13
 for _ = 1, dead do
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', 100000, '*',
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[11], '*',
              'id', ARGV[i], 'reason', ARGV[i + 1], 'entry', ARGV[i + 2])
   i = i + 3
 end
@@ -438,6 +438,7 @@ class Aggregator:
                 LEASE_MS,
                 self.state.brand_blob(),
                 b"" if self.shards > 1 else orjson.dumps(self.state.curve()),
+                DEAD_LETTERS_MAXLEN,
                 len(dead) // 3,
                 *dead,
                 *ids,

@@ -1,6 +1,6 @@
-"""What the aggregator's and the merge step's commits share: the caps of the streams they
-write, the feed entry they add, and running a commit script that the lease and the commit
-number fence (`ticker.lease.fence`)."""
+"""What the aggregator's and the merge step's commits share: the feed entry they add, and
+running a commit script that the lease and the commit number fence (`ticker.lease.fence`).
+The caps of the streams they write are declared beside the keys (`ticker.keys`)."""
 
 from typing import Any
 
@@ -10,11 +10,6 @@ from redis.exceptions import ResponseError
 from ticker.core import timeline
 from ticker.core.aggregate import Fired, State
 from ticker.errors import FencedOff
-
-FEED_MAXLEN = 10_000
-# The merge step trims a shard's partials behind itself; this cap only guards against a
-# merge step that never runs (the orders streams' backlog bounds what it can fall behind).
-PARTIALS_MAXLEN = 100_000
 
 
 def feed_payload(state: State, fired: list[Fired]) -> bytes:

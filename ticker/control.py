@@ -8,9 +8,9 @@ from typing import Any
 
 import orjson
 
-from ticker.core.control import CONTROL_MAXLEN, BadCommand, parse_command, refusal, replay_status
+from ticker.core.control import BadCommand, parse_command, refusal, replay_status
 from ticker.errors import UsageError
-from ticker.keys import Keys
+from ticker.keys import CONTROL_MAXLEN, Keys
 from ticker.redis_io import connect, masked
 from ticker.settings import Settings
 
