@@ -104,11 +104,6 @@ return redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'u', ARGV[5])
 )
 
 
-# How long an entry ahead of a missing seq is held before it is dead-lettered; the
-# environment may set it (tests do).
-HOLD_SECONDS = float(os.environ.get("TICKER_HOLD_SECONDS", HOLD_SECONDS))
-
-
 def default_name() -> str:
     """An aggregator's name when none is given: unique per process (host, pid, random)."""
     return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
@@ -150,10 +145,12 @@ class Aggregator:
         log_every: float = 5.0,
         shards: int = 1,
         share: Share | None = None,
-        hold_seconds: float | None = None,
+        hold_seconds: float = HOLD_SECONDS,
     ) -> None:
         """`keys` are a shard's own keys when `shards` > 1; `share` says when to take the
-        shard and when to hand it to another process (see `ticker.sharding`)."""
+        shard and when to hand it to another process (see `ticker.sharding`).
+        `hold_seconds`: how long an entry ahead of a missing seq is held before it is
+        dead-lettered (`Settings.hold_seconds`)."""
         self.redis_url, self.keys, self.burst = redis_url, keys, burst
         self.shards, self.share = shards, share
         self.consumer = consumer or default_name()
@@ -167,7 +164,7 @@ class Aggregator:
         self._commit = self.redis.register_script(COMMIT)
         self.lease = Lease(self.redis, keys.lease, self.consumer)
         self.clock = time.monotonic  # the hold's clock (a test may pass its own)
-        self.hold = Hold(HOLD_SECONDS if hold_seconds is None else hold_seconds)
+        self.hold = Hold(hold_seconds)
         self.incomplete: str | None = None  # why the run can no longer end, once it cannot
         self.last_commit = 0.0
 

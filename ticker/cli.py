@@ -382,7 +382,13 @@ def _aggregate(args: argparse.Namespace) -> int:
         if args.shards > 1:
             await _aggregate_shards(args, settings)
             return
-        agg = Aggregator(settings.redis_url, settings.keys, args.name, burst=args.burst)
+        agg = Aggregator(
+            settings.redis_url,
+            settings.keys,
+            args.name,
+            burst=args.burst,
+            hold_seconds=settings.hold_seconds,
+        )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             # Finish the round in hand (its commit is atomic), then stop.
@@ -407,7 +413,13 @@ async def _aggregate_shards(args: argparse.Namespace, settings: Settings) -> Non
     name = args.name or f"{socket.gethostname()}-{os.getpid()}"
     print(f"aggregating {args.shards} shards as {name}", file=sys.stderr, flush=True)
     workers = await run_sharded(
-        settings.redis_url, settings.keys, args.shards, name, stopping, burst=args.burst
+        settings.redis_url,
+        settings.keys,
+        args.shards,
+        name,
+        stopping,
+        burst=args.burst,
+        hold_seconds=settings.hold_seconds,
     )
     for w in workers:
         if w.stats.commits:
