@@ -31,7 +31,6 @@ import orjson
 from redis.exceptions import ResponseError
 
 from ticker.commit import feed_payload, run_fenced
-from ticker.core import timeline
 from ticker.core.aggregate import Fired, State
 from ticker.core.batch import BadEntry, End, Entry, Start, decode
 from ticker.core.hold import HOLD_SECONDS, Held, Hold, seq_key
@@ -102,6 +101,19 @@ end
 return redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'u', ARGV[5])
 """
 )
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A malformed entry set aside in the dead-letter stream, in the commit that acks it."""
+
+    entry_id: str  # its id in the orders stream
+    reason: str
+    entry: str  # a bounded, printable copy of its fields as JSON
+
+    def args(self) -> tuple[str, str, str]:
+        """Its three arguments of the commit script, in order."""
+        return self.entry_id, self.reason, self.entry
 
 
 def default_name() -> str:
@@ -336,7 +348,7 @@ class Aggregator:
     async def apply_and_commit(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> bool:
         """Apply and commit one round; True if it held back an entry ahead of a missing
         seq while nothing was held before (a gap opened)."""
-        dead: list[str] = []
+        dead: list[DeadLetter] = []
         ack: list[bytes] = []
         todo: list[tuple[bytes, dict[bytes, bytes], Entry]] = []
         now = self.clock()
@@ -349,7 +361,7 @@ class Aggregator:
             try:
                 todo.append((entry_id, fields, self._check_shard(decode(fields))))
             except BadEntry as exc:
-                dead += self._dead_letter(entry_id, str(exc), fields)
+                dead.append(self._dead_letter(entry_id, str(exc), fields))
                 ack.append(entry_id)
         # Held entries first (they came first), then the new ones; what is still ahead is
         # tried again in seq order while the state moves on.
@@ -371,7 +383,7 @@ class Aggregator:
                     self.hold.release(entry_id)
                 ack.append(entry_id)
                 if i in bad:
-                    dead += self._dead_letter(entry_id, bad[i], fields)
+                    dead.append(self._dead_letter(entry_id, bad[i], fields))
                 else:
                     applied.append((entry_id, fields, entry))
             candidates = sorted((candidates[i] for i in ahead), key=lambda c: seq_key(c[2]))
@@ -396,7 +408,7 @@ class Aggregator:
                 f"seq {self.state.expected_seq(h.entry)} expected, got {h.entry.seq} (held "
                 f"{now - h.since:.1f}s; the batches before it never came)"
             )
-            dead += self._dead_letter(h.entry_id, reason, h.fields)
+            dead.append(self._dead_letter(h.entry_id, reason, h.fields))
             ack.append(h.entry_id)
             self.state.gaps += 1
             if producer:
@@ -436,8 +448,8 @@ class Aggregator:
                 self.state.brand_blob(),
                 b"" if self.shards > 1 else orjson.dumps(self.state.curve()),
                 DEAD_LETTERS_MAXLEN,
-                len(dead) // 3,
-                *dead,
+                len(dead),
+                *(arg for letter in dead for arg in letter.args()),
                 *ids,
             ],
             "aggregator",
@@ -472,26 +484,16 @@ class Aggregator:
         self.state.journal.clear()
         return orjson.dumps(rows)
 
-    def _dead_letter(self, entry_id: bytes, reason: str, fields: dict[bytes, bytes]) -> list[str]:
+    def _dead_letter(self, entry_id: bytes, reason: str, fields: dict[bytes, bytes]) -> DeadLetter:
         self.state.dead_letters += 1
         log.warning("dead letter %s: %s", entry_id.decode(), reason)
-        return [entry_id.decode(), reason, _describe(fields)]
+        return DeadLetter(entry_id.decode(), reason, _describe(fields))
 
     def feed_payload(self, fired: list[Fired]) -> bytes:
         """The feed entry: the public state with the milestones fired and, of the curve,
         only its tail (the full curve goes to `Keys.curve` in the same commit)."""
-        changed = self.state.changed_from
-        if changed is None:
-            return feed_payload(self.state, fired)
-        # A late order of a live run changed points that the tail may not reach: this
-        # entry's tail starts at the first point it changed (`merge_tail` still joins).
-        self.state.changed_from = None
-        view = self.state.view()
-        view["fired"] = [f.to_dict() for f in fired]
-        short = timeline.tail(view["curve"], view["from_ms"])
-        start = min(changed, short[0][0]) if short else changed
-        view["curve"] = [p for p in view["curve"] if p[0] >= start]
-        return orjson.dumps(view)
+        changed, self.state.changed_from = self.state.changed_from, None
+        return feed_payload(self.state, fired, changed)
 
     def log_progress(self) -> None:
         s = self.state
