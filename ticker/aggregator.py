@@ -165,6 +165,12 @@ class Aggregator:
         dead-lettered (`Settings.hold_seconds`)."""
         self.redis_url, self.keys, self.burst = redis_url, keys, burst
         self.shards, self.share = shards, share
+        self.sharded = shards > 1
+        # Where each commit writes, and that stream's cap: a shard's partials for the merge
+        # step, or the feed.
+        self.out, self.out_maxlen = (
+            (keys.partials, PARTIALS_MAXLEN) if self.sharded else (keys.feed, FEED_MAXLEN)
+        )
         self.consumer = consumer or default_name()
         self.log_every = log_every
         self.state = State()
@@ -195,7 +201,7 @@ class Aggregator:
         else:
             self.commit_no = int(raw[0] or 0)
             self.state = State.loads(raw[1], raw[2])
-        if self.shards > 1:
+        if self.sharded:
             self.state.shard = self.keys.shard_index or 0
             # Trim nothing until the merge step says what it has taken.
             await self.redis.set(self.keys.merged, "0-0", nx=True)
@@ -206,7 +212,6 @@ class Aggregator:
                 raise
 
     async def _reseed(self) -> None:
-        sharded = self.shards > 1
         await reseed(
             self.redis,
             [
@@ -214,7 +219,7 @@ class Aggregator:
                 self.keys.lease,
                 self.keys.epoch,
                 self.keys.curve,
-                self.keys.partials if sharded else self.keys.feed,
+                self.out,
             ],
             self.lease.holder,
             LEASE_MS,
@@ -222,11 +227,11 @@ class Aggregator:
             (
                 self.state.dumps(),
                 self.state.brand_blob(),
-                b"" if sharded else orjson.dumps(self.state.curve()),
-                b"[]" if sharded else self.feed_payload([]),
+                self._curve_json(),
+                b"[]" if self.sharded else self.feed_payload([]),
                 b"",
             ),
-            PARTIALS_MAXLEN if sharded else FEED_MAXLEN,
+            self.out_maxlen,
             self.epoch,
         )
 
@@ -423,13 +428,13 @@ class Aggregator:
         self.state.held = len(self.hold)
         ids = ack
         where = {(e.run, e.seq): i.decode() for i, _, e in applied}
-        payload = self._rows(where) if self.shards > 1 else self.feed_payload(fired)
+        payload = self._rows(where) if self.sharded else self.feed_payload(fired)
         await run_fenced(
             self._commit,
             [
                 self.keys.state,
                 self.keys.orders,
-                self.keys.partials if self.shards > 1 else self.keys.feed,
+                self.out,
                 self.keys.dead_letters,
                 self.keys.epoch,
                 self.keys.lease,
@@ -440,13 +445,13 @@ class Aggregator:
                 self.commit_no,
                 self.state.dumps(),
                 GROUP,
-                PARTIALS_MAXLEN if self.shards > 1 else FEED_MAXLEN,
+                self.out_maxlen,
                 payload,
                 self.epoch,
                 self.lease.holder,
                 LEASE_MS,
                 self.state.brand_blob(),
-                b"" if self.shards > 1 else orjson.dumps(self.state.curve()),
+                self._curve_json(),
                 DEAD_LETTERS_MAXLEN,
                 len(dead),
                 *(arg for letter in dead for arg in letter.args()),
@@ -483,6 +488,10 @@ class Aggregator:
         rows = [[*row, shard, where[row[0], row[1]]] for row in self.state.journal]
         self.state.journal.clear()
         return orjson.dumps(rows)
+
+    def _curve_json(self) -> bytes:
+        """The full curve for `Keys.curve`; '' on a shard (the merge step writes it)."""
+        return b"" if self.sharded else orjson.dumps(self.state.curve())
 
     def _dead_letter(self, entry_id: bytes, reason: str, fields: dict[bytes, bytes]) -> DeadLetter:
         self.state.dead_letters += 1
