@@ -379,8 +379,9 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _aggregate(args: argparse.Namespace) -> int:
-    from ticker.aggregator import Aggregator, run_forever
+    from ticker.aggregator import Aggregator
     from ticker.redis_io import connect
+    from ticker.supervise import run_forever
 
     settings = _settings(args)
 
@@ -390,7 +391,13 @@ def _aggregate(args: argparse.Namespace) -> int:
             async with _metrics(args, settings, []):
                 await _aggregate_shards(args, settings)
             return
-        agg = Aggregator(settings.redis_url, settings.keys, args.name, burst=args.burst)
+        agg = Aggregator(
+            settings.redis_url,
+            settings.keys,
+            args.name,
+            burst=args.burst,
+            hold_seconds=settings.hold_seconds,
+        )
         async with _metrics(args, settings, [agg]):
             await _aggregate_one(agg)
 
@@ -441,7 +448,13 @@ async def _aggregate_shards(args: argparse.Namespace, settings: Settings) -> Non
     name = args.name or f"{socket.gethostname()}-{os.getpid()}"
     print(f"aggregating {args.shards} shards as {name}", file=sys.stderr, flush=True)
     workers = await run_sharded(
-        settings.redis_url, settings.keys, args.shards, name, stopping, burst=args.burst
+        settings.redis_url,
+        settings.keys,
+        args.shards,
+        name,
+        stopping,
+        burst=args.burst,
+        hold_seconds=settings.hold_seconds,
     )
     for w in workers:
         if w.stats.commits:

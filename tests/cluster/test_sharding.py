@@ -21,8 +21,8 @@ from tests.test_compose import CLUSTER, SERVICES, ticker_command
 from ticker.bench.common import expected_totals
 from ticker.core.aggregate import State
 from ticker.keys import Keys
-from ticker.local_cluster import LocalCluster
 from ticker.redis_io import free_port
+from ticker.testing import LocalCluster
 
 # Two hours of the day at 1/1000: the first five GMV milestones, ~3,000 batches (small
 # ones: coalesced batches would make the run too short for both aggregators to share it).
