@@ -17,7 +17,7 @@ import redis
 from redis.cluster import ClusterNode, RedisCluster
 
 from tests.conftest import UNIT, Ticker, serving, stop, wait_http
-from tests.test_compose import CLUSTER, SERVICES, ticker_command
+from tests.test_compose import CLUSTER, ticker_command, ticker_services
 from ticker.bench.common import expected_totals
 from ticker.core.aggregate import State
 from ticker.keys import Keys
@@ -186,10 +186,13 @@ def test_the_compose_cluster_profile_runs_as_processes(
     """docker-compose.yml's cluster services, their commands run here as processes against
     the local cluster (the replay at max speed over half an hour of a 1/1000 day instead
     of 1x over the whole one, the servers on free ports): exact, and both servers serve it."""
-    commands = {n: ticker_command(n) for n in CLUSTER if "exec ticker " in str(SERVICES[n])}
+    commands = {n: ticker_command(n) for n in CLUSTER if n in ticker_services()}
     servers, procs = [], []
     try:
         for args in commands.values():
+            if "--metrics-port" in args:  # each container has its own; processes share a host
+                args[args.index("--metrics-port") + 1] = str(free_port())
+                args[args.index("--metrics-host") + 1] = "127.0.0.1"
             if args[0] == "serve":
                 port = free_port()
                 args = [*args, "--host", "127.0.0.1", "--port", str(port)]
