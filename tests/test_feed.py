@@ -185,7 +185,8 @@ async def test_real_messages_of_a_replay_validate_against_the_schema(
         full += [await recv(a), await recv(a)]
         await b.send(json.dumps({"type": "subscribe", "topics": ["totals"], "max_rate": 5}))
         await b.send("not json")
-        async with replaying(ticker, "--speed", "max", *WINDOW):
+        # Paced: at max speed the coalesced window can end before a replay message is sent.
+        async with replaying(ticker, "--speed", "2400", *WINDOW):
             await asyncio.gather(read_until_ended(a, full), read_until_ended(b, partial))
     final = await a_state(server.url)
     since = [m for m in full if m["type"] in ("tick", "milestone")][1]["position"]
