@@ -143,7 +143,18 @@ class Sampler:
     _thread: threading.Thread | None = None
 
     def watch(self, name: str, pid: int) -> None:
+        """Follow a process; read it at once too, so one that ends before the next sample
+        (a miniature replay can take under a second) still has figures (a lower bound)."""
         self.pids[name] = pid
+        self._read(name, pid)
+
+    def _read(self, name: str, pid: int) -> None:
+        kb = proc_status_kb(pid, "VmHWM")
+        if kb is not None:
+            self.hwm_kb[name] = max(self.hwm_kb.get(name, 0), kb)
+        cpu = proc_cpu_s(pid)
+        if cpu is not None:
+            self.cpu_s[name] = cpu
 
     def __enter__(self) -> "Sampler":
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -162,12 +173,7 @@ class Sampler:
 
     def sample(self) -> None:
         for name, pid in list(self.pids.items()):
-            kb = proc_status_kb(pid, "VmHWM")
-            if kb is not None:
-                self.hwm_kb[name] = max(self.hwm_kb.get(name, 0), kb)
-            cpu = proc_cpu_s(pid)
-            if cpu is not None:
-                self.cpu_s[name] = cpu
+            self._read(name, pid)
         try:
             r = sync_redis(self.url)
             try:
@@ -184,12 +190,7 @@ class Sampler:
         self.redis_info_peak = max(self.redis_info_peak, int(info["used_memory_peak"]))
         self.redis_rss_peak = max(self.redis_rss_peak, int(info["used_memory_rss"]))
         if self.redis_pid is not None:
-            kb = proc_status_kb(self.redis_pid, "VmHWM")
-            if kb is not None:
-                self.hwm_kb["redis-server"] = max(self.hwm_kb.get("redis-server", 0), kb)
-            cpu = proc_cpu_s(self.redis_pid)
-            if cpu is not None:
-                self.cpu_s["redis-server"] = cpu
+            self._read("redis-server", self.redis_pid)
 
     def report(self) -> dict[str, Any]:
         return {
