@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import json
+import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -238,3 +239,34 @@ def test_last_event_id_wins_over_the_query() -> None:
     assert parse_resume("E/5-0.1", "1-0", "X") == ("5-0.1", "E")
     assert parse_resume("7-0", None, "X") == ("7-0", "X")
     assert parse_resume(None, "1-0", "X") == ("1-0", "X")
+
+
+def stuck_sse_client(port: int) -> socket.socket:
+    """A TCP socket that asks for /sse with a tiny receive window and then never reads."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(f"GET /sse HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    return sock
+
+
+async def test_an_sse_client_that_stops_reading_gets_coalesced_ticks_then_is_dropped(
+    redis_url: str, namespace: str
+) -> None:
+    """Its ticks coalesce (never an unbounded queue); after the send timeout it is cut."""
+    tuning = Tuning(send_threads=1, send_timeout=0.5, send_buffer=4096, socket_buffer=4096)
+    async with running(redis_url, Keys(namespace), tuning=tuning) as live:
+        port = int(live.url.rsplit(":", 1)[1].strip("/"))
+        sock = stuck_sse_client(port)
+        try:
+            await eventually(lambda: live.hub.clients)
+            for n in range(10_000):
+                if live.hub.metrics.disconnects["slow"]:
+                    break
+                await live.write(gmv_fen=n, title="x" * 20_000)
+                await eventually(lambda n=n: live.hub.state["gmv_fen"] == n)
+            assert live.hub.metrics.ticks_coalesced > 0
+            assert not live.hub.clients
+        finally:
+            sock.close()
