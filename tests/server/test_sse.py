@@ -270,3 +270,27 @@ async def test_an_sse_client_that_stops_reading_gets_coalesced_ticks_then_is_dro
             assert not live.hub.clients
         finally:
             sock.close()
+
+
+async def test_an_allowed_origin_may_read_the_stream_cross_origin(
+    redis_url: str, namespace: str
+) -> None:
+    """A page on an --allow-origin origin gets Access-Control-Allow-Origin for itself."""
+    policy = Policy(allowed_origins=frozenset({"https://shop.example"}))
+    async with (
+        running(redis_url, Keys(namespace), policy) as live,
+        live.http.get(live.url + "sse", headers={"Origin": "https://shop.example"}) as resp,
+    ):
+        assert resp.headers["Access-Control-Allow-Origin"] == "https://shop.example"
+        assert resp.headers["Content-Type"].startswith("text/event-stream")
+
+
+async def test_a_feed_reset_ends_the_stream_so_the_client_resyncs(live: Live) -> None:
+    """A new epoch ends every SSE stream (as 1012 closes a websocket)."""
+    await live.redis.set(live.keys.epoch, "E1")
+    await eventually(lambda: live.hub.epoch == "E1")
+    async with curl(sse_url(live)) as c:
+        await c.until("snapshot")
+        await live.redis.set(live.keys.epoch, "E2")
+        assert await c.ended()
+    assert live.hub.metrics.disconnects["resync"] == 1
