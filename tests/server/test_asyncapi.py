@@ -5,9 +5,10 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import websockets
 import yaml
 
-from tests.server.conftest import Live, eventually
+from tests.server.conftest import Live, eventually, recv, recv_type
 from tests.server.test_replay_state import beat, status
 from tests.server.test_sse import curl, sse_url
 from ticker import feed
@@ -83,3 +84,19 @@ async def test_real_sse_events_fit_the_asyncapi_document(live: Live) -> None:
         assert e["event"] in channel
         assert ("id" in e) is message["x-sse-id"]
         payload_validator(e["event"]).validate(e["data"])
+
+
+async def test_real_websocket_messages_fit_the_asyncapi_document(live: Live) -> None:
+    """hello, snapshot, milestone, tick, replay and error on /ws fit the feed channel."""
+    channel = API["channels"]["feed"]["messages"]
+    async with websockets.connect(live.ws_url) as ws:
+        got = [await recv(ws), await recv_type(ws, "snapshot")]
+        await live.write([MILESTONE], gmv_fen=9)
+        got += [await recv_type(ws, "milestone"), await recv_type(ws, "tick")]
+        await beat(live, status("paused"))
+        got.append(await recv_type(ws, "replay"))
+        await ws.send("not json")
+        got.append(await recv_type(ws, "error"))
+    for msg in got:
+        assert msg["type"] in channel
+        payload_validator(msg["type"]).validate(msg)

@@ -194,6 +194,9 @@ async def serve(hub: Hub, c: SseClient, since: str | None, epoch: str | None) ->
         await c.gone.wait()
     except (TimeoutError, ConnectionResetError):
         c.close_reason = "slow" if not c.transport.is_closing() else "closed"
+    except Exception:  # the stream has started: no HTTP 500 now; it ends, the client resumes
+        log.exception("error on an SSE connection")
+        c.close_reason = "error"
     finally:
         c.outbox.live = False
         hub.clients.discard(c)
