@@ -308,7 +308,7 @@ def make_app(
     app.on_shutdown.append(close_clients)
     app.cleanup_ctx.append(background)
     app.router.add_get("/ws", websocket)
-    app.router.add_get("/sse", event_stream)
+    app.router.add_get("/sse", event_stream, allow_head=False)
     app.router.add_get("/api/state", api_state)
     app.router.add_post("/api/replay", api_replay)
     app.router.add_get("/metrics", metrics)
