@@ -5,8 +5,15 @@ many orders are paid in it and exactly how many fen they add up to; the random d
 decide how those fen are spread over the orders and what each order is (time within the
 slot, category, seller country, buyer region, brand). So the totals of any window are exact
 whatever the seed, and the same (profile, seed, scale, window, batch size) always gives
-byte-identical batches. Random numbers come from one generator per second of the day,
-seeded from (seed, second), so a replay can start or resume at any slot.
+byte-identical batches. Random numbers come from one generator per block (a second of the
+day, a minute on a miniature day), seeded from (seed, block), so a replay can start or
+resume at any batch, and blocks can be generated in any order or in parallel
+(`simulator.ahead`).
+
+Quiet slots are coalesced: a batch holds the orders of consecutive slots of one block, up
+to `batch_size` (a slot is split only when it holds more). So a miniature day is a few
+entries a minute rather than one a second, and its cost is its orders, not its batches;
+the per-slot totals, each order's paid-at time and so every milestone are unchanged.
 """
 
 from collections.abc import Iterator
@@ -20,13 +27,14 @@ import numpy.typing as npt
 from simulator import brands
 from simulator.curve import Curve
 from simulator.profile import Profile, Weighted
-from ticker.core.batch import Milestone, Orders, ReplayMeta
+from ticker.core.batch import COLUMNS, Milestone, Orders, ReplayMeta
 from ticker.core.clock import DAY_MS
 from ticker.core.timeline import STEP_MS
 
 SLOT_MS = 100  # at full scale; a miniature day uses longer slots (see `slot_ms_for`)
 MIN_ORDER_FEN = 100  # no paid order below RMB 1
 DEFAULT_BATCH = 4_000
+BRAND_LOOKUP_BITS = 19  # a 512k-entry guide table for ~180,000 brands
 
 Int64Array = npt.NDArray[np.int64]
 
@@ -78,7 +86,10 @@ class DayPlan:
         to_ms: int,
         seed: int = 0,
         batch_size: int = DEFAULT_BATCH,
+        coalesce: bool = True,
     ) -> None:
+        """`coalesce=False` gives every slot its own batches (for comparison only: a
+        replay's batches, and so `ticker verify`, are always coalesced)."""
         self.profile, self.scale, self.seed, self.batch_size = profile, scale, seed, batch_size
         self.from_ms, self.to_ms = from_ms, to_ms
         self.slot_ms, self.block_ms = slot_ms_for(scale)
@@ -103,24 +114,48 @@ class DayPlan:
                 "the profile's curves give a slot whose orders average below "
                 "1 fen; check the gmv and orders points"
             )
-        chunks = -(-self.slot_orders // batch_size)
-        # Batch seq numbers: 0 is the start entry, then every non-empty slot's chunks.
-        self.first_seq: Int64Array = 1 + np.concatenate(([0], np.cumsum(chunks)[:-1]))
-        self.chunks = chunks
-        self.last_orders_seq = int(self.first_seq[-1] + chunks[-1] - 1)
-        self.end_seq = self.last_orders_seq + 1
-        self.cat_p = _probabilities(profile.categories)
-        self.intl_p = _probabilities(profile.countries[1:])
-        self.reg_p = _probabilities(profile.regions)
+        self._group(batch_size, coalesce)
+        self.cat = Lookup(_probabilities(profile.categories))
+        self.intl = Lookup(_probabilities(profile.countries[1:]))
+        self.reg = Lookup(_probabilities(profile.regions))
         share = Fraction(profile.international_share)
         self.intl_num, self.intl_den = share.numerator, share.denominator
         try:
             brand_p = brands.shares(profile.brands, profile.brands_over_100m, profile.final_gmv_fen)
         except ValueError as exc:
             raise ValueError(f"{profile.name}: {exc}") from None
-        self.brand_cdf = np.cumsum(brand_p)
-        self.brand_cdf[-1] = 1.0
+        self.brand = Lookup(brand_p, BRAND_LOOKUP_BITS)
         self._history: tuple[tuple[int, int, int], ...] | None = None
+
+    def _group(self, size: int, coalesce: bool) -> None:
+        """Cut each block's slots into groups, and number every group's batches.
+
+        A group is the slots of one block whose first order falls in the same `size` orders
+        of that block: a run of quiet slots becomes one group (one batch), a slot of more
+        than `size` orders is a group of its own, cut into `size`-order batches as it always
+        was. Seq 0 is the start entry; the orders batches follow from 1."""
+        n_slots = len(self.slot_orders)
+        self.cum = self.cum_orders - self.cum_orders[0]  # window orders before each edge
+        new_block = np.ones(n_slots, dtype=bool)
+        new_block[1:] = np.diff(self.edges[:-1] // self.block_ms) != 0
+        self.block_first_slot: Int64Array = np.append(np.flatnonzero(new_block), n_slots)
+        block_of_slot = np.cumsum(new_block) - 1
+        within = self.cum[:-1] - self.cum[self.block_first_slot[:-1]][block_of_slot]
+        key = within // size if coalesce else np.arange(n_slots)
+        new_group = new_block.copy()
+        new_group[1:] |= np.diff(key) != 0
+        start = np.flatnonzero(new_group)
+        self.group_slots: Int64Array = np.append(start, n_slots)
+        self.group_block: Int64Array = block_of_slot[start]
+        self.group_orders: Int64Array = self.cum[self.group_slots[1:]] - self.cum[start]
+        self.group_end_seq: Int64Array = 1 + np.cumsum(-(-self.group_orders // size))
+        self.last_orders_seq = int(self.group_end_seq[-1]) - 1
+        self.end_seq = self.last_orders_seq + 1
+
+    @property
+    def blocks(self) -> int:
+        """How many blocks (random generators) the window touches."""
+        return len(self.block_first_slot) - 1
 
     @property
     def total_orders(self) -> int:
@@ -210,91 +245,114 @@ class DayPlan:
             for t, g, o in zip(minutes, gmv_at, cum_orders[at], strict=True)
         )
 
-    def slot_of_seq(self, seq: int) -> tuple[int, int]:
-        """(slot index, chunk within it) of an orders batch number."""
-        slot = int(np.searchsorted(self.first_seq, seq, side="right")) - 1
-        while self.chunks[slot] == 0 or seq >= self.first_seq[slot] + self.chunks[slot]:
-            slot += 1  # empty slots share their first_seq with the next non-empty one
-        return slot, seq - int(self.first_seq[slot])
+    def _locate(self, seq: int) -> tuple[int, int]:
+        """(window orders before orders batch `seq`, orders in it)."""
+        if not 1 <= seq <= self.last_orders_seq:
+            raise ValueError(f"no orders batch {seq} (they are 1..{self.last_orders_seq})")
+        g = int(np.searchsorted(self.group_end_seq, seq, side="right"))
+        first_seq = int(self.group_end_seq[g]) - int(-(-self.group_orders[g] // self.batch_size))
+        offset = (seq - first_seq) * self.batch_size
+        n = min(self.batch_size, int(self.group_orders[g]) - offset)
+        return int(self.cum[self.group_slots[g]]) + offset, n
+
+    def block_of_seq(self, seq: int) -> int:
+        """The block (0 = the window's first) that generates orders batch `seq`."""
+        before, _ = self._locate(seq)
+        slot = int(np.searchsorted(self.cum, before, side="right")) - 1
+        return int(np.searchsorted(self.block_first_slot, slot, side="right")) - 1
+
+    def end_of_seq(self, seq: int) -> int:
+        """The simulated ms at which orders batch `seq` ends (its last slot's end)."""
+        before, n = self._locate(seq)
+        return int(self.edges[np.searchsorted(self.cum, before + n - 1, side="right")])
+
+    def upto(self, seq: int) -> tuple[int, int | None]:
+        """(orders, GMV fen) from midnight once batches 1..seq are applied. The GMV is
+        fixed per slot, not per batch, so it is None when batch `seq` ends inside a slot."""
+        if seq < 1:
+            return self.base_orders, self.base_gmv
+        before, n = self._locate(min(seq, self.last_orders_seq))
+        done = before + n
+        slot = int(np.searchsorted(self.cum, done, side="left"))
+        if self.cum[slot] != done:
+            return self.base_orders + done, None
+        return self.base_orders + done, self.base_gmv + int(self.slot_gmv[:slot].sum())
 
     def batches(self, after_seq: int = 0) -> Iterator[Batch]:
         """Every orders batch with a seq above `after_seq`, in order."""
         if after_seq >= self.last_orders_seq:
             return
-        slot, chunk = self.slot_of_seq(after_seq + 1)
-        block = int(self.edges[slot]) // self.block_ms
-        while slot < len(self.slot_orders):
-            block_end = (block + 1) * self.block_ms
-            slots = [slot]
-            while slots[-1] + 1 < len(self.slot_orders) and self.edges[slots[-1] + 1] < block_end:
-                slots.append(slots[-1] + 1)
-            yield from self._block_batches(block, slots, chunk)
-            slot, chunk, block = slots[-1] + 1, 0, block + 1
+        for block in range(self.block_of_seq(after_seq + 1), self.blocks):
+            yield from self.block_batches(block, after_seq)
 
-    def _block_batches(self, block: int, slots: list[int], skip_chunks: int) -> Iterator[Batch]:
-        """Generate one second's orders (all of its slots, for determinism) and cut them."""
-        first = self._first_slot_of_block(block)
-        all_slots = list(range(first, slots[-1] + 1))
-        counts = self.slot_orders[all_slots]
-        total = int(counts.sum())
+    def block_batches(self, block: int, after_seq: int = 0) -> list[Batch]:
+        """One block's batches with a seq above `after_seq`. The block's orders are all
+        drawn (for determinism), from its own generator, then cut."""
+        s0, s1 = int(self.block_first_slot[block]), int(self.block_first_slot[block + 1])
+        counts = self.slot_orders[s0:s1]
+        total = int(self.cum[s1] - self.cum[s0])
         if total == 0:
-            return
-        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, block])))
+            return []
+        seed = np.random.SeedSequence([self.seed, int(self.edges[s0]) // self.block_ms])
+        rng = np.random.Generator(np.random.PCG64(seed))
         # International orders: exactly floor(share * cumulative orders) by the end of
         # every block, counted from midnight, so the day's split is exact.
-        before, after = int(self.cum_orders[first]), int(self.cum_orders[slots[-1] + 1])
+        before, after = int(self.cum_orders[s0]), int(self.cum_orders[s1])
         intl = (after * self.intl_num) // self.intl_den - (before * self.intl_num) // self.intl_den
-        columns = self._draw(rng, all_slots, counts, total, intl)
-        # Plain ints from here: this loop runs once per batch.
-        starts = np.concatenate(([0], np.cumsum(counts))).tolist()
-        chunks = self.chunks[all_slots].tolist()
-        first_seq = self.first_seq[all_slots].tolist()
-        edges = self.edges[first : slots[-1] + 2].tolist()
-        size = self.batch_size
-        for i, slot in enumerate(all_slots):
-            if slot < slots[0] or starts[i] == starts[i + 1]:
-                continue
-            lo, hi = starts[i], starts[i + 1]
-            first_chunk = skip_chunks if slot == slots[0] else 0
-            for chunk in range(first_chunk, chunks[i]):
-                a = lo + chunk * size
-                b = min(hi, a + size)
-                yield Batch(
-                    first_seq[i] + chunk,
-                    edges[i],
-                    edges[i + 1],
-                    {k: v[a:b] for k, v in columns.items()},
-                )
-
-    def _first_slot_of_block(self, block: int) -> int:
-        return max(0, int(np.searchsorted(self.edges, block * self.block_ms, side="right")) - 1)
+        columns = self._draw(rng, s0, s1, counts, total, intl)
+        # The block's batches: each group's orders cut into batch_size pieces.
+        g0, g1 = np.searchsorted(self.group_block, [block, block + 1])
+        sizes = self.group_orders[g0:g1]
+        per_group = -(-sizes // self.batch_size)
+        if not per_group.sum():
+            return []
+        group = np.repeat(np.arange(g0, g1), per_group)
+        nth = np.arange(len(group)) - np.repeat(np.cumsum(per_group) - per_group, per_group)
+        a = self.cum[self.group_slots[group]] - self.cum[s0] + nth * self.batch_size
+        b = np.minimum(a + self.batch_size, self.cum[self.group_slots[group + 1]] - self.cum[s0])
+        local = self.cum[s0 : s1 + 1] - self.cum[s0]
+        edges = self.edges[s0 : s1 + 1]
+        t0 = edges[np.searchsorted(local, a, side="right") - 1]
+        t1 = edges[np.searchsorted(local, b - 1, side="right")]
+        seq = self.group_end_seq[group] - per_group[group - g0] + nth
+        out = []
+        for q, x0, x1, lo, hi in zip(
+            seq.tolist(), t0.tolist(), t1.tolist(), a.tolist(), b.tolist(), strict=True
+        ):
+            if q > after_seq:
+                out.append(Batch(q, x0, x1, {k: v[lo:hi] for k, v in columns.items()}))
+        return out
 
     def _draw(
         self,
         rng: np.random.Generator,
-        slots: list[int],
+        s0: int,
+        s1: int,
         counts: Int64Array,
         total: int,
         intl_orders: int,
     ) -> dict[str, npt.NDArray[Any]]:
-        t0 = self.edges[slots]
-        lengths = self.edges[[s + 1 for s in slots]] - t0
-        slot_of_order = np.repeat(np.arange(len(slots)), counts)
-        at = t0[slot_of_order] + (rng.random(total) * lengths[slot_of_order]).astype(np.int64)
-        at.sort()  # slots are consecutive, so this sorts within each slot
-        amt = self._amounts(rng, counts, self.slot_gmv[slots], slot_of_order, total)
-        intl = np.zeros(total, dtype=bool)
-        intl[rng.permutation(total)[:intl_orders]] = True
-        cty = np.where(intl, rng.choice(len(self.intl_p), total, p=self.intl_p) + 1, 0)
-        brd = np.searchsorted(self.brand_cdf, rng.random(total), side="right")
-        brd = np.minimum(brd, self.profile.brands - 1)
+        edges = self.edges[s0 : s1 + 1]
+        at = _paid_at(rng, edges, counts, total)
+        slot_of_order = np.repeat(np.arange(len(counts)), counts)
+        amt = self._amounts(rng, counts, self.slot_gmv[s0:s1], slot_of_order, total)
+        # Each order is international with the block's exact share, then the few too many
+        # (or too few) are turned back at random so the count is exact.
+        is_intl = rng.random(total) * total < intl_orders
+        extra = int(np.count_nonzero(is_intl)) - intl_orders
+        if extra:
+            pool = np.flatnonzero(is_intl if extra > 0 else ~is_intl)
+            is_intl[rng.choice(pool, abs(extra), replace=False)] = extra < 0
+        cty = np.zeros(total, dtype=COLUMNS["cty"])
+        cty[is_intl] = self.intl.draw(rng.random(intl_orders)) + 1
+        brd = np.minimum(self.brand.draw(rng.random(total)), self.profile.brands - 1)
         return {
             "at": at,
             "amt": amt,
-            "cat": rng.choice(len(self.cat_p), total, p=self.cat_p),
+            "cat": self.cat.draw(rng.random(total)).astype(COLUMNS["cat"]),
             "cty": cty,
-            "reg": rng.choice(len(self.reg_p), total, p=self.reg_p),
-            "brd": brd,
+            "reg": self.reg.draw(rng.random(total)).astype(COLUMNS["reg"]),
+            "brd": brd.astype(COLUMNS["brd"]),
         }
 
     @staticmethod
@@ -307,7 +365,8 @@ class DayPlan:
     ) -> Int64Array:
         """Realistic order values that add up to each slot's GMV exactly, in fen."""
         # Log-normal weights (median ~ mean / 1.5) as whole numbers, so the split is exact.
-        weights = (rng.lognormal(0.0, 0.9, total) * 10_000).astype(np.int64) + 1
+        normal = rng.standard_normal(total, dtype=np.float32)
+        weights = (np.exp(normal * np.float32(0.9)) * 10_000).astype(np.int64) + 1
         floor_fen = np.minimum(MIN_ORDER_FEN, gmv // np.maximum(counts, 1))
         spread = gmv - counts * floor_fen
         starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
@@ -322,7 +381,63 @@ class DayPlan:
         missing = gmv - given
         position = np.arange(total) - starts[slot_of_order]
         amt += position < missing[slot_of_order]
-        return amt.astype(np.int64)
+        result: Int64Array = amt.astype(np.int64, copy=False)
+        return result
+
+
+class Lookup:
+    """Draws from a discrete distribution by table lookup: a guide table maps the top bits
+    of a uniform draw to the first outcome it can be, then a few steps along the CDF find
+    the outcome, exactly what a binary search of the CDF would (inverse transform)."""
+
+    def __init__(self, p: npt.NDArray[np.float64], bits: int | None = None) -> None:
+        cdf = np.cumsum(p)
+        cdf /= cdf[-1]
+        cdf[-1] = 1.0
+        self.cdf = cdf
+        if bits is None:
+            bits = max(8, min(20, int(len(p) * 4).bit_length()))
+        self.size = 1 << bits
+        queries = np.arange(self.size, dtype=np.float64) / self.size
+        self.guide = np.searchsorted(cdf, queries, side="right")
+
+    def draw(self, u: npt.NDArray[np.float64]) -> npt.NDArray[np.intp]:
+        """The outcome of each uniform draw in [0, 1): the first i with u < cdf[i]."""
+        idx = self.guide[(u * self.size).astype(np.intp)]
+        todo = np.flatnonzero(self.cdf[idx] <= u)
+        while len(todo):
+            idx[todo] += 1
+            todo = todo[self.cdf[idx[todo]] <= u[todo]]
+        return idx
+
+
+# Denser than this many orders a ms, a slot's paid-at times are drawn as counts per ms.
+DENSE_PER_MS = 8
+
+
+def _paid_at(
+    rng: np.random.Generator, edges: Int64Array, counts: Int64Array, total: int
+) -> npt.NDArray[np.uint32]:
+    """Each slot's orders paid at uniform random ms within it, in time order (so in slot
+    order): a busy slot draws how many orders fall in each of its ms (a multinomial, no
+    sort); a quiet one draws each order's ms and sorts them."""
+    e0, span = int(edges[0]), int(edges[-1] - edges[0])
+    lengths = np.diff(edges)
+    dense = counts >= DENSE_PER_MS * lengths
+    sparse = np.flatnonzero(~dense & (counts > 0))
+    offsets = edges[:-1] - e0
+    if len(sparse):
+        slot_of = np.repeat(sparse, counts[sparse])
+        ms = offsets[slot_of] + (rng.random(len(slot_of)) * lengths[slot_of]).astype(np.int64)
+    if not dense.any():
+        ms.sort()
+        return (ms + e0).astype(COLUMNS["at"])
+    per_ms = np.bincount(ms, minlength=span) if len(sparse) else np.zeros(span, dtype=np.int64)
+    for length in np.unique(lengths[dense]).tolist():
+        idx = np.flatnonzero(dense & (lengths == length))
+        rows = rng.multinomial(counts[idx], np.full(length, 1.0 / length))
+        per_ms[offsets[idx][:, None] + np.arange(length)] += rows
+    return np.repeat(np.arange(e0, e0 + span, dtype=COLUMNS["at"]), per_ms)
 
 
 def _gmv_where_orders_are(slot_orders: Int64Array, cum_gmv: Int64Array) -> Int64Array:

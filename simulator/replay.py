@@ -8,6 +8,9 @@ the same run id, it reads the stream's last entry and continues after it: the se
 are deterministic, so nothing is skipped, and anything written twice is dropped by the
 aggregator.
 
+The batches are generated and encoded ahead in a worker process (`simulator.ahead`), on
+the other core, so the writer only writes and never waits for generation at 1x.
+
 With `shards` > 1 the batches go round robin to the shards' streams (`shard_of`); every
 shard gets the start and the end, and a restart continues after the least advanced shard.
 """
@@ -23,9 +26,10 @@ from dataclasses import dataclass
 
 import orjson
 
+from simulator.ahead import Ahead, Encoded, default_workers
 from simulator.clock import ReplayClock
 from simulator.generator import DayPlan
-from ticker.core.batch import encode_end, encode_orders, encode_start, shard_of
+from ticker.core.batch import encode_end, encode_start, shard_of
 from ticker.core.clock import format_time_of_day
 from ticker.core.control import HEARTBEAT_MS, BadCommand, decode_command
 from ticker.keys import Keys
@@ -45,6 +49,7 @@ WAITING_SHOWN_S = 1.0
 WAITING_NOTICE_S = 2.0
 REPORT_EVERY_S = HEARTBEAT_MS / 1000 * 0.8  # the loops below may oversleep by 50 ms
 CONTROL_BATCH = 100  # control entries read at a time
+GENERATOR_POLL_S = 0.001  # how often the writer looks for a block still being made
 # Run ids: what the stream accepts (1..64 characters); a seek adds `~<second of the day>`
 # to the part before any `~`, which is therefore at most MAX_RUN_BASE characters.
 MAX_RUN = 64
@@ -106,9 +111,13 @@ class Replay:
         max_backlog: int = MAX_BACKLOG,
         shards: int = 1,
         on_waiting: Callable[[int | None], None] | None = None,
+        workers: int | None = None,
     ) -> None:
         """`on_waiting(backlog)` is called once a wait for the aggregators has lasted
-        WAITING_NOTICE_S, and `on_waiting(None)` when that wait ends (default: log it)."""
+        WAITING_NOTICE_S, and `on_waiting(None)` when that wait ends (default: log it).
+        `workers`: processes generating ahead (default `default_workers()`; 0: none, the
+        batches are made in this process)."""
+        self.workers = default_workers() if workers is None else workers
         self.redis_url, self.keys, self.plan, self.run_id = redis_url, keys, plan, run
         self.shards = [keys] if shards == 1 else [keys.shard(i) for i in range(shards)]
         self.on_progress, self.max_backlog = on_progress, max_backlog
@@ -173,6 +182,11 @@ class Replay:
             except _Seek as seek:
                 self._restart_at(seek.to_ms)
             except TRANSIENT as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # Stopping (SIGINT): the Redis client turned the cancellation of the
+                    # command in flight into a connection error; do not retry.
+                    raise asyncio.CancelledError from exc
                 log.warning("Redis unavailable (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay * (0.5 + os.urandom(1)[0] / 255))
                 delay = min(delay * 2, 5.0)
@@ -203,36 +217,40 @@ class Replay:
         if after and not self.progress.batches:
             # Resuming a run begun by an earlier process: the clock starts where that one
             # stopped, not at the window's start (which would idle until it caught up).
-            slot, _ = plan.slot_of_seq(after)
-            resumed_at = int(plan.edges[slot + 1])
+            resumed_at = plan.end_of_seq(min(after, plan.last_orders_seq))
             self.clock.reanchor(time.monotonic(), resumed_at)
             self.progress.sim_ms = resumed_at
         pipe = self.redis.pipeline(transaction=False)
         queued = 0
         self.queued, self.newest, self.checks = [], {}, []
-        for batch in plan.batches(after_seq=after):
-            shard = shard_of(batch.seq, shards)
-            if batch.seq <= done[shard]:
-                continue  # this shard has it (a restart: the shards had got unequally far)
-            due = self.clock.due(batch.t1)
-            if queued and (due is None or due > time.monotonic()):
-                await self._flush(pipe)  # send what is due before waiting
-                queued = 0
-            await self._wait_for_clock(batch.t1)
-            pipe.xadd(
-                self.shards[shard].orders,
-                encode_orders(self.run_id, batch.seq, batch.t0, batch.t1, batch.columns),
-            )
-            self.queued.append(shard)
-            queued += 1
-            p = self.progress
-            p.orders += batch.n
-            p.gmv_fen += int(batch.columns["amt"].sum())
-            p.batches += 1
-            p.sim_ms = batch.t1
-            if queued >= PIPELINE_BATCHES:
-                await self._flush(pipe)
-                queued = 0
+        with Ahead(plan, self.run_id, after, self.workers) as ahead:
+            while not ahead.finished:
+                block = ahead.next()
+                if block is None:  # not made yet: send what is queued, then wait for it
+                    if queued:
+                        await self._flush(pipe)
+                        queued = 0
+                    block = await self._wait_for_generator(ahead)
+                for batch in block:
+                    shard = shard_of(batch.seq, shards)
+                    if batch.seq <= done[shard]:
+                        continue  # this shard has it (a restart: the shards got unequally far)
+                    due = self.clock.due(batch.t1)
+                    if queued and (due is None or due > time.monotonic()):
+                        await self._flush(pipe)  # send what is due before waiting
+                        queued = 0
+                    await self._wait_for_clock(batch.t1)
+                    pipe.xadd(self.shards[shard].orders, batch.fields)
+                    self.queued.append(shard)
+                    queued += 1
+                    p = self.progress
+                    p.orders += batch.n
+                    p.gmv_fen += batch.gmv_fen
+                    p.batches += 1
+                    p.sim_ms = batch.t1
+                    if queued >= PIPELINE_BATCHES:
+                        await self._flush(pipe)
+                        queued = 0
         if queued:
             await self._flush(pipe)
         await self._wait_for_clock(plan.to_ms)
@@ -322,6 +340,20 @@ class Replay:
                 f"entry {entry_id.decode()} of {self.shards[shard].orders} was acknowledged "
                 "but is gone (a failover?); resuming from what the stream holds"
             )
+
+    async def _wait_for_generator(self, ahead: Ahead) -> list[Encoded]:
+        """Wait for the next block to be made, obeying control commands meanwhile."""
+        while True:
+            now = time.monotonic()
+            if now >= self.next_control_poll:
+                self.next_control_poll = now + 0.1
+                await self._obey_controls()
+            if now >= self.next_report:
+                await self._report()
+            block = ahead.next()
+            if block is not None:
+                return block
+            await asyncio.sleep(GENERATOR_POLL_S)
 
     async def _wait_for_clock(self, sim_ms: int) -> None:
         """Wait until the replay clock reaches sim_ms, obeying control commands meanwhile."""

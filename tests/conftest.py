@@ -14,6 +14,7 @@ from typing import IO, Any
 
 import pytest
 
+from ticker.procs import terminate
 from ticker.redis_io import embedded_redis, free_port
 
 # Every wait in the tests is a multiple of this, so a slow machine can scale them all.
@@ -97,13 +98,7 @@ def ticker(redis_url: str, namespace: str) -> Iterator[Ticker]:
 
 def stop(proc: "subprocess.Popen[Any]") -> None:
     """Terminate a process, killing it if it will not go."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10 * UNIT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    terminate(proc, timeout=10 * UNIT)
 
 
 def wait_http(url: str, timeout: float = 15) -> None:

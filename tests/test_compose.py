@@ -1,24 +1,34 @@
 """docker-compose.yml runs the same commands the tests run as processes."""
 
+import json
 import re
 import shlex
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+from jsonschema import Draft202012Validator
 
 from ticker.cli import build_parser
 from ticker.redis_io import is_cluster
 
 COMPOSE = yaml.safe_load((Path(__file__).parent.parent / "docker-compose.yml").read_text())
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
+TICKER_IMAGE = "festival-ticker:local"
 CLUSTER = {name for name, s in SERVICES.items() if "cluster" in s.get("profiles", [])}
 
 
 def ticker_command(service: str) -> list[str]:
-    script = SERVICES[service]["command"][-1]
-    tail = script.split("exec ticker ", 1)[1]
-    return shlex.split(tail)
+    """A ticker service's command: the arguments of the image's entrypoint, `ticker`."""
+    command = SERVICES[service]["command"]
+    return shlex.split(command) if isinstance(command, str) else list(command)
+
+
+def ticker_services() -> list[str]:
+    """The services that run the ticker's image."""
+    return sorted(n for n, s in SERVICES.items() if s.get("image") == TICKER_IMAGE)
 
 
 def nginx_conf() -> str:
@@ -57,7 +67,7 @@ def test_the_default_services_are_not_in_the_cluster_profile() -> None:
 def test_cluster_profile_ticker_services_parse_with_the_real_cli() -> None:
     """Two aggregators sharing 4 shards, two servers, one replay of 4 shards, all on the
     cluster by REDIS_URL, started once the cluster is created."""
-    ticker = {n for n in CLUSTER if "exec ticker " in str(SERVICES[n].get("command", ""))}
+    ticker = CLUSTER & set(ticker_services())
     commands = {n: ticker_command(n) for n in sorted(ticker)}
     kinds = sorted(c[0] for c in commands.values())
     assert kinds == ["aggregate", "aggregate", "replay", "serve", "serve"]
@@ -116,3 +126,46 @@ def test_cluster_profile_proxy_upgrades_websockets_and_balances_both_servers() -
     assert sorted(upstreams) == ["server-1", "server-2"]
     assert {"server-1", "server-2"} <= set(proxy["depends_on"])
     assert not re.search(r"(?<!\$)\$(?!\$)", COMPOSE["configs"]["nginx-conf"]["content"])
+
+
+def compose_schema() -> dict[str, Any]:
+    """The Compose Specification's JSON Schema, as check-jsonschema ships it (vendored there
+    from github.com/compose-spec/compose-spec, schema/compose-spec.json)."""
+    vendor = pytest.importorskip("check_jsonschema.builtin_schemas.vendor")
+    schema: dict[str, Any] = json.loads((resources.files(vendor) / "compose-spec.json").read_text())
+    return schema
+
+
+def test_compose_file_is_valid_against_the_compose_specification() -> None:
+    """docker-compose.yml validates against the Compose Specification's JSON Schema."""
+    validator = Draft202012Validator(compose_schema())
+    errors = [f"{e.json_path}: {e.message}" for e in validator.iter_errors(COMPOSE)]
+    assert errors == []
+
+
+def test_the_schema_check_rejects_a_misspelt_key() -> None:
+    """The schema is strict enough to catch a typo in a service."""
+    broken = {**COMPOSE, "services": {**SERVICES, "server": {**SERVICES["server"], "comand": []}}}
+    assert not Draft202012Validator(compose_schema()).is_valid(broken)
+
+
+def test_every_ticker_service_runs_the_one_image_built_here() -> None:
+    """One image built from the Dockerfile (`build: .`); nothing installed at start."""
+    services = ticker_services()
+    assert {"aggregator", "server", "simulator", "server-1", "aggregator-2"} <= set(services)
+    for name in services:
+        assert SERVICES[name]["build"] in (".", {"context": "."}), name
+        assert SERVICES[name]["pull_policy"] == "never", name
+        assert "volumes" not in SERVICES[name], name  # the image carries everything
+        assert "INSTALL" not in SERVICES[name].get("environment", {}), name
+    assert (Path(__file__).parent.parent / "Dockerfile").is_file()
+
+
+def test_every_ticker_service_command_is_a_real_subcommand_with_valid_options() -> None:
+    """Each command parses with the real CLI (the image's entrypoint is `ticker`)."""
+    parser = build_parser()
+    subcommands = set(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    for name in ticker_services():
+        args = ticker_command(name)
+        assert args[0] in subcommands, name
+        parser.parse_args(args)  # exits (SystemExit) on an unknown option

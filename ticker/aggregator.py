@@ -30,15 +30,14 @@ from typing import Any, Protocol
 import orjson
 from redis.exceptions import ResponseError
 
-from ticker.commit import FEED_MAXLEN, PARTIALS_MAXLEN, feed_payload, run_fenced
-from ticker.core import timeline
+from ticker.commit import feed_payload, run_fenced
 from ticker.core.aggregate import Fired, State
 from ticker.core.batch import BadEntry, End, Entry, Start, decode
 from ticker.core.hold import HOLD_SECONDS, Held, Hold, seq_key
 from ticker.errors import FencedOff, TickerError
-from ticker.keys import GROUP, Keys
+from ticker.keys import DEAD_LETTERS_MAXLEN, FEED_MAXLEN, GROUP, PARTIALS_MAXLEN, Keys
 from ticker.lease import LEASE_MS, Lease, fence
-from ticker.redis_io import TRANSIENT, client
+from ticker.redis_io import client
 from ticker.reseed import new_epoch, reseed
 
 log = logging.getLogger("ticker.aggregate")
@@ -57,18 +56,18 @@ COMMIT_INTERVAL = 0.05
 #       curve
 # ARGV: expected commit, state blob, group, feed maxlen, feed payload, new epoch,
 #       lease token, lease ms, brand tally blob, the full curve as JSON ('' on a shard:
-#       the merge step writes it), number of dead letters D, then D triples (original id,
-#       reason, raw fields as JSON), then the ids to acknowledge.
+#       the merge step writes it), dead letters maxlen, number of dead letters D, then D
+#       triples (original id, reason, raw fields as JSON), then the ids to acknowledge.
 COMMIT = (
     fence("KEYS[6]", "ARGV[7]", "KEYS[1]", "ARGV[1]", "ARGV[8]")
     + """
 redis.call('HSET', KEYS[1], 'commit', commit + 1, 'state', ARGV[2], 'brands', ARGV[9])
 redis.call('SET', KEYS[5], ARGV[6], 'NX')
 if ARGV[10] ~= '' then redis.call('SET', KEYS[8], ARGV[10]) end
-local dead = tonumber(ARGV[11])
-local i = 12
+local dead = tonumber(ARGV[12])
+local i = 13
 for _ = 1, dead do
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', 100000, '*',
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[11], '*',
              'id', ARGV[i], 'reason', ARGV[i + 1], 'entry', ARGV[i + 2])
   i = i + 3
 end
@@ -104,9 +103,17 @@ return redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'u', ARGV[5])
 )
 
 
-# How long an entry ahead of a missing seq is held before it is dead-lettered; the
-# environment may set it (tests do).
-HOLD_SECONDS = float(os.environ.get("TICKER_HOLD_SECONDS", HOLD_SECONDS))
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A malformed entry set aside in the dead-letter stream, in the commit that acks it."""
+
+    entry_id: str  # its id in the orders stream
+    reason: str
+    entry: str  # a bounded, printable copy of its fields as JSON
+
+    def args(self) -> tuple[str, str, str]:
+        """Its three arguments of the commit script, in order."""
+        return self.entry_id, self.reason, self.entry
 
 
 def default_name() -> str:
@@ -150,12 +157,20 @@ class Aggregator:
         log_every: float = 5.0,
         shards: int = 1,
         share: Share | None = None,
-        hold_seconds: float | None = None,
+        hold_seconds: float = HOLD_SECONDS,
     ) -> None:
         """`keys` are a shard's own keys when `shards` > 1; `share` says when to take the
-        shard and when to hand it to another process (see `ticker.sharding`)."""
+        shard and when to hand it to another process (see `ticker.sharding`).
+        `hold_seconds`: how long an entry ahead of a missing seq is held before it is
+        dead-lettered (`Settings.hold_seconds`)."""
         self.redis_url, self.keys, self.burst = redis_url, keys, burst
         self.shards, self.share = shards, share
+        self.sharded = shards > 1
+        # Where each commit writes, and that stream's cap: a shard's partials for the merge
+        # step, or the feed.
+        self.out, self.out_maxlen = (
+            (keys.partials, PARTIALS_MAXLEN) if self.sharded else (keys.feed, FEED_MAXLEN)
+        )
         self.consumer = consumer or default_name()
         self.log_every = log_every
         self.state = State()
@@ -167,7 +182,7 @@ class Aggregator:
         self._commit = self.redis.register_script(COMMIT)
         self.lease = Lease(self.redis, keys.lease, self.consumer)
         self.clock = time.monotonic  # the hold's clock (a test may pass its own)
-        self.hold = Hold(HOLD_SECONDS if hold_seconds is None else hold_seconds)
+        self.hold = Hold(hold_seconds)
         self.incomplete: str | None = None  # why the run can no longer end, once it cannot
         self.last_commit = 0.0
 
@@ -186,7 +201,7 @@ class Aggregator:
         else:
             self.commit_no = int(raw[0] or 0)
             self.state = State.loads(raw[1], raw[2])
-        if self.shards > 1:
+        if self.sharded:
             self.state.shard = self.keys.shard_index or 0
             # Trim nothing until the merge step says what it has taken.
             await self.redis.set(self.keys.merged, "0-0", nx=True)
@@ -197,7 +212,6 @@ class Aggregator:
                 raise
 
     async def _reseed(self) -> None:
-        sharded = self.shards > 1
         await reseed(
             self.redis,
             [
@@ -205,7 +219,7 @@ class Aggregator:
                 self.keys.lease,
                 self.keys.epoch,
                 self.keys.curve,
-                self.keys.partials if sharded else self.keys.feed,
+                self.out,
             ],
             self.lease.holder,
             LEASE_MS,
@@ -213,11 +227,11 @@ class Aggregator:
             (
                 self.state.dumps(),
                 self.state.brand_blob(),
-                b"" if sharded else orjson.dumps(self.state.curve()),
-                b"[]" if sharded else self.feed_payload([]),
+                self._curve_json(),
+                b"[]" if self.sharded else self.feed_payload([]),
                 b"",
             ),
-            PARTIALS_MAXLEN if sharded else FEED_MAXLEN,
+            self.out_maxlen,
             self.epoch,
         )
 
@@ -339,7 +353,7 @@ class Aggregator:
     async def apply_and_commit(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> bool:
         """Apply and commit one round; True if it held back an entry ahead of a missing
         seq while nothing was held before (a gap opened)."""
-        dead: list[str] = []
+        dead: list[DeadLetter] = []
         ack: list[bytes] = []
         todo: list[tuple[bytes, dict[bytes, bytes], Entry]] = []
         now = self.clock()
@@ -352,7 +366,7 @@ class Aggregator:
             try:
                 todo.append((entry_id, fields, self._check_shard(decode(fields))))
             except BadEntry as exc:
-                dead += self._dead_letter(entry_id, str(exc), fields)
+                dead.append(self._dead_letter(entry_id, str(exc), fields))
                 ack.append(entry_id)
         # Held entries first (they came first), then the new ones; what is still ahead is
         # tried again in seq order while the state moves on.
@@ -374,7 +388,7 @@ class Aggregator:
                     self.hold.release(entry_id)
                 ack.append(entry_id)
                 if i in bad:
-                    dead += self._dead_letter(entry_id, bad[i], fields)
+                    dead.append(self._dead_letter(entry_id, bad[i], fields))
                 else:
                     applied.append((entry_id, fields, entry))
             candidates = sorted((candidates[i] for i in ahead), key=lambda c: seq_key(c[2]))
@@ -399,7 +413,7 @@ class Aggregator:
                 f"seq {self.state.expected_seq(h.entry)} expected, got {h.entry.seq} (held "
                 f"{now - h.since:.1f}s; the batches before it never came)"
             )
-            dead += self._dead_letter(h.entry_id, reason, h.fields)
+            dead.append(self._dead_letter(h.entry_id, reason, h.fields))
             ack.append(h.entry_id)
             self.state.gaps += 1
             if producer:
@@ -414,13 +428,13 @@ class Aggregator:
         self.state.held = len(self.hold)
         ids = ack
         where = {(e.run, e.seq): i.decode() for i, _, e in applied}
-        payload = self._rows(where) if self.shards > 1 else self.feed_payload(fired)
+        payload = self._rows(where) if self.sharded else self.feed_payload(fired)
         await run_fenced(
             self._commit,
             [
                 self.keys.state,
                 self.keys.orders,
-                self.keys.partials if self.shards > 1 else self.keys.feed,
+                self.out,
                 self.keys.dead_letters,
                 self.keys.epoch,
                 self.keys.lease,
@@ -431,15 +445,16 @@ class Aggregator:
                 self.commit_no,
                 self.state.dumps(),
                 GROUP,
-                PARTIALS_MAXLEN if self.shards > 1 else FEED_MAXLEN,
+                self.out_maxlen,
                 payload,
                 self.epoch,
                 self.lease.holder,
                 LEASE_MS,
                 self.state.brand_blob(),
-                b"" if self.shards > 1 else orjson.dumps(self.state.curve()),
-                len(dead) // 3,
-                *dead,
+                self._curve_json(),
+                DEAD_LETTERS_MAXLEN,
+                len(dead),
+                *(arg for letter in dead for arg in letter.args()),
                 *ids,
             ],
             "aggregator",
@@ -474,26 +489,20 @@ class Aggregator:
         self.state.journal.clear()
         return orjson.dumps(rows)
 
-    def _dead_letter(self, entry_id: bytes, reason: str, fields: dict[bytes, bytes]) -> list[str]:
+    def _curve_json(self) -> bytes:
+        """The full curve for `Keys.curve`; '' on a shard (the merge step writes it)."""
+        return b"" if self.sharded else orjson.dumps(self.state.curve())
+
+    def _dead_letter(self, entry_id: bytes, reason: str, fields: dict[bytes, bytes]) -> DeadLetter:
         self.state.dead_letters += 1
         log.warning("dead letter %s: %s", entry_id.decode(), reason)
-        return [entry_id.decode(), reason, _describe(fields)]
+        return DeadLetter(entry_id.decode(), reason, _describe(fields))
 
     def feed_payload(self, fired: list[Fired]) -> bytes:
         """The feed entry: the public state with the milestones fired and, of the curve,
         only its tail (the full curve goes to `Keys.curve` in the same commit)."""
-        changed = self.state.changed_from
-        if changed is None:
-            return feed_payload(self.state, fired)
-        # A late order of a live run changed points that the tail may not reach: this
-        # entry's tail starts at the first point it changed (`merge_tail` still joins).
-        self.state.changed_from = None
-        view = self.state.view()
-        view["fired"] = [f.to_dict() for f in fired]
-        short = timeline.tail(view["curve"], view["from_ms"])
-        start = min(changed, short[0][0]) if short else changed
-        view["curve"] = [p for p in view["curve"] if p[0] >= start]
-        return orjson.dumps(view)
+        changed, self.state.changed_from = self.state.changed_from, None
+        return feed_payload(self.state, fired, changed)
 
     def log_progress(self) -> None:
         s = self.state
@@ -517,42 +526,3 @@ def _describe(fields: dict[bytes, bytes]) -> str:
         key = k.decode(errors="replace")[:40]
         out[key] = v[:200].decode(errors="replace") if len(v) <= 200 else f"<{len(v)} bytes>"
     return orjson.dumps(out).decode()
-
-
-class Worker(Protocol):
-    """A process part that holds a lease while it runs (an aggregator, the merge step)."""
-
-    redis: Any
-    lease: Lease
-    stopping: asyncio.Event
-
-    async def run(self) -> None: ...
-
-
-async def run_forever(agg: Worker) -> None:
-    """Run, riding out Redis outages with capped exponential backoff and jitter.
-
-    Logs one line when an outage starts and one when it ends; every retry reloads the
-    committed state, so nothing read but uncommitted is counted twice.
-    """
-    delay, outage_since = 0.1, None
-    while not agg.stopping.is_set():
-        try:
-            if outage_since is not None:
-                await agg.redis.ping()
-                log.info(
-                    "Redis is back after %.1fs; resuming from the last commit",
-                    time.monotonic() - outage_since,
-                )
-                outage_since, delay = None, 0.1
-            await agg.run()
-            await agg.lease.release()
-            return
-        except TRANSIENT as exc:
-            if outage_since is None:
-                outage_since = time.monotonic()
-                log.warning(
-                    "Redis unavailable (%s: %s); retrying with backoff", exc.__class__.__name__, exc
-                )
-            await asyncio.sleep(delay * (0.5 + os.urandom(1)[0] / 255))
-            delay = min(delay * 2, 5.0)

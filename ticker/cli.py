@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import importlib
 import logging
@@ -9,7 +10,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from fractions import Fraction
 from typing import TYPE_CHECKING, NoReturn
 
@@ -20,6 +21,7 @@ from ticker.ports import port_arg
 from ticker.settings import Settings
 
 if TYPE_CHECKING:
+    from ticker.aggregator import Aggregator
     from ticker.guard import Policy
 
 
@@ -239,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
             " with --shards, <host>-<pid>)"
         ),
     )
+    p.add_argument(
+        "--metrics-port",
+        type=port_arg,
+        help="serve Prometheus metrics at http://<metrics-host>:<port>/metrics",
+    )
+    p.add_argument("--metrics-host", default="127.0.0.1", help="default 127.0.0.1")
     _add_shards(p)
     _add_redis(p)
 
@@ -371,17 +379,29 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _aggregate(args: argparse.Namespace) -> int:
-    from ticker.aggregator import Aggregator, run_forever
+    from ticker.aggregator import Aggregator
     from ticker.redis_io import connect
+    from ticker.supervise import run_forever
 
     settings = _settings(args)
 
     async def go() -> None:
         await (await connect(settings.redis_url)).aclose()
         if args.shards > 1:
-            await _aggregate_shards(args, settings)
+            async with _metrics(args, settings, []):
+                await _aggregate_shards(args, settings)
             return
-        agg = Aggregator(settings.redis_url, settings.keys, args.name, burst=args.burst)
+        agg = Aggregator(
+            settings.redis_url,
+            settings.keys,
+            args.name,
+            burst=args.burst,
+            hold_seconds=settings.hold_seconds,
+        )
+        async with _metrics(args, settings, [agg]):
+            await _aggregate_one(agg)
+
+    async def _aggregate_one(agg: Aggregator) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             # Finish the round in hand (its commit is atomic), then stop.
@@ -396,6 +416,28 @@ def _aggregate(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.asynccontextmanager
+async def _metrics(
+    args: argparse.Namespace, settings: Settings, workers: list["Aggregator"]
+) -> AsyncIterator[None]:
+    """`--metrics-port`: the aggregator's /metrics while it runs (see ticker.procmetrics)."""
+    if args.metrics_port is None:
+        yield
+        return
+    from ticker import procmetrics
+    from ticker.redis_io import client
+
+    redis = client(settings.redis_url)
+    shards = [settings.keys.shard(i) for i in range(args.shards)] if args.shards > 1 else []
+    metrics = procmetrics.AggregatorMetrics(redis, shards or [settings.keys], workers)
+    runner = await procmetrics.serve(metrics, args.metrics_host, args.metrics_port)
+    try:
+        yield
+    finally:
+        await runner.cleanup()
+        await redis.aclose()
+
+
 async def _aggregate_shards(args: argparse.Namespace, settings: Settings) -> None:
     from ticker.sharding import run_sharded
 
@@ -406,7 +448,13 @@ async def _aggregate_shards(args: argparse.Namespace, settings: Settings) -> Non
     name = args.name or f"{socket.gethostname()}-{os.getpid()}"
     print(f"aggregating {args.shards} shards as {name}", file=sys.stderr, flush=True)
     workers = await run_sharded(
-        settings.redis_url, settings.keys, args.shards, name, stopping, burst=args.burst
+        settings.redis_url,
+        settings.keys,
+        args.shards,
+        name,
+        stopping,
+        burst=args.burst,
+        hold_seconds=settings.hold_seconds,
     )
     for w in workers:
         if w.stats.commits:

@@ -9,9 +9,7 @@ position it saw (`/ws?since=…&epoch=…`): the server then sends the milestone
 snapshot flagged `recovered`, so no milestone is lost and no message is seen twice.
 """
 
-import asyncio
 import logging
-import random
 import re
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -22,6 +20,8 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import orjson
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from ticker.supervise import Backoff
 
 log = logging.getLogger("ticker.client")
 
@@ -178,13 +178,14 @@ class FeedClient:
         return f"{self.url}?{urlencode(query)}" if query else self.url
 
     async def __aiter__(self) -> AsyncIterator[Message]:
-        delay, first, reported = 0.25, True, False
+        backoff = Backoff(first=0.25, cap=self.max_backoff)
+        first, reported = True, False
         while True:
             reason = "the server closed the connection"  # unless an error says more
             try:
                 async with websockets.connect(self._address(), max_size=2**24) as ws:
                     self.connected, first, reported = True, False, False
-                    delay = 0.25
+                    backoff.reset()
                     if self.topics is not None or self.max_rate is not None:
                         request: dict[str, Any] = {"type": "subscribe"}
                         if self.topics is not None:
@@ -214,5 +215,4 @@ class FeedClient:
                     self.on_lost(reason)
                 else:
                     log.warning("feed at %s: %s; reconnecting", self.url, reason)
-            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
-            delay = min(delay * 2, self.max_backoff)
+            await backoff.sleep()

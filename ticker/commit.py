@@ -1,6 +1,6 @@
-"""What the aggregator's and the merge step's commits share: the caps of the streams they
-write, the feed entry they add, and running a commit script that the lease and the commit
-number fence (`ticker.lease.fence`)."""
+"""What the aggregator's and the merge step's commits share: the feed entry they add, and
+running a commit script that the lease and the commit number fence (`ticker.lease.fence`).
+The caps of the streams they write are declared beside the keys (`ticker.keys`)."""
 
 from typing import Any
 
@@ -11,18 +11,21 @@ from ticker.core import timeline
 from ticker.core.aggregate import Fired, State
 from ticker.errors import FencedOff
 
-FEED_MAXLEN = 10_000
-# The merge step trims a shard's partials behind itself; this cap only guards against a
-# merge step that never runs (the orders streams' backlog bounds what it can fall behind).
-PARTIALS_MAXLEN = 100_000
 
-
-def feed_payload(state: State, fired: list[Fired]) -> bytes:
+def feed_payload(state: State, fired: list[Fired], changed_from: int | None = None) -> bytes:
     """A feed entry: the public state, the milestones this commit fired, and of the curve
-    only its tail (the same commit writes the full curve to `Keys.curve`)."""
+    only its tail (the same commit writes the full curve to `Keys.curve`).
+
+    A late order of a live run may change points the tail does not reach: given
+    `changed_from` (the first point it changed), the tail starts there (`merge_tail` still
+    joins)."""
     view = state.view()
     view["fired"] = [f.to_dict() for f in fired]
-    view["curve"] = timeline.tail(view["curve"], view["from_ms"])
+    tail = timeline.tail(view["curve"], view["from_ms"])
+    if changed_from is not None:
+        start = min(changed_from, tail[0][0]) if tail else changed_from
+        tail = [p for p in view["curve"] if p[0] >= start]
+    view["curve"] = tail
     return orjson.dumps(view)
 
 

@@ -8,10 +8,19 @@ from typing import Any
 
 import orjson
 
-from ticker.core.control import CONTROL_MAXLEN, BadCommand, parse_command, refusal, replay_status
+from ticker.core.control import BadCommand, parse_command, refusal, replay_status
 from ticker.errors import UsageError
+from ticker.keys import CONTROL_MAXLEN, Keys
 from ticker.redis_io import connect, masked
 from ticker.settings import Settings
+
+
+async def send_command(redis: Any, keys: Keys, command: dict[str, Any]) -> None:
+    """Append a command (as `parse_command` makes it) to the capped control stream, where
+    the replay reads it; `ticker control` and `POST /api/replay` both send this way."""
+    await redis.xadd(
+        keys.control, {"c": orjson.dumps(command)}, maxlen=CONTROL_MAXLEN, approximate=True
+    )
 
 
 def register(sub: "argparse._SubParsersAction[Any]", add_redis: Any) -> None:
@@ -58,12 +67,7 @@ def run(args: argparse.Namespace) -> int:
             why = refusal(replay_status(state, int(time.time() * 1000)), command)
             if why:
                 return why
-            await r.xadd(
-                settings.keys.control,
-                {"c": orjson.dumps(command)},
-                maxlen=CONTROL_MAXLEN,
-                approximate=True,
-            )
+            await send_command(r, settings.keys, command)
             return None
         finally:
             await r.aclose()

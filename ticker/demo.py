@@ -28,6 +28,7 @@ from typing import IO
 from ticker.core.clock import format_time_of_day
 from ticker.errors import UsageError
 from ticker.ports import listen, local_url
+from ticker.procs import terminate
 from ticker.redis_io import embedded_redis, masked, reachable
 
 NAMESPACE = "demo"
@@ -99,16 +100,7 @@ def _wait_healthy(url: str, proc: "subprocess.Popen[bytes]", timeout: float = 30
 
 
 def _stop(procs: "list[subprocess.Popen[bytes]]") -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    for p in procs:
-        try:
-            p.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+    terminate(*procs, timeout=10)
 
 
 def _tail(path: Path, lines: int = 8) -> str:

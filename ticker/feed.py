@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from ticker import __version__
+from ticker.core import view
 from ticker.core.aggregate import State
 
 PROTOCOL = 1
@@ -20,41 +21,9 @@ PROTOCOL = 1
 # What /api/state and the snapshot show before any replay has been aggregated.
 EMPTY_STATE: dict[str, Any] = {"curve": [], **State().view()}
 
-# Subscription topics and the state fields each adds to ticks; `totals` is always on.
-TOPICS: dict[str, tuple[str, ...]] = {
-    "totals": (
-        "run",
-        "profile",
-        "title",
-        "scale",
-        "from_ms",
-        "to_ms",
-        "sim_time_ms",
-        "sim_time",
-        "gmv_fen",
-        "orders",
-        "gmv_fen_per_s",
-        "orders_per_s",
-        "milestones",
-        "upcoming",
-        "last_year_gmv_fen",
-        "last_year_points",
-        "usd_rate",
-        "ended",
-        "duplicates",
-        "dead_letters",
-        "gaps",
-        "held",
-        "brands_over_100m",
-        "cross_border_orders",
-        "buyer_regions_abroad",
-        "before_window",
-    ),
-    "top": ("top_categories", "top_countries", "top_brands"),
-    "samples": ("sample_orders",),
-    "replay": ("replay",),
-    "curve": ("curve",),
-}
+# Subscription topics and the state fields each adds to ticks (declared with the fields in
+# `ticker.core.view`); `totals` is always on.
+TOPICS: dict[str, tuple[str, ...]] = view.TOPICS
 ALL_TOPICS = frozenset(TOPICS)
 MAX_RATE_HZ = 10.0
 MAX_EPOCH = 64  # characters of an epoch a client may name (the feed's are 12)

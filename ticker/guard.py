@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ticker.core.pace import Pace
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -225,19 +227,21 @@ class MaskCheck:
 
 @dataclass
 class RateLimiter:
-    """A token bucket per client address for new connections."""
+    """A token bucket (`ticker.core.pace.Pace`) per client address for new connections."""
 
     rate: float
     burst: int
-    buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
+    buckets: dict[str, Pace] = field(default_factory=dict)
 
     def allow(self, key: str, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
-        tokens, last = self.buckets.get(key, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
-        allowed = tokens >= 1
-        self.buckets[key] = (tokens - 1 if allowed else tokens, now)
+        bucket = self.buckets.get(key)
+        if bucket is None:  # a new address starts with a full bucket
+            bucket = self.buckets[key] = Pace(self.rate, float(self.burst), float(self.burst))
+        if bucket.wait(now) > 0:
+            return False
+        bucket.take(now)
         if len(self.buckets) > 100_000:  # forget addresses whose buckets are full again
             full_after = self.burst / self.rate
-            self.buckets = {k: v for k, v in self.buckets.items() if now - v[1] < full_after}
-        return allowed
+            self.buckets = {k: v for k, v in self.buckets.items() if now - v.at < full_after}
+        return True

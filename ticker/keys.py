@@ -10,6 +10,14 @@ from dataclasses import dataclass
 
 GROUP = "aggregators"
 
+# The caps of the capped streams (XADD MAXLEN ~, in entries), passed to the scripts as ARGV.
+FEED_MAXLEN = 10_000
+# The merge step trims a shard's partials behind itself; this cap only guards against a
+# merge step that never runs (the orders streams' backlog bounds what it can fall behind).
+PARTIALS_MAXLEN = 100_000
+CONTROL_MAXLEN = 1_000  # replay commands kept
+DEAD_LETTERS_MAXLEN = 100_000  # malformed order entries kept, newest last
+
 
 @dataclass(frozen=True)
 class Keys:

@@ -20,12 +20,12 @@ from collections import deque
 import orjson
 from redis.asyncio.cluster import RedisCluster
 
-from ticker.commit import FEED_MAXLEN, feed_payload, run_fenced
+from ticker.commit import feed_payload, run_fenced
 from ticker.core.aggregate import Fired, State
 from ticker.core.batch import BadEntry, Orders, decode
 from ticker.core.merge import Merge, Row
 from ticker.errors import FencedOff
-from ticker.keys import Keys
+from ticker.keys import FEED_MAXLEN, Keys
 from ticker.lease import LEASE_MS, Lease, fence
 from ticker.redis_io import client
 from ticker.reseed import new_epoch, reseed

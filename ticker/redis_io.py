@@ -35,6 +35,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ticker.errors import RedisUnavailable, UsageError
+from ticker.procs import terminate
 
 # Errors after which a process waits and reconnects instead of failing. On a cluster, a
 # failover shows as ConnectionError (the dead primary), and as CLUSTERDOWN, a slot briefly
@@ -175,52 +176,6 @@ def reachable(url: str) -> bool:
     return asyncio.run(probe())
 
 
-async def primaries_with_replicas(r: Client) -> dict[str, list[str]]:
-    """Each primary's `host:port` and the `host:port` of its connected replicas.
-
-    For one server: that server and the replicas INFO replication lists. A program that
-    wants its writes on a replica before it answers sends WAIT with len(replicas).
-    """
-    if isinstance(r, RedisCluster):
-        nodes: dict[str, dict[str, Any]] = await r.cluster_nodes()
-        out: dict[str, list[str]] = {}
-        ids: dict[str, str] = {}
-        for address, node in nodes.items():
-            flags = set(node["flags"].split(","))
-            if "master" in flags and not flags & {"fail", "fail?", "noaddr"}:
-                out[address] = []
-                ids[node["node_id"]] = address
-        for address, node in nodes.items():
-            flags = set(node["flags"].split(","))
-            if "slave" in flags and node["connected"] and node["master_id"] in ids:
-                out[ids[node["master_id"]]].append(address)
-        return out
-    info: dict[str, Any] = await r.info("replication")
-    kwargs = r.connection_pool.connection_kwargs
-    me = f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
-    replicas = [
-        f"{v['ip']}:{v['port']}"
-        for k, v in info.items()
-        if k.startswith("slave") and isinstance(v, dict) and v.get("state") == "online"
-    ]
-    return {me: replicas}
-
-
-async def wait_for_replicas(r: Client, key: str, replicas: int = 1, timeout_ms: int = 1000) -> int:
-    """WAIT for `replicas` replicas of the primary holding `key` to have this client's
-    writes; return how many have them. On a cluster, a plain WAIT goes to an arbitrary
-    primary (redis-py routes keyless commands to its default node) and proves nothing, so
-    it is sent to the node serving `key`'s slot. WAIT counts the writes of the connection
-    it runs on: call it right after the writes, with no other command of this client in
-    flight on that node.
-    """
-    if isinstance(r, RedisCluster):
-        node = r.get_node_from_key(key)
-        count: int = await r.execute_command("WAIT", replicas, timeout_ms, target_nodes=node)
-        return count
-    return int(await r.wait(replicas, timeout_ms))
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -278,28 +233,31 @@ def embedded_redis(appendonly: bool = False, data_dir: Path | None = None) -> It
         url = f"redis://127.0.0.1:{port}/0"
         try:
             # Loading a large append-only file takes a while (Redis answers LOADING).
-            deadline = time.monotonic() + (10 if data_dir is None else 300)
-            while not _answers(port):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RedisUnavailable(
-                        f"embedded redis-server failed to start on {port}; "
-                        f"see {folder / 'redis.log'}"
-                    )
-                time.sleep(0.02)
+            if not answers_soon(port, proc, 10 if data_dir is None else 300):
+                raise RedisUnavailable(
+                    f"embedded redis-server failed to start on {port}; see {folder / 'redis.log'}"
+                )
             yield url
         finally:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            terminate(proc, timeout=5)
+
+
+def answers_soon(port: int, proc: "subprocess.Popen[Any]", timeout: float) -> bool:
+    """Wait until the Redis that `proc` started on this local port answers PING (not still
+    loading its data); False if `proc` exits or `timeout` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while not _answers(port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def _answers(port: int) -> bool:
     """Whether the Redis on this local port answers PING (not still loading its data)."""
-    if not port_open(port):
-        return False
+    with socket.socket() as sock:
+        if sock.connect_ex(("127.0.0.1", port)) != 0:
+            return False
     r = redis.Redis(port=port, socket_connect_timeout=1, socket_timeout=1)
     try:
         return bool(r.ping())
@@ -307,8 +265,3 @@ def _answers(port: int) -> bool:
         return False
     finally:
         r.close()
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0

@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from ticker.aggregator import Aggregator, RunIncomplete, Worker, run_forever
+from ticker.aggregator import Aggregator, RunIncomplete
+from ticker.core.hold import HOLD_SECONDS
 from ticker.errors import FencedOff
 from ticker.keys import Keys
 from ticker.lease import LEASE_MS, token
 from ticker.merge import Merger
 from ticker.redis_io import TRANSIENT, Client, client
+from ticker.supervise import Worker, run_forever
 
 log = logging.getLogger("ticker.sharding")
 
@@ -121,13 +123,21 @@ async def run_sharded(
     name: str,
     stopping: asyncio.Event,
     burst: bool = False,
+    hold_seconds: float = HOLD_SECONDS,
 ) -> list[Aggregator]:
     """Run this process's part of a sharded aggregation until `stopping` is set."""
     balance = Balance(shards)
     shares = [Share(balance, i) for i in range(shards)]
     workers = []
     for i in range(shards):
-        agg = Aggregator(redis_url, keys.shard(i), f"{name}/{i}", shards=shards, share=shares[i])
+        agg = Aggregator(
+            redis_url,
+            keys.shard(i),
+            f"{name}/{i}",
+            shards=shards,
+            share=shares[i],
+            hold_seconds=hold_seconds,
+        )
         agg.stopping = stopping
         workers.append(agg)
     merger = Merger(redis_url, keys, shards, name)

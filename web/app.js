@@ -2031,6 +2031,18 @@
   window.addEventListener("resize", () => {
     if (bannerBusy && el.header) el.banner.style.minHeight = el.header.offsetHeight + "px";
   });
+  // A safety net for the chart's size: under load a resize was seen to leave the canvas
+  // drawn at its old size (labels past its edge) with no later redraw, and after the end no
+  // tick comes to redraw it. Once a second, one cheap read of its box puts that right.
+  setInterval(() => {
+    if (document.hidden) return;
+    const { width: w, height: h } = el.chart.getBoundingClientRect();
+    if (Math.abs(w - (el.chart.cssW || 0)) > 1 || Math.abs(h - (el.chart.cssH || 0)) > 1) {
+      fitCanvas(el.chart, w, h);
+      chart.dirty = true;
+      kick();
+    }
+  }, 1000);
 
   // For tests and curious operators: what the canvases hold.
   window.tickerView = {

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ticker.local_cluster import LocalCluster, local_cluster
+from ticker.testing import LocalCluster, local_cluster
 
 
 @pytest.fixture(scope="session")

@@ -14,16 +14,8 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, ResponseError
 
 from ticker.errors import RedisUnavailable, UsageError
-from ticker.local_cluster import LocalCluster
-from ticker.redis_io import (
-    TRANSIENT,
-    client,
-    connect,
-    is_cluster,
-    primaries_with_replicas,
-    reachable,
-    wait_for_replicas,
-)
+from ticker.redis_io import TRANSIENT, client, connect, is_cluster, reachable
+from ticker.testing import LocalCluster, primaries_with_replicas, wait_for_replicas
 
 T = TypeVar("T")
 

@@ -13,6 +13,8 @@ import pytest
         ("ticker.aggregator", ("ticker.sharding", "ticker.merge")),
         ("ticker.merge", ("ticker.sharding", "ticker.aggregator")),
         ("ticker.core.aggregate", ("redis", "asyncio", "aiohttp", "ticker.aggregator")),
+        ("ticker.core.view", ("redis", "asyncio", "aiohttp", "ticker.core.aggregate")),
+        ("ticker.core.codec", ("redis", "asyncio", "aiohttp", "ticker.aggregator")),
     ],
 )
 def test_a_module_does_not_import_the_layers_above_it(module: str, never: tuple[str, ...]) -> None:

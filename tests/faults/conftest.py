@@ -5,7 +5,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,12 +20,8 @@ import redis
 from tests.conftest import UNIT, stop
 from ticker.core.aggregate import State
 from ticker.keys import Keys
-from ticker.redis_io import free_port
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+from ticker.procs import terminate
+from ticker.redis_io import answers_soon, free_port
 
 
 @dataclass
@@ -56,17 +51,9 @@ class RedisServer:
             "--logfile", str(self.dir / "redis.log"),
         ]  # fmt: skip
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20 * UNIT
-        while True:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start on {self.port}")
-            if _port_open(self.port):
-                try:
-                    with self.client() as r:
-                        r.ping()  # answers LOADING while it replays the AOF
-                    return
-                except redis.RedisError:
-                    pass
+        # It answers LOADING while it replays the append-only file: wait for a PONG.
+        if not answers_soon(self.port, self.proc, 20 * UNIT):
+            raise RuntimeError(f"redis-server did not start on {self.port}")
             time.sleep(0.02)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
@@ -86,14 +73,8 @@ class RedisServer:
         return redis.Redis(port=self.port, socket_connect_timeout=3)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)  # in case a test left it stopped
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc)  # continued first, in case a test left it stopped
 
 
 @pytest.fixture

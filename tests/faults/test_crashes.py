@@ -19,6 +19,7 @@ from simulator import profile
 from simulator.generator import DayPlan
 from tests.faults.conftest import UNIT, Procs, RedisServer, load_state, wait_for
 from ticker.keys import GROUP, Keys
+from ticker.procs import terminate
 from ticker.verify import DIMENSIONS, recompute
 
 SCALE, HOURS, SPEED, RUN = "0.001", 2, "300", "faults-2018-fixed"
@@ -149,10 +150,7 @@ def test_exactly_once_through_random_kills_and_redis_faults(
 
         wait_for(finished, 120, "the replay to end and the aggregator to apply it all", 0.25)
     finally:
-        for proc in (pipe.agg, pipe.replay):
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait(10 * UNIT)
+        terminate(pipe.agg, pipe.replay, timeout=10 * UNIT)
     # Exits the test did not cause: only a fenced-off aggregator may stop by itself (it
     # does so rather than risk counting twice) and is restarted like after a crash.
     for text in pipe.unexpected:

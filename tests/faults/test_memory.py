@@ -9,8 +9,7 @@ from simulator.generator import DayPlan
 from simulator.replay import MAX_BACKLOG, PIPELINE_BATCHES
 from tests.faults.conftest import UNIT, Procs, RedisServer, load_state
 from ticker.aggregator import READ_COUNT
-from ticker.commit import FEED_MAXLEN
-from ticker.keys import Keys
+from ticker.keys import FEED_MAXLEN, Keys
 
 # XTRIM MINID ~ frees whole stream nodes (100 entries each by default), and the entries
 # the aggregator has read but not yet committed are kept, on top of the replay's bound.

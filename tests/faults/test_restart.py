@@ -5,7 +5,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -15,9 +14,9 @@ import pytest
 from simulator import profile
 from simulator.generator import DayPlan
 from tests.conftest import UNIT
-from tests.faults.conftest import Procs, RedisServer, _port_open, load_state, wait_for
+from tests.faults.conftest import Procs, RedisServer, load_state, wait_for
 from ticker.keys import Keys
-from ticker.redis_io import free_port
+from ticker.redis_io import answers_soon, free_port
 from ticker.verify import recompute
 
 
@@ -31,11 +30,8 @@ class VolatileRedis(RedisServer):
         args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir)]
         args += ["--save", "", "--appendonly", "no"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20 * UNIT
-        while not _port_open(self.port):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start on {self.port}")
-            time.sleep(0.02)
+        if not answers_soon(self.port, self.proc, 20 * UNIT):
+            raise RuntimeError(f"redis-server did not start on {self.port}")
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from pathlib import Path
 from playwright.sync_api import Browser, sync_playwright
 
 from tests.web.conftest import CHROMIUM, CHROMIUM_ARGS
+from ticker.procs import terminate
 from ticker.redis_io import embedded_redis, free_port
 
 OUT = Path(__file__).resolve().parent.parent.parent / "docs" / "screenshots"
@@ -52,10 +53,7 @@ def scene(browser: Browser, redis_url: str, namespace: str, replay: list[str], s
         for shot in shots:
             shoot(browser, url, *shot)
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(30)
+        terminate(*procs, timeout=30)
 
 
 def main() -> None:

@@ -79,7 +79,8 @@ def day(browser: Browser, redis_url: str) -> Iterator[Day]:
         wait_http(url + "healthz")
         errors: list[str] = []
         d = Day(url, open_page(browser, url, errors), errors)
-        ticker.miniature_day(timeout=240)  # the page watches from the browser meanwhile
+        # the page watches from the browser meanwhile, at a pace it can see
+        ticker.miniature_day("--speed", "4000", timeout=240)
         d.page.wait_for_function("document.body.dataset.ended === 'true'", timeout=30_000 * UNIT)
         d.page.wait_for_timeout(300)
         d.samples = d.page.evaluate("window.__samples")

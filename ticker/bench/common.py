@@ -18,6 +18,7 @@ import redis
 
 from ticker.core.aggregate import State
 from ticker.keys import Keys
+from ticker.procs import terminate
 from ticker.redis_io import embedded_redis
 
 MB = 1024 * 1024
@@ -95,13 +96,7 @@ class Proc:
         return self.log.read().decode(errors="replace")[-tail:]
 
     def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(10)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
+        terminate(self.popen, timeout=10)
         if self.ended is None:
             self.ended = time.monotonic()
         self.log.close()

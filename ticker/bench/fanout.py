@@ -32,6 +32,7 @@ receive work of every client still runs inside the server's sends).
 import argparse
 import base64
 import contextlib
+import functools
 import gc
 import json
 import os
@@ -108,72 +109,30 @@ def raise_nofile() -> int:
 
 
 def payload(i: int) -> bytes:
-    """A feed entry's `u` with the aggregator's shape and realistic sizes (ten-entry tops)."""
-    gmv = 100_000_000 * (i + 1)
-    names = [f"Category {k}" for k in range(10)]
-    state = {
-        "run": "2018-bench-fanout",
-        "profile": "2018",
-        "title": "11.11 Global Shopping Festival 2018",
-        "scale": "1",
-        "from_ms": 0,
-        "to_ms": 86_400_000,
-        "sim_time_ms": i * 100,
-        "sim_time": time.strftime("%H:%M:%S", time.gmtime(i / 10)) + ".000",
-        "gmv_fen": gmv,
-        "orders": gmv // 20_500,
-        "gmv_fen_per_s": 1_234_567_890 + i,
-        "orders_per_s": 60_000 + i % 100,
-        "top_categories": [
-            {"name": n, "gmv_fen": gmv // (k + 2), "orders": gmv // (k + 2) // 20_500}
-            for k, n in enumerate(names)
-        ],
-        "top_countries": [
-            {"name": f"Country {k}", "gmv_fen": gmv // (k + 9), "orders": gmv // (k + 9) // 20_500}
-            for k in range(10)
-        ],
-        "milestones": [
-            {
-                "id": "gmv_1bn",
-                "label": "RMB 1bn",
-                "metric": "gmv_fen",
-                "threshold": 100_000_000_000,
-                "documented": "00:00:20",
-                "sim_time_ms": 19_999,
-                "sim_time": "00:00:19.999",
-            }
-        ],
-        "upcoming": [
-            {
-                "id": f"gmv_{k}bn",
-                "label": f"RMB {k}bn",
-                "metric": "gmv_fen",
-                "threshold": k * 100_000_000_000,
-                "documented": "22:21",
-            }
-            for k in (10, 19, 50, 100, 168, 200)
-        ],
-        "last_year_gmv_fen": 16_820_000_000_000,
-        "last_year_points": [
-            [0, 0],
-            [181_000, 1_000_000_000_000],
-            [86_400_000, 16_820_000_000_000],
-        ],
-        "usd_rate": "6.931",
-        "sample_orders": [
-            {"at_ms": i * 100 + k, "amt_fen": 10_000 + k, "seller": "Japan", "buyer": "Zhejiang"}
-            for k in range(8)
-        ],
-        "brands_over_100m": 237,
-        "top_brands": [
-            {"id": k, "name": f"Brand {k}", "gmv_fen": gmv // (k + 20)} for k in range(10)
-        ],
-        "ended": False,
-        "duplicates": 0,
-        "dead_letters": 0,
-        "fired": [],
-    }
+    """A feed entry's `u` as the aggregator writes it (`ticker.commit.feed_payload` of a
+    real state: the first 40 minutes of the 2018 day at 1:1000, ~4.8 KB with the curve's
+    tail), its totals moved on by `i` so that consecutive entries differ."""
+    state = orjson.loads(_real_payload())
+    state["gmv_fen"] += i * 1_000
+    state["orders"] += i
     return orjson.dumps(state)
+
+
+@functools.cache
+def _real_payload() -> bytes:
+    from fractions import Fraction
+
+    from simulator.generator import DayPlan
+    from simulator.profile import load
+    from ticker.commit import feed_payload
+    from ticker.core.aggregate import State
+    from ticker.core.batch import Start
+
+    run, plan = "2018-bench-fanout", DayPlan(load("2018"), Fraction(1, 1000), 0, 2_400_000, seed=1)
+    state = State()
+    state.apply(Start(run, 0, plan.meta()))
+    state.apply_many([b.as_orders(run) for b in plan.batches()])
+    return feed_payload(state, [])
 
 
 class Writer:

@@ -36,8 +36,8 @@ from ticker.bench.common import (
 from ticker.core.aggregate import State
 from ticker.core.clock import format_time_of_day, parse_time_of_day
 from ticker.keys import Keys
-from ticker.local_cluster import local_cluster
 from ticker.redis_io import embedded_redis
+from ticker.testing import local_cluster
 
 
 @contextlib.contextmanager

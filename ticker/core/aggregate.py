@@ -6,11 +6,10 @@ the entry made fire. Everything here is exact integer arithmetic on int64 arrays
 """
 
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
-import orjson
 
 from ticker.core import timeline
 from ticker.core.batch import (
@@ -24,6 +23,7 @@ from ticker.core.batch import (
     shard_of,
 )
 from ticker.core.clock import DAY_MS, format_time_of_day
+from ticker.core.view import fired_milestone, public
 
 TOP_N = 10
 RATE_WINDOW_MS = 5_000  # rates are averaged over this much simulated time
@@ -33,8 +33,27 @@ RECENT_ORDERS = 8  # cross-border sample orders shown per update (the page's map
 # column; later new names are tallied together as OTHER.
 NAME_CAPS = {"cat": 1_000, "cty": 250, "reg": 5_000, "brd": 100_000}
 OTHER = "Other"
-_LIST_OF = {"cat": "categories", "cty": "countries", "reg": "regions", "brd": "brand_names"}
 MINUTES = DAY_MS // timeline.STEP_MS
+
+
+@dataclass(frozen=True)
+class Tally:
+    """One dimension the state tallies orders by: a batch's index column, what one of its
+    values is called, the run meta's list of their names, the State's arrays."""
+
+    column: str
+    label: str
+    names: str
+    arrays: tuple[str, ...]  # GMV fen, then orders (brands: GMV only)
+
+
+TALLIES = (
+    Tally("cat", "category", "categories", ("cat_gmv", "cat_orders")),
+    Tally("cty", "country", "countries", ("cty_gmv", "cty_orders")),
+    Tally("reg", "region", "regions", ("reg_gmv", "reg_orders")),
+    Tally("brd", "brand", "brand_names", ("brand_gmv",)),
+)
+TALLY_OF = {t.column: t for t in TALLIES}
 
 
 class Rejected(ValueError):
@@ -58,11 +77,8 @@ class Fired:
         return f"{m.id} ({m.label}) at {format_time_of_day(self.sim_time_ms)}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            **self.milestone.__dict__,
-            "sim_time_ms": self.sim_time_ms,
-            "sim_time": format_time_of_day(self.sim_time_ms),
-        }
+        """As the feed shows it (`ticker.core.view.fired_milestone`)."""
+        return fired_milestone(self)
 
 
 def crossings(
@@ -237,11 +253,17 @@ class State:
 
     def _begin(self, start: Start) -> None:
         meta = start.meta
-        counters = (self.duplicates, self.gaps, self.dead_letters, self.folded)
-        journal = self.journal
-        self.__init__()  # type: ignore[misc]
-        self.duplicates, self.gaps, self.dead_letters, self.folded = counters
-        self.journal = journal
+        # A new run starts from a fresh state; the counters of odd entries, the orders
+        # this process folded and a shard's journal go on across runs.
+        self._become(
+            State(
+                duplicates=self.duplicates,
+                gaps=self.gaps,
+                dead_letters=self.dead_letters,
+                folded=self.folded,
+                journal=self.journal,
+            )
+        )
         self.run, self.meta, self.last_seq, self.shard = start.run, meta, start.seq, start.shard
         sharded = meta.shards > 1
         self.gmv_fen = 0 if sharded else meta.base_gmv_fen
@@ -257,6 +279,11 @@ class State:
         self.samples.append((meta.from_ms, self.gmv_fen, self.orders))
         if meta.live:
             self.minute_gmv, self.minute_orders = _zeros(MINUTES), _zeros(MINUTES)
+
+    def _become(self, other: "State") -> None:
+        """Take every field of `other`, in place (the state's owner holds this object)."""
+        for f in fields(self):
+            setattr(self, f.name, getattr(other, f.name))
 
     # -- live runs ---------------------------------------------------------------------
 
@@ -284,17 +311,12 @@ class State:
 
     def _grow(self, column: str, names: tuple[str, ...]) -> None:
         assert self.meta is not None
-        extra: dict[str, Any] = {_LIST_OF[column]: names}
+        tally = TALLY_OF[column]
+        extra: dict[str, Any] = {tally.names: names}
         if column == "brd":
             extra["brands"] = len(names)
         self.meta = replace(self.meta, **extra)
-        arrays = {
-            "cat": ("cat_gmv", "cat_orders"),
-            "cty": ("cty_gmv", "cty_orders"),
-            "reg": ("reg_gmv", "reg_orders"),
-            "brd": ("brand_gmv",),
-        }[column]
-        for name in arrays:
+        for name in tally.arrays:
             old = getattr(self, name)
             setattr(self, name, np.concatenate((old, _zeros(len(names) - len(old)))))
 
@@ -303,7 +325,7 @@ class State:
         named = dict(batch.names)
         return tuple(
             self._global(c, named[c])[getattr(batch, c)] if c in named else getattr(batch, c)
-            for c in ("cat", "cty", "reg", "brd")
+            for c in TALLY_OF
         )
 
     def _curve_live(self, at: np.ndarray[Any, Any], amt: np.ndarray[Any, Any]) -> None:
@@ -539,15 +561,11 @@ class State:
         reg: np.ndarray[Any, Any],
         brd: np.ndarray[Any, Any],
     ) -> None:
-        for name, column, size in (
-            ("category", cat, len(self.cat_gmv)),
-            ("country", cty, len(self.cty_gmv)),
-            ("region", reg, len(self.reg_gmv)),
-            ("brand", brd, len(self.brand_gmv)),
-        ):
+        for tally, column in zip(TALLIES, (cat, cty, reg, brd), strict=True):
+            size = len(getattr(self, tally.arrays[0]))
             if int(column.max()) >= size:
                 raise Rejected(
-                    f"{name} index {int(column.max())} is out of range (the run has {size})"
+                    f"{tally.label} index {int(column.max())} is out of range (the run has {size})"
                 )
 
     # -- views -------------------------------------------------------------------------
@@ -563,13 +581,14 @@ class State:
             return 0, 0
         return (g1 - g0) * 1000 // span, (o1 - o0) * 1000 // span
 
-    def _top(
+    def top(
         self,
         names: tuple[str, ...],
         gmv: np.ndarray[Any, Any],
         orders: np.ndarray[Any, Any],
         skip_first: bool = False,
     ) -> list[dict[str, Any]]:
+        """The 10 names with the most GMV, largest first (`skip_first`: not the home one)."""
         first = 1 if skip_first else 0
         order = np.argsort(-gmv[first:], kind="stable")[:TOP_N] + first
         return [
@@ -590,6 +609,11 @@ class State:
         if self.meta is None or not self.meta.brand_line_fen:
             return 0
         return int(np.count_nonzero(self.brand_gmv > self.meta.brand_line_fen))
+
+    def rescan_brands(self) -> None:
+        """The brand tally was replaced, not only grown (e.g. summed again from parts, one
+        of which may have gone back): the next `top_brands` scans every brand."""
+        self._brand_floor = 0
 
     def top_brands(self) -> list[dict[str, Any]]:
         """The 10 brands with the most GMV, largest first, named where the profile names them."""
@@ -617,188 +641,26 @@ class State:
         ]
 
     def view(self) -> dict[str, Any]:
-        """The public state, as the feed and /api/state show it."""
-        meta = self.meta
-        gmv_rate, orders_rate = self.rates()
-        done = {f.milestone.id for f in self.fired}
-        reached = {"gmv_fen": self.gmv_fen, "orders": self.orders}
-        base = {"gmv_fen": meta.base_gmv_fen, "orders": meta.base_orders} if meta else {}
-        return {
-            "run": self.run,
-            "profile": meta.profile if meta else None,
-            "title": meta.title if meta else None,
-            "scale": meta.scale if meta else None,
-            "from_ms": meta.from_ms if meta else 0,
-            "to_ms": meta.to_ms if meta else 0,
-            "sim_time_ms": self.sim_time_ms,
-            "sim_time": format_time_of_day(self.sim_time_ms),
-            "gmv_fen": self.gmv_fen,
-            "orders": self.orders,
-            "gmv_fen_per_s": gmv_rate,
-            "orders_per_s": orders_rate,
-            "top_categories": self._top(meta.categories, self.cat_gmv, self.cat_orders)
-            if meta
-            else [],
-            "top_countries": self._top(meta.countries, self.cty_gmv, self.cty_orders, True)
-            if meta
-            else [],
-            "milestones": [f.to_dict() for f in self.fired],
-            "upcoming": [
-                {
-                    "id": m.id,
-                    "label": m.label,
-                    "metric": m.metric,
-                    "threshold": m.threshold,
-                    "documented": m.documented,
-                }
-                for m in (meta.milestones if meta else ())
-                # A window that starts past a threshold never fires it: not upcoming.
-                if m.id not in done and m.threshold > reached[m.metric]
-            ],
-            # Passed before this window started (a window replay, a seek): never fired
-            # by this run, but part of the day.
-            "before_window": [
-                {
-                    "id": m.id,
-                    "label": m.label,
-                    "metric": m.metric,
-                    "threshold": m.threshold,
-                    "documented": m.documented,
-                }
-                for m in sorted(
-                    meta.milestones if meta else (),
-                    key=lambda m: (m.metric != "gmv_fen", m.threshold),
-                )
-                if m.id not in done and m.threshold <= base[m.metric]
-            ],
-            "last_year_gmv_fen": meta.last_year_gmv_fen if meta else 0,
-            "last_year_points": [list(p) for p in meta.last_year_points] if meta else [],
-            "usd_rate": meta.usd_rate if meta else "0",
-            "sample_orders": [
-                {"at_ms": t, "amt_fen": a, "seller": meta.countries[c], "buyer": meta.regions[r]}
-                for t, a, c, r in self.recent
-            ]
-            if meta
-            else [],
-            "brands_over_100m": self.brands_over_line(),
-            # Orders from sellers abroad (country 0 is the home market), of the window.
-            "cross_border_orders": int(self.cty_orders[1:].sum()),
-            "buyer_regions_abroad": self.regions_abroad(),
-            "top_brands": self.top_brands(),
-            "ended": self.ended,
-            "duplicates": self.duplicates,
-            "dead_letters": self.dead_letters,
-            "gaps": self.gaps,
-            "held": self.held,
-            "curve": self.curve(),
-        }
+        """The public state, as the feed and /api/state show it (`ticker.core.view`)."""
+        return public(self)
 
-    # -- persistence -------------------------------------------------------------------
+    # -- persistence (`ticker.core.codec`, which imports this module) -----------------
 
     def brand_blob(self) -> bytes:
-        """The brand tally as packed bytes, stored beside the JSON state (see `_pack`)."""
-        return _pack(self.brand_gmv)
+        """The brand tally as packed bytes, stored beside the JSON state."""
+        from ticker.core import codec
+
+        return codec.pack(self.brand_gmv)
 
     def dumps(self) -> bytes:
         """Serialise everything but the brand tally (`brand_blob`) to resume exactly."""
-        return orjson.dumps(
-            {
-                "run": self.run,
-                "meta": orjson.loads(self.meta.to_json()) if self.meta else None,
-                "last_seq": self.last_seq,
-                "gmv_fen": self.gmv_fen,
-                "orders": self.orders,
-                "sim_time_ms": self.sim_time_ms,
-                "ended": self.ended,
-                "cat_gmv": self.cat_gmv,
-                "cat_orders": self.cat_orders,
-                "cty_gmv": self.cty_gmv,
-                "cty_orders": self.cty_orders,
-                "reg_gmv": self.reg_gmv,
-                "reg_orders": self.reg_orders,
-                "fired": [[f.milestone.id, f.sim_time_ms] for f in self.fired],
-                "samples": list(self.samples),
-                "duplicates": self.duplicates,
-                "gaps": self.gaps,
-                "dead_letters": self.dead_letters,
-                "shard": self.shard,
-                "recent": self.recent,  # the merge step shows the newest part's
-                "curve": self.fixed,
-                "next_minute": self.next_minute,
-                "carry": [[m, g, o] for m, (g, o) in self.carry.items()],
-                "held": self.held,
-                "producers": self.producers,
-                "producer_gaps": self.producer_gaps,
-                "minutes": [
-                    [int(m), int(self.minute_gmv[m]), int(self.minute_orders[m])]
-                    for m in np.flatnonzero(self.minute_orders)
-                ],
-            },
-            option=orjson.OPT_SERIALIZE_NUMPY,
-        )
+        from ticker.core import codec
+
+        return codec.dumps(self)
 
     @classmethod
     def loads(cls, raw: bytes, brand_blob: bytes | None = None) -> "State":
         """The state `dumps` and `brand_blob` wrote (no blob: brand tallies of zero)."""
-        data = orjson.loads(raw)
-        state = cls()
-        meta = ReplayMeta.from_json(orjson.dumps(data["meta"])) if data["meta"] else None
-        by_id = {m.id: m for m in meta.milestones} if meta else {}
-        state.run, state.meta, state.shard = data["run"], meta, data.get("shard", 0)
-        for name in (
-            "last_seq",
-            "gmv_fen",
-            "orders",
-            "sim_time_ms",
-            "ended",
-            "duplicates",
-            "gaps",
-            "dead_letters",
-        ):
-            setattr(state, name, data[name])
-        for name in ("cat_gmv", "cat_orders", "cty_gmv", "cty_orders", "reg_gmv", "reg_orders"):
-            setattr(state, name, np.array(data[name], dtype=np.int64))
-        state.brand_gmv = _unpack(brand_blob) if brand_blob else _zeros(meta.brands if meta else 0)
-        state.fired = [Fired(by_id[mid], t) for mid, t in data["fired"]]
-        state.samples = deque(tuple(s) for s in data["samples"])
-        state.recent = [tuple(r) for r in data.get("recent", [])]
-        state.held = data.get("held", 0)
-        state.producers = dict(data.get("producers", {}))
-        state.producer_gaps = dict(data.get("producer_gaps", {}))
-        if meta is not None and meta.live:
-            state.minute_gmv, state.minute_orders = _zeros(MINUTES), _zeros(MINUTES)
-            for m, g, o in data.get("minutes", []):
-                state.minute_gmv[m], state.minute_orders[m] = g, o
-        if "curve" in data:
-            state.fixed = [list(p) for p in data["curve"]]
-            state.next_minute = data["next_minute"]
-            state.carry = {m: (g, o) for m, g, o in data["carry"]}
-        elif meta is not None and meta.shards == 1:
-            # A state written before the curve was kept: its start, then the latest.
-            state.start_curve()
-            state.next_minute = max(
-                state.next_minute,
-                (state.sim_time_ms // timeline.STEP_MS + 1) * timeline.STEP_MS,
-            )
-        return state
+        from ticker.core import codec
 
-
-def _pack(values: np.ndarray[Any, np.dtype[np.int64]]) -> bytes:
-    """A non-negative int64 array as raw little-endian bytes after a one-byte width: 4
-    bytes a value while every value fits (a miniature day), else 8. Raw bytes cost one
-    memory copy; any text encoding of ~180,000 counters costs milliseconds a commit."""
-    if len(values) and int(values.min()) < 0:
-        raise ValueError("a tally went negative")
-    if not len(values) or int(values.max()) < 2**32:
-        return b"\x04" + values.astype("<u4").tobytes()
-    return b"\x08" + values.astype("<i8", copy=False).tobytes()
-
-
-def _unpack(packed: bytes) -> np.ndarray[Any, np.dtype[np.int64]]:
-    width = packed[0]
-    if not 1 <= width <= 8 or (len(packed) - 1) % width:
-        raise ValueError(f"bad packed brand tally (width {width}, {len(packed)} bytes)")
-    cut = np.frombuffer(packed, dtype=np.uint8, offset=1).reshape(-1, width)
-    full = np.zeros((len(cut), 8), dtype=np.uint8)
-    full[:, :width] = cut
-    return full.view("<i8").reshape(-1).astype(np.int64)
+        return codec.loads(raw, brand_blob)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ticker.core.aggregate import RECENT_ORDERS, Fired, State, crossings
+from ticker.core.aggregate import RECENT_ORDERS, TALLIES, Fired, State, crossings
 from ticker.core.batch import Orders
 from ticker.core.timeline import STEP_MS
 
@@ -146,17 +146,10 @@ class Merge:
         assert s.meta is not None
         s.gmv_fen = s.meta.base_gmv_fen + sum(p.gmv_fen for p in mine)
         s.orders = s.meta.base_orders + sum(p.orders for p in mine)
-        for name in (
-            "cat_gmv",
-            "cat_orders",
-            "cty_gmv",
-            "cty_orders",
-            "reg_gmv",
-            "reg_orders",
-            "brand_gmv",
-        ):
-            setattr(s, name, np.sum([getattr(p, name) for p in mine], axis=0, dtype=np.int64))
-        s._brand_floor = 0  # a part may have gone back (failover): recompute the top 10
+        for tally in TALLIES:
+            for name in tally.arrays:
+                setattr(s, name, np.sum([getattr(p, name) for p in mine], axis=0, dtype=np.int64))
+        s.rescan_brands()  # a part may have gone back (failover): recompute the top 10
         s.gaps = sum(p.gaps for p in parts)
         s.held = sum(p.held for p in parts)
         s.duplicates = sum(p.duplicates for p in parts)

@@ -1,8 +1,10 @@
-"""A local Redis Cluster of redis-server processes on free ports of 127.0.0.1.
+"""Rigs for the tests and the benchmarks (the ticker itself uses none of this).
 
-For the tests and the benchmarks: 3 primaries with a replica each by default, started
-with short node timeouts so that a killed primary's replica takes over in about 2.5 s.
-Uses the `redis-server` and `redis-cli` binaries on PATH (Debian's redis-server package).
+A local Redis Cluster of redis-server processes on free ports of 127.0.0.1: 3 primaries
+with a replica each by default, started with short node timeouts so that a killed
+primary's replica takes over in about 2.5 s. Uses the `redis-server` and `redis-cli`
+binaries on PATH (Debian's redis-server package). And the replication helpers that check
+where a write has reached (`primaries_with_replicas`, `wait_for_replicas`).
 """
 
 import contextlib
@@ -17,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import RedisError
 
 from ticker.errors import RedisUnavailable
-from ticker.redis_io import free_port, port_open
+from ticker.procs import terminate
+from ticker.redis_io import Client, answers_soon, free_port
 
 
 @dataclass
@@ -154,15 +158,7 @@ class LocalCluster:
 
     def stop(self) -> None:
         """Terminate every node and remove their folders."""
-        for node in self.nodes:
-            if node.alive:
-                node.process.terminate()
-        for node in self.nodes:
-            try:
-                node.process.wait(5)
-            except subprocess.TimeoutExpired:
-                node.process.kill()
-                node.process.wait()
+        terminate(*(node.process for node in self.nodes), timeout=5)
         shutil.rmtree(self.base, ignore_errors=True)
 
 
@@ -271,11 +267,8 @@ def _spawn(args: list[str], folder: Path) -> "subprocess.Popen[bytes]":
 
 
 def _wait_port(node: LocalNode, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not port_open(node.port):
-        if not node.alive or time.monotonic() > deadline:
-            raise RedisUnavailable(f"redis-server failed to start on {node.port}")
-        time.sleep(0.02)
+    if not answers_soon(node.port, node.process, timeout):
+        raise RedisUnavailable(f"redis-server failed to start on {node.port}")
 
 
 def _free_ports(count: int, taken: set[int]) -> list[int]:
@@ -333,3 +326,49 @@ def _owner(view: list[dict[str, Any]], slot: int) -> int:
             port: int = node["port"]
             return port
     raise RedisUnavailable(f"slot {slot} is not served by any node")
+
+
+async def primaries_with_replicas(r: Client) -> dict[str, list[str]]:
+    """Each primary's `host:port` and the `host:port` of its connected replicas.
+
+    For one server: that server and the replicas INFO replication lists. A program that
+    wants its writes on a replica before it answers sends WAIT with len(replicas).
+    """
+    if isinstance(r, RedisCluster):
+        nodes: dict[str, dict[str, Any]] = await r.cluster_nodes()
+        out: dict[str, list[str]] = {}
+        ids: dict[str, str] = {}
+        for address, node in nodes.items():
+            flags = set(node["flags"].split(","))
+            if "master" in flags and not flags & {"fail", "fail?", "noaddr"}:
+                out[address] = []
+                ids[node["node_id"]] = address
+        for address, node in nodes.items():
+            flags = set(node["flags"].split(","))
+            if "slave" in flags and node["connected"] and node["master_id"] in ids:
+                out[ids[node["master_id"]]].append(address)
+        return out
+    info: dict[str, Any] = await r.info("replication")
+    kwargs = r.connection_pool.connection_kwargs
+    me = f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+    replicas = [
+        f"{v['ip']}:{v['port']}"
+        for k, v in info.items()
+        if k.startswith("slave") and isinstance(v, dict) and v.get("state") == "online"
+    ]
+    return {me: replicas}
+
+
+async def wait_for_replicas(r: Client, key: str, replicas: int = 1, timeout_ms: int = 1000) -> int:
+    """WAIT for `replicas` replicas of the primary holding `key` to have this client's
+    writes; return how many have them. On a cluster, a plain WAIT goes to an arbitrary
+    primary (redis-py routes keyless commands to its default node) and proves nothing, so
+    it is sent to the node serving `key`'s slot. WAIT counts the writes of the connection
+    it runs on: call it right after the writes, with no other command of this client in
+    flight on that node.
+    """
+    if isinstance(r, RedisCluster):
+        node = r.get_node_from_key(key)
+        count: int = await r.execute_command("WAIT", replicas, timeout_ms, target_nodes=node)
+        return count
+    return int(await r.wait(replicas, timeout_ms))
