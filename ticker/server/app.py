@@ -23,11 +23,11 @@ from ticker.guard import (
 )
 from ticker.keys import GROUP, Keys
 from ticker.redis_io import TRANSIENT
+from ticker.server import sse
 from ticker.server.connection import (
     MAX_CLIENT_MESSAGE,
     CheckedWebSocket,
     Client,
-    close,
     serve,
 )
 from ticker.server.hub import Hub
@@ -70,7 +70,10 @@ def _address(request: web.Request) -> str:
     )
 
 
-async def websocket(request: web.Request) -> web.StreamResponse:
+def _admit(request: web.Request, check: Callable[[], Any]) -> web.Response | None:
+    """The checks every feed connection passes (origin, token, its own request `check`,
+    which raises `feed.BadRequest`, the client cap, the per-address rate); a refusal, or
+    None to let it in."""
     hub, policy = request.app[HUB], request.app[POLICY]
     origin = request.headers.get("Origin")
     sockname = request.transport.get_extra_info("sockname") if request.transport else None
@@ -79,18 +82,23 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         return _refuse(hub, "origin", 403, f"origin {origin} is not allowed")
     if not _feed_token_ok(request):
         return _refuse(hub, "token", 401, "this feed needs ?token=… or a Bearer token")
-    since, epoch = request.query.get("since"), request.query.get("epoch")
     try:
-        if since is not None:
-            feed.position_key(since)
-        if epoch is not None and len(epoch) > feed.MAX_EPOCH:
-            raise feed.BadRequest(f"epoch is at most {feed.MAX_EPOCH} characters")
+        check()
     except feed.BadRequest as exc:
         return _refuse(hub, "bad_request", 400, str(exc))
     if len(hub.clients) >= policy.max_clients:
         return _refuse(hub, "full", 503, "the server is at its connection limit; retry later")
     if not request.app[LIMITER].allow(_address(request)):
         return _refuse(hub, "rate", 429, "too many new connections from this address")
+    return None
+
+
+async def websocket(request: web.Request) -> web.StreamResponse:
+    hub = request.app[HUB]
+    since, epoch = request.query.get("since"), request.query.get("epoch")
+    refused = _admit(request, lambda: sse.parse_resume(None, since, epoch))
+    if refused is not None:
+        return refused
     # No permessage-deflate: a compressor per connection costs ~125 KB of memory and
     # doubles the CPU per message (measured: the README's Measured table); clients wanting
     # fewer bytes subscribe to `totals` only.
@@ -104,6 +112,38 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         return ws
     await serve(hub, Client(ws, writer, transport, hub.metrics, hub.tuning), since, epoch)
     return ws
+
+
+async def event_stream(request: web.Request) -> web.StreamResponse:
+    """`GET /sse`: the feed as Server-Sent Events (see `ticker.server.sse`)."""
+    hub = request.app[HUB]
+    q = request.query
+    resume: tuple[str | None, str | None] = (None, None)
+    sub = feed.Subscription()
+
+    def check() -> None:
+        nonlocal resume, sub
+        resume = sse.parse_resume(
+            request.headers.get("Last-Event-ID"), q.get("since"), q.get("epoch")
+        )
+        sub = sse.parse_subscription(q.get("topics"), q.get("max_rate"))
+
+    refused = _admit(request, check)
+    if refused is not None:
+        return refused
+    response = web.StreamResponse(headers=sse.HEADERS)
+    origin = request.headers.get("Origin")
+    if origin is not None:  # allowed (checked above): let a page there read the stream
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+    await response.prepare(request)
+    transport = request.transport
+    if transport is None:  # gone already
+        return response
+    c = sse.SseClient(hub, response, transport, hub.metrics, hub.tuning)
+    c.subscribe(sub)
+    await sse.serve(hub, c, *resume)
+    return response
 
 
 async def api_state(request: web.Request) -> web.Response:
@@ -148,7 +188,7 @@ async def metrics(request: web.Request) -> web.Response:
         return _json({"error": "token", "message": "/metrics needs the metrics token"}, 401)
     s = hub.state
     gauges: dict[str, tuple[str, float]] = {
-        "ticker_clients": ("Connected websocket clients.", len(hub.clients)),
+        "ticker_clients": ("Connected clients (websocket and SSE).", len(hub.clients)),
         "ticker_feed_lag_seconds": (
             "Wall time since the newest feed entry was written.",
             max(0.0, time.time() - feed.position_key(hub.position)[0] / 1000)
@@ -178,8 +218,15 @@ async def metrics(request: web.Request) -> web.Response:
                 "Order entries read but not yet committed.",
                 float(g["pending"]),
             )
+    on_sse = sum(isinstance(c, sse.SseClient) for c in hub.clients)
+    by_transport = (
+        "# HELP ticker_clients_by_transport Connected clients by transport.\n"
+        "# TYPE ticker_clients_by_transport gauge\n"
+        f'ticker_clients_by_transport{{transport="ws"}} {len(hub.clients) - on_sse}\n'
+        f'ticker_clients_by_transport{{transport="sse"}} {on_sse}\n'
+    )
     return web.Response(
-        text=hub.metrics.render(gauges),
+        text=hub.metrics.render(gauges) + by_transport,
         content_type="text/plain",
         charset="utf-8",
         headers={"X-Content-Type-Options": "nosniff"},
@@ -252,14 +299,16 @@ def make_app(
             await app[FEED].close()
 
     async def close_clients(app: web.Application) -> None:
-        """On shutdown, before aiohttp waits for handlers: say goodbye with 1001."""
+        """On shutdown, before aiohttp waits for handlers: say goodbye with 1001 (an SSE
+        stream just ends)."""
         for c in list(app[HUB].clients):
             c.close_reason = "shutdown"
-            await close(c.ws, WSCloseCode.GOING_AWAY, b"server shutdown")
+            await c.goodbye(WSCloseCode.GOING_AWAY, b"server shutdown")
 
     app.on_shutdown.append(close_clients)
     app.cleanup_ctx.append(background)
     app.router.add_get("/ws", websocket)
+    app.router.add_get("/sse", event_stream, allow_head=False)
     app.router.add_get("/api/state", api_state)
     app.router.add_post("/api/replay", api_replay)
     app.router.add_get("/metrics", metrics)

@@ -54,7 +54,12 @@ class Client:
         metrics: ServerMetrics,
         tuning: Tuning,
     ) -> None:
-        self.ws, self.writer, self.transport, self.metrics = ws, writer, transport, metrics
+        self.ws, self.writer = ws, writer
+        self.attach(transport, metrics, tuning)
+
+    def attach(self, transport: asyncio.Transport, metrics: ServerMetrics, tuning: Tuning) -> None:
+        """Take the connection's transport; set up the outbox and the sender's events."""
+        self.transport, self.metrics = transport, metrics
         self.send_timeout = tuning.send_timeout
         # Above send_buffer the transport pauses its protocol, so `writer.drain()` (the
         # sender's wait) and the outbox's routes agree on what "full" means.
@@ -136,6 +141,10 @@ class Client:
         except (TimeoutError, ConnectionResetError):
             log.warning("disconnecting a client that stopped reading")
             self.drop("slow")
+
+    async def goodbye(self, code: int, message: bytes) -> None:
+        """Close the connection with `code` (shutdown, a feed reset); the client may resume."""
+        await close(self.ws, code, message)
 
     def drop(self, reason: str) -> None:
         """Cut a client that stopped reading: a close handshake would wait on it too."""

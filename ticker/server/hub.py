@@ -17,7 +17,7 @@ from ticker.core.control import replay_status
 from ticker.core.pace import Pace
 from ticker.metrics import ServerMetrics
 from ticker.redis_io import TRANSIENT
-from ticker.server.connection import Client, close
+from ticker.server.connection import Client
 from ticker.server.fanout import CHUNK, PARALLEL_FROM, Fanout, Share
 from ticker.server.outbox import Route
 from ticker.server.source import FeedSource
@@ -192,7 +192,7 @@ class Hub:
         for c in list(self.clients):
             c.close_reason = "resync"
             task = asyncio.create_task(
-                close(c.ws, WSCloseCode.SERVICE_RESTART, b"the feed was reset")
+                c.goodbye(WSCloseCode.SERVICE_RESTART, b"the feed was reset")
             )
             self.closing.add(task)
             task.add_done_callback(self.closing.discard)
