@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from collections.abc import AsyncIterator, Sequence
 from fractions import Fraction
 from typing import TYPE_CHECKING, NoReturn
@@ -19,6 +20,9 @@ from ticker.core.clock import DAY_MS, format_time_of_day, parse_time_of_day
 from ticker.errors import TickerError, UsageError
 from ticker.ports import port_arg
 from ticker.settings import Settings
+
+# After Ctrl-C, a replay that has not stopped cleanly within this long exits anyway.
+STOP_GRACE_S = 5.0
 
 if TYPE_CHECKING:
     from ticker.aggregator import Aggregator
@@ -368,13 +372,27 @@ def _replay(args: argparse.Namespace) -> int:
             f"RMB {plan.total_gmv / 100:,.2f}",
             file=sys.stderr,
         )
+        main = asyncio.current_task()
+        assert main is not None
+
+        def stop() -> None:
+            # Cancel the replay (its writes are idempotent: a restart with the same --run
+            # goes on after them); should the clean stop itself get stuck, exit anyway.
+            main.cancel()
+            threading.Timer(STOP_GRACE_S, os._exit, (130,)).start()
+
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, stop)
         try:
             progress = await replay.run()
         finally:
             await replay.redis.aclose()
         bar.finish(progress)
 
-    asyncio.run(go())
+    try:
+        asyncio.run(go())
+    except asyncio.CancelledError:  # stopped by Ctrl-C (see `stop`)
+        raise KeyboardInterrupt from None
     return 0
 
 

@@ -23,7 +23,6 @@ from ticker.guard import (
 )
 from ticker.keys import GROUP, Keys
 from ticker.redis_io import TRANSIENT
-from ticker.server import sse
 from ticker.server.connection import (
     MAX_CLIENT_MESSAGE,
     CheckedWebSocket,
@@ -32,6 +31,9 @@ from ticker.server.connection import (
 )
 from ticker.server.hub import Hub
 from ticker.server.source import RedisFeed
+from ticker.server.sse import HEADERS as SSE_HEADERS
+from ticker.server.sse import SseClient, parse_resume, parse_subscription
+from ticker.server.sse import serve as serve_sse
 from ticker.server.tuning import Tuning
 
 log = logging.getLogger("ticker.serve")
@@ -96,7 +98,7 @@ def _admit(request: web.Request, check: Callable[[], Any]) -> web.Response | Non
 async def websocket(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
     since, epoch = request.query.get("since"), request.query.get("epoch")
-    refused = _admit(request, lambda: sse.parse_resume(None, since, epoch))
+    refused = _admit(request, lambda: parse_resume(None, since, epoch))
     if refused is not None:
         return refused
     # No permessage-deflate: a compressor per connection costs ~125 KB of memory and
@@ -123,15 +125,13 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
 
     def check() -> None:
         nonlocal resume, sub
-        resume = sse.parse_resume(
-            request.headers.get("Last-Event-ID"), q.get("since"), q.get("epoch")
-        )
-        sub = sse.parse_subscription(q.get("topics"), q.get("max_rate"))
+        resume = parse_resume(request.headers.get("Last-Event-ID"), q.get("since"), q.get("epoch"))
+        sub = parse_subscription(q.get("topics"), q.get("max_rate"))
 
     refused = _admit(request, check)
     if refused is not None:
         return refused
-    response = web.StreamResponse(headers=sse.HEADERS)
+    response = web.StreamResponse(headers=SSE_HEADERS)
     origin = request.headers.get("Origin")
     if origin is not None:  # allowed (checked above): let a page there read the stream
         response.headers["Access-Control-Allow-Origin"] = origin
@@ -140,9 +140,9 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
     transport = request.transport
     if transport is None:  # gone already
         return response
-    c = sse.SseClient(hub, response, transport, hub.metrics, hub.tuning)
+    c = SseClient(hub, response, transport, hub.metrics, hub.tuning)
     c.subscribe(sub)
-    await sse.serve(hub, c, *resume)
+    await serve_sse(hub, c, *resume)
     return response
 
 
@@ -218,7 +218,7 @@ async def metrics(request: web.Request) -> web.Response:
                 "Order entries read but not yet committed.",
                 float(g["pending"]),
             )
-    on_sse = sum(isinstance(c, sse.SseClient) for c in hub.clients)
+    on_sse = sum(isinstance(c, SseClient) for c in hub.clients)
     by_transport = (
         "# HELP ticker_clients_by_transport Connected clients by transport.\n"
         "# TYPE ticker_clients_by_transport gauge\n"
