@@ -3,9 +3,10 @@
 Sub-benchmarks: `pipeline` (end-to-end orders/s, and the naive design in the same run),
 `day` (the whole 2018 day at full scale, exact totals, memory), `latency` (batch written to
 websocket client, at 1x through the midnight peak), `scaling` (throughput against batch
-size, latency against the number of clients) and `all`. Each prints a table, or with
-`--json` one JSON object. `--quick` shrinks every window to a few seconds (for CI). Nothing
-here asserts a speed: the targets are reported, met or not.
+size, latency against the number of clients) and `all`; besides these, `fanout`, `recovery`
+and `page` (the web page's main-thread busy share in headless Chromium). Each prints a
+table, or with `--json` one JSON object. `--quick` shrinks every window to a few seconds
+(for CI). Nothing here asserts a speed: the targets are reported, met or not.
 """
 
 import argparse
