@@ -20,6 +20,7 @@ frames stop, as they do in a real background tab; its timers and websocket still
 """
 
 import contextlib
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -145,6 +146,7 @@ def _measure(
             cdp.send("Profiler.setSamplingInterval", {"interval": 200})
             cdp.send("Profiler.start")
         browser_cdp = browser.new_browser_cdp_session()
+        load = os.getloadavg()[0]
         cpu0 = _chromium_cpu_s(browser_cdp)
         m0, frames0, t0 = _metrics(cdp), page.evaluate("window.__benchFrames"), time.monotonic()
         time.sleep(window_s)
@@ -166,6 +168,7 @@ def _measure(
 
     return {
         "window_s": round(wall, 2),
+        "load_average_1m": round(load, 2),  # busy time includes waiting for a core
         "visibility": visibility,
         "status_at_end": status,
         "main_thread_busy": share("TaskDuration"),
@@ -231,7 +234,8 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"  {r['command']}")
     head = (
         f"  {'speed':>6} {'hidden':>6} {'busy':>6} {'script':>6} {'layout':>6} {'style':>6} "
-        f"{'cpu':>6} {'frames/s':>8} {'layouts/s':>9} {'heap MB':>11} {'chromium cores':>14}"
+        f"{'cpu':>6} {'frames/s':>8} {'layouts/s':>9} {'heap MB':>11} "
+        f"{'chromium cores':>14} {'load':>5}"
     )
     print(head)
     for row in r["rows"]:
@@ -241,7 +245,8 @@ def print_table(r: dict[str, Any]) -> None:
             f"  {row['speed']:>5g}x {row['hidden']!s:>6} {row['main_thread_busy']:>6.1%} "
             f"{row['script']:>6.1%} {row['layout']:>6.1%} {row['recalc_style']:>6.1%} "
             f"{row['main_thread_cpu']:>6.1%} {row['frames_per_s']:>8.1f} "
-            f"{row['layouts_per_s']:>9.1f} {heap:>11} {cores:>14.2f}"
+            f"{row['layouts_per_s']:>9.1f} {heap:>11} {cores:>14.2f} "
+            f"{row['load_average_1m']:>5.1f}"
         )
         if row["page_errors"]:
             print(f"         page errors: {row['page_errors'][:3]}")
