@@ -23,7 +23,14 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ticker.bench.common import Proc, drop_namespace, fresh_namespace, read_state, ticker_args
+from ticker.bench.common import (
+    Proc,
+    drop_namespace,
+    fresh_namespace,
+    proc_cpu_s,
+    read_state,
+    ticker_args,
+)
 from ticker.bench.pipeline import BenchFailed, _wait_for_group
 from ticker.core.clock import DAY_MS
 from ticker.core.orders import COLUMN_OF
@@ -138,9 +145,12 @@ def run_producer(
                 )
                 return started, p.seq
 
+        cpu0, agg_cpu0 = time.process_time(), proc_cpu_s(agg.popen.pid) or 0.0
         started, batches = asyncio.run(write())
         written = time.monotonic()
+        producer_cpu = time.process_time() - cpu0
         done = _applied(url, ns, n, agg, timeout)
+        agg_cpu = (proc_cpu_s(agg.popen.pid) or 0.0) - agg_cpu0
         _close(url, ns, agg, timeout)
         check = _check(url, ns, cols, {"bench": batches})
     finally:
@@ -156,6 +166,9 @@ def run_producer(
         "wall_s": round(done - started, 3),
         "write_orders_per_s": round(n / max(written - started, 1e-9)),
         "orders_per_s": round(n / max(done - started, 1e-9)),
+        # CPU seconds each side spent (wall figures swing with the machine's load).
+        "producer_cpu_s": round(producer_cpu, 3),
+        "aggregator_cpu_s": round(agg_cpu, 3),
         **check,
     }
 
@@ -220,9 +233,11 @@ def run_http(
                 await asyncio.gather(*(worker(session) for _ in range(concurrency)))
             return started, accepted
 
+        cpu0 = {p.name: proc_cpu_s(p.popen.pid) or 0.0 for p in (server, agg)}
         started, accepted = asyncio.run(post_all())
         posted = time.monotonic()
         done = _applied(url, ns, n, agg, timeout)
+        cpu = {p.name: (proc_cpu_s(p.popen.pid) or 0.0) - cpu0[p.name] for p in (server, agg)}
         _close(url, ns, agg, timeout)
         check = _check(url, ns, cols, {"http": len(bodies)})
     finally:
@@ -240,6 +255,8 @@ def run_http(
         "wall_s": round(done - started, 3),
         "post_orders_per_s": round(n / max(posted - started, 1e-9)),
         "orders_per_s": round(n / max(done - started, 1e-9)),
+        "server_cpu_s": round(cpu["server"], 3),
+        "aggregator_cpu_s": round(cpu["aggregator"], 3),
         **check,
     }
 
