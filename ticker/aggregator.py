@@ -38,7 +38,7 @@ from ticker.errors import FencedOff, TickerError
 from ticker.keys import DEAD_LETTERS_MAXLEN, FEED_MAXLEN, GROUP, PARTIALS_MAXLEN, Keys
 from ticker.lease import LEASE_MS, Lease, fence
 from ticker.redis_io import client
-from ticker.reseed import new_epoch, reseed
+from ticker.reseed import LiveRun, new_epoch, reseed
 
 log = logging.getLogger("ticker.aggregate")
 
@@ -220,6 +220,8 @@ class Aggregator:
                 self.keys.epoch,
                 self.keys.curve,
                 self.out,
+                self.keys.live,
+                self.keys.producers,
             ],
             self.lease.holder,
             LEASE_MS,
@@ -233,6 +235,7 @@ class Aggregator:
             ),
             self.out_maxlen,
             self.epoch,
+            LiveRun.of(self.state),
         )
 
     async def claim_all(self) -> int:

@@ -25,6 +25,7 @@ from ticker.settings import Settings
 STOP_GRACE_S = 5.0
 
 if TYPE_CHECKING:
+    from simulator.replay import Replay
     from ticker.aggregator import Aggregator
     from ticker.guard import Policy
 
@@ -168,6 +169,15 @@ def _policy(args: argparse.Namespace) -> "Policy":
         raise UsageError(str(exc)) from None
 
 
+def _add_metrics(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--metrics-port",
+        type=port_arg,
+        help="serve Prometheus metrics at http://<metrics-host>:<port>/metrics",
+    )
+    p.add_argument("--metrics-host", default="127.0.0.1", help="default 127.0.0.1")
+
+
 def _add_replay_options(p: argparse.ArgumentParser, speed: str) -> None:
     p.add_argument(
         "--profile",
@@ -229,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", help="run id; give the id of an interrupted run to resume it")
     p.add_argument("--batch-size", type=int, default=4000, help="orders per stream entry")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_metrics(p)
     _add_shards(p)
     _add_redis(p)
 
@@ -245,12 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
             " with --shards, <host>-<pid>)"
         ),
     )
-    p.add_argument(
-        "--metrics-port",
-        type=port_arg,
-        help="serve Prometheus metrics at http://<metrics-host>:<port>/metrics",
-    )
-    p.add_argument("--metrics-host", default="127.0.0.1", help="default 127.0.0.1")
+    _add_metrics(p)
     _add_shards(p)
     _add_redis(p)
 
@@ -384,7 +390,8 @@ def _replay(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, stop)
         try:
-            progress = await replay.run()
+            async with _replay_metrics(args, replay):
+                progress = await replay.run()
         finally:
             await replay.redis.aclose()
         bar.finish(progress)
@@ -454,6 +461,23 @@ async def _metrics(
     finally:
         await runner.cleanup()
         await redis.aclose()
+
+
+@contextlib.asynccontextmanager
+async def _replay_metrics(args: argparse.Namespace, replay: "Replay") -> AsyncIterator[None]:
+    """`--metrics-port`: the replay's /metrics while it runs (see ticker.procmetrics)."""
+    if args.metrics_port is None:
+        yield
+        return
+    from ticker import procmetrics
+
+    runner = await procmetrics.serve(
+        procmetrics.ReplayMetrics(replay), args.metrics_host, args.metrics_port
+    )
+    try:
+        yield
+    finally:
+        await runner.cleanup()
 
 
 async def _aggregate_shards(args: argparse.Namespace, settings: Settings) -> None:

@@ -46,9 +46,12 @@ log = logging.getLogger("ticker.producer")
 
 # KEYS: live hash, producers hash, orders stream
 # ARGV: run, producer, seq, then the entry's field/value pairs
-# Returns 'ok' (written), 'dup' (this seq was written before: a retry), or an error.
+# Returns 'ok' (written), 'dup' (this seq was written before: a retry), or an error
+# (NORUN: the live hash is gone, as when Redis restarted empty: retried until the
+# aggregator puts it back, see `ticker.reseed`).
 WRITE = """
 local live = redis.call('HMGET', KEYS[1], 'run', 'ended')
+if not live[1] then return redis.error_reply('NORUN no live run in the namespace') end
 if live[1] ~= ARGV[1] then return redis.error_reply('NOLIVE the live run is not ' .. ARGV[1]) end
 if live[2] == '1' then return redis.error_reply('NOLIVE the live run ' .. ARGV[1] .. ' ended') end
 local last = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
@@ -83,6 +86,13 @@ async def live_run(redis: Any, keys: Keys) -> tuple[str, ReplayMeta]:
     if ended == b"1":
         raise NoLiveRun(f"the live run {run.decode()} has ended; start a new one")
     return run.decode(), ReplayMeta.from_json(meta)
+
+
+def _factorize(values: "np.ndarray[Any, Any]") -> tuple[list[str], "np.ndarray[Any, Any]"]:
+    """The distinct values in order of first appearance, and each value's index in them."""
+    index: dict[str, int] = {}
+    codes = [index.setdefault(v, len(index)) for v in values.ravel().tolist()]
+    return list(index), np.array(codes, dtype=np.int64).reshape(values.shape)
 
 
 def default_producer_id() -> str:
@@ -212,17 +222,20 @@ class Producer:
             if bad.any():
                 row = int(np.argmax(bad))
                 raise OrderError(name, reason, row + 1)
-        named: dict[str, np.ndarray[Any, Any]] = {}
+        # Each name column as codes into its distinct names (a dict pass: sorting a
+        # million strings, as np.unique does, costs ten times more).
+        named: dict[str, tuple[list[str], np.ndarray[Any, Any]]] = {}
         for key, column in COLUMN_OF.items():
             values = names.get(key)
             if values is not None:
-                named[column] = np.asarray(values, dtype=str)
-                if named[column].shape != at.shape:
+                distinct, codes = _factorize(np.asarray(values, dtype=str))
+                if codes.shape != at.shape:
                     raise OrderError(key, "must be a column as long as paid_at")
-                lengths = np.char.str_len(named[column])
-                if ((lengths < 1) | (lengths > MAX_NAME_CHARS)).any():
-                    row = int(np.argmax((lengths < 1) | (lengths > MAX_NAME_CHARS)))
+                wrong = [i for i, n in enumerate(distinct) if not 0 < len(n) <= MAX_NAME_CHARS]
+                if wrong:
+                    row = int(np.argmax(np.isin(codes, wrong)))
                     raise OrderError(key, f"names are 1..{MAX_NAME_CHARS} characters", row + 1)
+                named[column] = distinct, codes
         await self.flush()
         step = min(self.batch_size, MAX_ORDERS_PER_BATCH)
         for lo in range(0, len(at), step):
@@ -235,7 +248,8 @@ class Producer:
                     cols[column] = np.zeros(len(cols["at"]), dtype=np.int64)
                     batch_names[column] = [default]
                     continue
-                unique, index = np.unique(named[column][part], return_inverse=True)
+                distinct, codes = named[column]
+                unique, index = np.unique(codes[part], return_inverse=True)
                 if len(unique) > BATCH_NAMES[column]:
                     key = next(k for k, c in COLUMN_OF.items() if c == column)
                     raise OrderError(
@@ -244,7 +258,7 @@ class Producer:
                         "(one batch's limit): use a smaller batch_size",
                     )
                 cols[column] = index.astype(np.int64)
-                batch_names[column] = unique.tolist()
+                batch_names[column] = [distinct[i] for i in unique.tolist()]
             seq = self.seq + 1
             t0, t1 = int(cols["at"].min()), int(cols["at"].max()) + 1
             fields = encode_orders(self.run, seq, t0, t1, cols, self.producer_id, batch_names)
@@ -293,6 +307,13 @@ class Producer:
                 delay = min(delay * 2, 2.0)
             except Exception as exc:
                 text = str(exc)
-                if text.startswith("NOLIVE"):
-                    raise NoLiveRun(text.removeprefix("NOLIVE ")) from None
+                if text.startswith("NORUN") and loop.time() <= give_up:
+                    log.warning(
+                        "writing batch %d: %s (Redis restarted empty?); retrying", seq, text
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
+                if text.startswith("NOLIVE") or text.startswith("NORUN"):
+                    raise NoLiveRun(text.split(" ", 1)[1]) from None
                 raise ProducerError(f"batch {seq} refused: {text}") from None

@@ -8,21 +8,35 @@ clients see that the feed was lost and resync) and one feed entry. A replay that
 rewrites its run from seq 0 is all duplicates up to where the state was: nothing counts
 twice and no milestone fires again. Orders written after the last commit and lost with
 Redis are not in it: see the README on persistence.
+
+A live run also lives in keys that producers write through (`Keys.live`, `Keys.producers`,
+`Keys.order_ids`). When the state is a live run, the same script names the run again
+(`live`: run, meta, ended as the state has them) and sets each producer's last seq to the
+one the state applied, so a producer that resends its next batch continues its sequence,
+and the HTTP producer's batches are numbered after the last one applied (numbered from 1
+again they would all be taken for repeats). What cannot come back: the ids of the orders
+taken over HTTP before the loss (an order sent again after it counts again; the state
+keeps totals, not ids), batches a producer wrote after the last commit (lost with Redis:
+that producer's next batch is then refused as a gap, `ProducerError`, and it must resend
+from the state's seq), and an `--audit` run's kept stream (`live verify` then refuses).
 """
 
 import logging
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import ResponseError
 
+from ticker.core.aggregate import State
 from ticker.errors import FencedOff
 
 log = logging.getLogger("ticker.reseed")
 
-# KEYS: state, lease, epoch, curve, feed
+# KEYS: state, lease, epoch, curve, feed, and for a live run: live, producers
 # ARGV: lease token, lease ms, commit, state blob, brands blob, new epoch,
-#       curve JSON ('' for none), feed maxlen, feed payload, merge blob ('' for none)
+#       curve JSON ('' for none), feed maxlen, feed payload, merge blob ('' for none),
+#       then for a live run: run, meta JSON, ended ('1'/'0'), then producer/seq pairs
 RESEED = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then
   return redis.error_reply('FENCED the lease is no longer held by ' .. ARGV[1])
@@ -34,6 +48,11 @@ if ARGV[10] ~= '' then redis.call('HSET', KEYS[1], 'merge', ARGV[10]) end
 redis.call('SET', KEYS[3], ARGV[6])
 if ARGV[7] ~= '' then redis.call('SET', KEYS[4], ARGV[7]) end
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[8], '*', 'u', ARGV[9])
+if KEYS[6] and redis.call('EXISTS', KEYS[6]) == 0 then
+  redis.call('HSET', KEYS[6], 'run', ARGV[11], 'meta', ARGV[12], 'ended', ARGV[13])
+  redis.call('DEL', KEYS[7])
+  if #ARGV > 13 then redis.call('HSET', KEYS[7], unpack(ARGV, 14)) end
+end
 return 1
 """
 
@@ -52,12 +71,22 @@ async def reseed(
     blobs: tuple[bytes, bytes, bytes, bytes, bytes],
     feed_maxlen: int,
     epoch: str,
+    live: "LiveRun | None" = None,
 ) -> bool:
     """Write a state back if its hash is missing (True), in one script under the lease.
 
-    `keys`: state, lease, epoch, curve, feed (a shard's partials); `blobs`: state, brands,
-    curve JSON (b'' for none), feed payload, merge bookkeeping (b'' for none)."""
+    `keys`: state, lease, epoch, curve, feed (a shard's partials), and with `live` the
+    live and producers keys; `blobs`: state, brands, curve JSON (b'' for none), feed
+    payload, merge bookkeeping (b'' for none)."""
     state, brands, curve, payload, merge = blobs
+    extra: list[Any] = []
+    if live is not None:
+        if len(keys) != 7:
+            raise ValueError("a live run is restored with the live and producers keys")
+        extra = [live.run, live.meta_json, "1" if live.ended else "0"]
+        extra += [x for producer, seq in sorted(live.producers.items()) for x in (producer, seq)]
+    else:
+        keys = keys[:5]
     try:
         done = await redis.eval(
             RESEED,
@@ -73,6 +102,7 @@ async def reseed(
             feed_maxlen,
             payload,
             merge,
+            *extra,
         )
     except ResponseError as exc:
         if str(exc).startswith("FENCED"):
@@ -87,3 +117,20 @@ async def reseed(
             epoch,
         )
     return bool(done)
+
+
+@dataclass(frozen=True)
+class LiveRun:
+    """What producers need of a live run, as a state that applied it knows it."""
+
+    run: str
+    meta_json: bytes
+    ended: bool
+    producers: dict[str, int]
+
+    @classmethod
+    def of(cls, state: State) -> "LiveRun | None":
+        """The live run of `state`, or None when it is not applying one."""
+        if state.meta is None or not state.meta.live or state.run is None:
+            return None
+        return cls(state.run, state.meta.to_json(), state.ended, dict(state.producers))

@@ -1620,6 +1620,31 @@
     el.endedChip.hidden = s.ended !== true;
     renderReplay();
     renderContext();
+    renderLive();
+  }
+
+  // A live event (`ticker live start`: profile "live") is not a replay of 11.11 in
+  // Beijing: no festival mark, no replay chip, the event's own clock, no last-year key
+  // without a last-year curve, and no RMB 100m brand line (a festival's yardstick).
+  const liveText = new Map(); // element -> its text on the page as served
+  function relabel(node, live, text) {
+    if (!node) return;
+    if (!liveText.has(node)) liveText.set(node, node.textContent);
+    setText(node, live ? text : liveText.get(node));
+  }
+  function renderLive() {
+    const live = state.profile === "live";
+    if (document.body.dataset.live !== String(live)) document.body.dataset.live = String(live);
+    const mark = document.querySelector(".brand-mark");
+    if (mark) mark.hidden = live;
+    relabel(el.clock.previousElementSibling.querySelector(".muted"), live, "event time");
+    relabel(el.orders.previousElementSibling, live, "Orders");
+    relabel(document.querySelector("#ms-label .muted"), live, "live");
+    relabel(document.querySelector(".key-now"), live, "today");
+    relabel(el.endedChip, live, "Event ended");
+    const lastYear = document.querySelector(".key-last");
+    if (lastYear) lastYear.hidden = !(state.last_year_points || []).length;
+    el.brandsOver.parentElement.hidden = live;
   }
 
   // The window's base, [gmv_fen, orders] at its start (from the curve); null if unknown.
@@ -1733,7 +1758,7 @@
     el.replayChip.title =
       rs === "running" || rs === "paused" ? "Replay " + rs + ", speed " + speed : text;
     // The "Replay ended" chip says it once the day is over.
-    el.replayChip.hidden = rs === "ended" && state.ended === true;
+    el.replayChip.hidden = (rs === "ended" && state.ended === true) || state.profile === "live";
     document.body.dataset.replay = rs;
 
     const obeys = rs === "running" || rs === "paused";

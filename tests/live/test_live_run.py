@@ -229,3 +229,19 @@ def test_a_bad_row_in_columns_is_named_and_nothing_is_written(ticker: Ticker) ->
             return p.seq
 
     assert asyncio.run(write()) == 0
+
+
+def test_a_name_too_long_in_columns_is_named_by_its_first_row(ticker: Ticker) -> None:
+    """A 101-character category first in rows 2 and 4: OrderError(category, line 2)."""
+    _live(ticker)
+    long = "x" * 101
+
+    async def write() -> int:
+        async with Producer(ticker.redis_url, ticker.namespace, "cols") as p:
+            paid = np.full(4, 1_795_737_600_000 + 1_000, dtype=np.int64)
+            with pytest.raises(OrderError) as info:
+                await p.add_columns(paid, np.ones(4, np.int64), category=["a", long, "b", long])
+            assert (info.value.field, info.value.line) == ("category", 2)
+            return p.seq
+
+    assert asyncio.run(write()) == 0

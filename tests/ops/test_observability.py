@@ -10,7 +10,8 @@ from typing import Any
 import yaml
 
 from tests.conftest import Ticker, serving
-from tests.ops.test_aggregator_metrics import aggregating, replay, wait_for
+from tests.ops.test_aggregator_metrics import aggregating, wait_for
+from tests.ops.test_replay_metrics import replaying
 from tests.test_compose import SERVICES, ticker_command, ticker_services
 from ticker.cli import build_parser
 
@@ -80,14 +81,16 @@ def test_metric_names_are_read_from_promql() -> None:
 
 
 def test_every_dashboard_series_is_one_the_processes_export(ticker: Ticker) -> None:
-    """Each metric the dashboard queries is on a real server's or aggregator's /metrics
-    (or is Prometheus's `up` or a redis_exporter series, named above)."""
+    """Each metric the dashboard queries is on a real server's, aggregator's or replay's
+    /metrics (or is Prometheus's `up` or a redis_exporter series, named above)."""
     with aggregating(ticker) as agg_url, serving(ticker) as server:
-        replay(ticker)
+        with replaying(ticker, "--speed", "60") as replay_url:
+            names = exported(replay_url)
         wait_for(agg_url, lambda s: s["ticker_aggregator_commits_total"] > 0)
-        names = exported(agg_url) | exported(server.url + "metrics")
+        names |= exported(agg_url) | exported(server.url + "metrics")
     queried = dashboard_series()
     assert {"ticker_clients", "ticker_aggregator_applied_orders_total"} <= queried
+    assert {"ticker_replay_orders_written_total", "ticker_live_producer_batches_total"} <= queried
     assert queried - names - OTHERS == set()
 
 
@@ -109,15 +112,16 @@ def scrape_targets(job: str) -> set[str]:
 
 
 def test_prometheus_scrapes_every_ticker_process() -> None:
-    """Every serve and aggregate service is a target, at the port it serves /metrics on."""
+    """Every serve, aggregate and replay service is a target, at its /metrics port."""
     parser = build_parser()
     for name in ticker_services():
         args = parser.parse_args(ticker_command(name))
         if args.command == "serve":
             assert f"{name}:{args.port}" in scrape_targets("ticker-server"), name
-        if args.command == "aggregate":
+        if args.command in ("aggregate", "replay"):
             assert args.metrics_host == "0.0.0.0", name
-            assert f"{name}:{args.metrics_port}" in scrape_targets("ticker-aggregator"), name
+            job = f"ticker-{'aggregator' if args.command == 'aggregate' else 'replay'}"
+            assert f"{name}:{args.metrics_port}" in scrape_targets(job), name
 
 
 def test_prometheus_reaches_every_redis_through_the_exporter() -> None:

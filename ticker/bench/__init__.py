@@ -3,10 +3,11 @@
 Sub-benchmarks: `pipeline` (end-to-end orders/s, and the naive design in the same run),
 `day` (the whole 2018 day at full scale, exact totals, memory), `latency` (batch written to
 websocket client, at 1x through the midnight peak), `scaling` (throughput against batch
-size, latency against the number of clients) and `all`; besides these, `fanout`, `recovery`
-and `page` (the web page's main-thread busy share in headless Chromium). Each prints a
-table, or with `--json` one JSON object. `--quick` shrinks every window to a few seconds
-(for CI). Nothing here asserts a speed: the targets are reported, met or not.
+size, latency against the number of clients) and `all`; besides these, `fanout`, `recovery`,
+`ingest` (real orders into a live run: the Python producer and HTTP NDJSON) and `page` (the
+web page's main-thread busy share in headless Chromium). Each prints a table, or with
+`--json` one JSON object. `--quick` shrinks every window to a few seconds (for CI). Nothing
+here asserts a speed: the targets are reported, met or not.
 """
 
 import argparse
@@ -57,6 +58,7 @@ def register(sub: Any, add_redis: Callable[[argparse.ArgumentParser], None]) -> 
         "fanout": "one server, 1k-10k websocket clients: msgs/s, latency, CPU, memory, deflate",
         "recovery": "kill -9 the aggregator at the midnight peak: seconds until caught up",
         "page": "the web page's main-thread busy share in headless Chromium, at 1x and 1200x",
+        "ingest": "real orders into a live run: the Python producer and HTTP NDJSON, exact",
     }
     for name, text in helps.items():
         q = bsub.add_parser(name, help=text, description=text)
@@ -111,6 +113,12 @@ def register(sub: Any, add_redis: Callable[[argparse.ArgumentParser], None]) -> 
                 metavar="PREFIX",
                 help="page: save a CPU profile of each window to PREFIX-<speed>x.cpuprofile",
             )
+        q.add_argument(
+            "--orders",
+            type=int,
+            help="ingest: orders each way in (default 4,000,000 producer, 500,000 HTTP; "
+            "quick 20,000)",
+        )
         add_redis(q)
         q.set_defaults(handler=main)
 
@@ -293,11 +301,32 @@ def _page(url: str, args: argparse.Namespace) -> dict[str, Any]:
         if row["speed"] in targets and not row["hidden"]
     ]
     return r
+def _ingest(url: str, args: argparse.Namespace) -> dict[str, Any]:
+    from ticker.bench.ingest import run_http, run_producer
+
+    quick = 20_000 if args.quick else None
+    producer = run_producer(url, args.orders or quick or 4_000_000, seed=args.seed)
+    http = run_http(url, args.orders or quick or 500_000, seed=args.seed)
+    return {
+        "producer": producer,
+        "http": http,
+        "exact": producer["exact"] and http["exact"],
+        "targets": [
+            _target(
+                "Python producer end to end (orders/s)",
+                ">= 1,000,000",
+                producer["orders_per_s"],
+                1_000_000,
+            ),
+            _target("HTTP NDJSON end to end (orders/s)", ">= 50,000", http["orders_per_s"], 50_000),
+        ],
+    }
 
 
 RUNNERS: dict[str, Callable[[str, argparse.Namespace], dict[str, Any]]] = {
     "recovery": _recovery,
     "page": _page,
+    "ingest": _ingest,
     "fanout": _fanout,
     "pipeline": _pipeline,
     "day": _day,
@@ -376,6 +405,9 @@ def _print_table(name: str, r: dict[str, Any]) -> None:
         from ticker.bench.page import print_table as print_page
 
         print_page(r)
+    elif name == "ingest":
+        _rows("ingest: Python producer -> Redis -> aggregator", _flat("", r["producer"]))
+        _rows("ingest: HTTP NDJSON -> server -> Redis -> aggregator", _flat("", r["http"]))
     elif name == "fanout":
         from ticker.bench.fanout import print_table
 

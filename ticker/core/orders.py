@@ -146,7 +146,10 @@ def parse_order(obj: Any, origin_ms: int, offset_minutes: int = 0) -> Order:
         order_id,
         parse_paid_at(obj.get("paid_at"), origin_ms, offset_minutes),
         parse_amount(obj.get("amount")),
-        *(_name(obj, key) for key in OPTIONAL),
+        _name(obj, "category"),
+        _name(obj, "seller_country"),
+        _name(obj, "buyer_region"),
+        _name(obj, "brand"),
     )
 
 
@@ -186,12 +189,19 @@ class Batcher:
         return self.home if key == "seller_country" else UNNAMED[COLUMN_OF[key]]
 
     def add(self, order: Order) -> None:
+        # Unrolled over the four name columns: this runs once per order taken over HTTP.
         self.ids.append(order.id)
         self.at.append(order.at)
         self.amt.append(order.amount_fen)
-        for key, column in COLUMN_OF.items():
-            names = self.names[column]
-            self.index[column].append(names.setdefault(self._named(order, key), len(names)))
+        names, index = self.names, self.index
+        for column, value in (
+            ("cat", order.category or UNNAMED["cat"]),
+            ("cty", order.seller_country or self.home),
+            ("reg", order.buyer_region or UNNAMED["reg"]),
+            ("brd", order.brand or UNNAMED["brd"]),
+        ):
+            known = names[column]
+            index[column].append(known.setdefault(value, len(known)))
 
     def fields(self, run: str, producer: str, seq: int) -> dict[bytes, bytes]:
         """The batch as an orders entry of the live run."""
