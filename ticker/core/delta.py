@@ -55,6 +55,9 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any] | None:
     return patch if changed else {}
 
 
+_SCALARS = frozenset({int, str, bool, float, type(None)})
+
+
 def _same_scalar(a: Any, b: Any) -> bool:
     # 1 == 1.0 == True in Python, but not on the wire: the type must match too.
     return type(a) is type(b) and a == b
@@ -67,14 +70,17 @@ def _diff(old: Any, new: Any) -> tuple[bool, Any]:
             raise _Inexpressible  # an object here would be read as an index patch
         if not isinstance(old, dict):
             return True, new  # an object patched onto a non-object is that object
-        if any(k not in new for k in old):
+        if not old.keys() <= new.keys():
             raise _Inexpressible  # would need a deletion
         patch: dict[str, Any] = {}
         for k, v in new.items():
             if k not in old:
                 patch[k] = v
                 continue
-            changed, sub = _diff(old[k], v)
+            o = old[k]
+            if type(o) is type(v) and type(v) in _SCALARS and o == v:
+                continue  # the common case, without a call
+            changed, sub = _diff(o, v)
             if changed:
                 patch[k] = sub
         return bool(patch), patch
@@ -83,6 +89,8 @@ def _diff(old: Any, new: Any) -> tuple[bool, Any]:
             return True, new
         by_index: dict[str, Any] = {}
         for i, (a, b) in enumerate(zip(old, new, strict=True)):
+            if type(a) is type(b) and type(b) in _SCALARS and a == b:
+                continue
             try:
                 changed, sub = _diff(a, b)
             except _Inexpressible:
