@@ -150,7 +150,8 @@ def sample(text: str, name: str) -> float:
 def test_protocol_doc_names_every_message_field_close_code_and_refusal() -> None:
     """docs/protocol.md documents every message type, state field, close code and refusal."""
     doc = (DOCS / "protocol.md").read_text()
-    words = ("hello", "snapshot", "tick", "milestone", "replay", "error", "subscribe", "max_rate")
+    words = ("hello", "snapshot", "tick", "delta", "patch", "milestone", "replay", "error")
+    words += ("subscribe", "max_rate")
     for word in words:
         assert f"`{word}`" in doc, word
     for field in [*feed.EMPTY_STATE, "replay", "recovered", "position", "epoch"]:

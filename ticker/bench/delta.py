@@ -13,6 +13,7 @@ Figures vary with the machine's load; nothing is asserted.
 
 import argparse
 import asyncio
+import itertools
 import json
 import time
 from typing import Any
@@ -51,7 +52,7 @@ async def _read(
 
 def _encode_cpu(states: list[tuple[str, dict[str, Any]]], repeat: int = 5) -> tuple[float, float]:
     """Microseconds per step: a full tick's encoding, a delta's (diff and encoding)."""
-    pairs = list(zip(states, states[1:], strict=False))
+    pairs = list(itertools.pairwise(states))
     if not pairs:
         return 0.0, 0.0
     started = time.process_time()
