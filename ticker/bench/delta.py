@@ -26,9 +26,7 @@ from ticker.client import feed_url
 from ticker.core import delta
 
 
-async def _read(
-    url: str, request: dict[str, Any], seconds: float, into: dict[str, Any]
-) -> None:
+async def _read(url: str, request: dict[str, Any], seconds: float, into: dict[str, Any]) -> None:
     """Collect (position, type, bytes, state) for each tick or delta, rebuilding deltas."""
     state: dict[str, Any] | None = None
     async with websockets.connect(url, max_size=2**24) as ws:
@@ -80,9 +78,7 @@ async def measure(url: str, seconds: float, topics: list[str] | None) -> dict[st
     )
     by_position = {p: s for p, _, _, s in full["messages"]}
     common = [p for p, _, _, s in deltas["messages"] if p in by_position]
-    mismatches = sum(
-        by_position[p] != s for p, _, _, s in deltas["messages"] if p in by_position
-    )
+    mismatches = sum(by_position[p] != s for p, _, _, s in deltas["messages"] if p in by_position)
     full_bytes = [n for _, _, n, _ in full["messages"]]
     delta_bytes = [n for _, _, n, _ in deltas["messages"]]
     kinds = [k for _, k, _, _ in deltas["messages"]]
