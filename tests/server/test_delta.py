@@ -194,3 +194,13 @@ async def test_feed_client_with_deltas_hands_out_the_full_states_across_a_resume
     last.set_result(await replaying(live, count=30))
     await asyncio.wait_for(asyncio.gather(*tasks), 30)
     assert_same(full, rebuilt, at_least=10)
+
+
+async def test_a_delta_flag_that_is_not_a_boolean_is_a_bad_request(live: Live) -> None:
+    """`"delta": "yes"` on the websocket: an error; `?delta=2` on /sse: HTTP 400."""
+    async with websockets.connect(live.ws_url) as ws:
+        await recv(ws), await recv(ws)
+        await ws.send(json.dumps({"type": "subscribe", "delta": "yes"}))
+        assert (await recv(ws))["code"] == "bad_request"
+    status, body = await live.get("sse?delta=2")
+    assert (status, body["error"]) == (400, "bad_request")
