@@ -172,16 +172,13 @@ async def test_feed_client_with_deltas_hands_out_the_full_states_across_a_resume
     """FeedClient(delta=True), cut off mid-replay: it resumes and its ticks stay exact."""
     full, rebuilt = Rebuilt(), Rebuilt()
 
-    async def follow(client: FeedClient, into: Rebuilt, last: asyncio.Future[str]) -> None:
+    async def follow(client: FeedClient, into: Rebuilt) -> None:
         async for msg in client:
             if isinstance(msg, Tick):
                 into.take({"type": "tick", "position": msg.position, "state": msg.state})
-                if last.done() and msg.position == last.result():
-                    return
 
-    last: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     tasks = [
-        asyncio.create_task(follow(FeedClient(live.ws_url, delta=d), r, last))
+        asyncio.create_task(follow(FeedClient(live.ws_url, delta=d), r))
         for d, r in ((False, full), (True, rebuilt))
     ]
     await eventually(lambda: len(live.hub.clients) == 2)
@@ -193,8 +190,11 @@ async def test_feed_client_with_deltas_hands_out_the_full_states_across_a_resume
         lambda: cut not in live.hub.clients and any(c.sub.delta for c in live.hub.clients)
     )
     await first
-    last.set_result(await replaying(live, count=30))
-    await asyncio.wait_for(asyncio.gather(*tasks), 30)
+    last = await replaying(live, count=30)
+    await eventually(lambda: full.last == last and rebuilt.last == last, timeout=30)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
     assert_same(full, rebuilt, at_least=10)
 
 
