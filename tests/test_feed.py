@@ -27,6 +27,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.conftest import UNIT, Server, Ticker, serving, stop
 from ticker import feed
+from ticker.core import delta
 from ticker.keys import Keys
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -90,11 +91,16 @@ async def recv(ws: Any, timeout: float = 20) -> dict[str, Any]:
 
 
 async def read_until_ended(ws: Any, into: list[dict[str, Any]]) -> None:
-    """Append messages until a tick or snapshot says the replay ended."""
+    """Append messages until a tick, delta or snapshot says the replay ended."""
+    state: dict[str, Any] = {}
     while True:
         msg = await recv(ws, 30)
         into.append(msg)
-        if msg["type"] in ("tick", "snapshot") and msg["state"]["ended"]:
+        if msg["type"] in ("tick", "snapshot"):
+            state = msg["state"]
+        elif msg["type"] == "delta":
+            state = delta.apply(state, msg["patch"])
+        if msg["type"] in ("tick", "snapshot", "delta") and state["ended"]:
             return
 
 
@@ -144,7 +150,8 @@ def sample(text: str, name: str) -> float:
 def test_protocol_doc_names_every_message_field_close_code_and_refusal() -> None:
     """docs/protocol.md documents every message type, state field, close code and refusal."""
     doc = (DOCS / "protocol.md").read_text()
-    words = ("hello", "snapshot", "tick", "milestone", "replay", "error", "subscribe", "max_rate")
+    words = ("hello", "snapshot", "tick", "delta", "patch", "milestone", "replay", "error")
+    words += ("subscribe", "max_rate")
     for word in words:
         assert f"`{word}`" in doc, word
     for field in [*feed.EMPTY_STATE, "replay", "recovered", "position", "epoch"]:
@@ -175,7 +182,8 @@ def test_protocol_doc_names_every_message_field_close_code_and_refusal() -> None
 async def test_real_messages_of_a_replay_validate_against_the_schema(
     ticker: Ticker, server: Server
 ) -> None:
-    """Every message of a real replay (full, partial, resumed, error) fits feed.schema.json."""
+    """Every message of a real replay (full, partial with deltas, resumed, error) fits
+    feed.schema.json."""
     full: list[dict[str, Any]] = []
     partial: list[dict[str, Any]] = []
     async with (
@@ -183,7 +191,9 @@ async def test_real_messages_of_a_replay_validate_against_the_schema(
         websockets.connect(server.ws_url) as b,
     ):
         full += [await recv(a), await recv(a)]
-        await b.send(json.dumps({"type": "subscribe", "topics": ["totals"], "max_rate": 5}))
+        await b.send(
+            json.dumps({"type": "subscribe", "topics": ["totals"], "max_rate": 5, "delta": True})
+        )
         await b.send("not json")
         # Paced: at max speed the coalesced window can end before a replay message is sent.
         async with replaying(ticker, "--speed", "2400", *WINDOW):
@@ -195,7 +205,7 @@ async def test_real_messages_of_a_replay_validate_against_the_schema(
         while resumed[-1]["type"] != "snapshot":
             resumed.append(await recv(c))
     seen = full + partial + resumed
-    kinds = {"hello", "snapshot", "tick", "milestone", "replay", "error"}
+    kinds = {"hello", "snapshot", "tick", "delta", "milestone", "replay", "error"}
     assert {m["type"] for m in seen} == kinds
     assert resumed[-1]["recovered"] is True
     check = validator()

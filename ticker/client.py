@@ -21,6 +21,7 @@ import orjson
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from ticker.core import delta as deltas
 from ticker.supervise import Backoff
 
 log = logging.getLogger("ticker.client")
@@ -48,6 +49,14 @@ class Tick:
 
 
 @dataclass(frozen=True)
+class Delta:
+    """A delta tick as sent (`FeedClient` hands out the `Tick` it makes instead)."""
+
+    position: str
+    patch: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Milestone:
     position: str
     milestone: dict[str, Any]
@@ -67,7 +76,7 @@ class Error:
     message: str
 
 
-Message = Hello | Snapshot | Tick | Milestone | Replay | Error
+Message = Hello | Snapshot | Tick | Delta | Milestone | Replay | Error
 
 
 def parse(raw: str | bytes) -> Message:
@@ -80,6 +89,8 @@ def parse(raw: str | bytes) -> Message:
         return Snapshot(m["position"], m["epoch"], m["state"], m.get("recovered"))
     if kind == "tick":
         return Tick(m["position"], m["state"])
+    if kind == "delta":
+        return Delta(m["position"], m["patch"])
     if kind == "milestone":
         return Milestone(m["position"], m["milestone"])
     if kind == "replay":
@@ -87,6 +98,10 @@ def parse(raw: str | bytes) -> Message:
     if kind == "error":
         return Error(m["code"], m["message"])
     raise ValueError(f"unknown feed message type {kind!r}")
+
+
+class DeltaWithoutBase(ValueError):
+    """A delta came before any full tick on this connection (the server never does that)."""
 
 
 class FeedUnreachable(ConnectionError):
@@ -157,15 +172,31 @@ class FeedClient:
         max_backoff: float = 5.0,
         retry_first: bool = True,
         on_lost: Callable[[str], None] | None = None,
+        delta: bool = False,
     ) -> None:
         """With `retry_first=False`, a first connection that fails raises FeedUnreachable
         instead of retrying. `on_lost(reason)` is called once each time a connection is lost
-        (or cannot be made), before the client retries; without it, that is logged."""
+        (or cannot be made), before the client retries; without it, that is logged.
+
+        With `delta=True` the server sends ticks as patches of the previous one (fewer
+        bytes); the client applies them and hands out each as the `Tick` it stands for."""
         self.url, self.topics, self.max_rate, self.token = feed_url(url), topics, max_rate, token
+        self.delta = delta
+        self.tick_state: dict[str, Any] | None = None  # the last tick's, what a delta patches
         self.max_backoff, self.retry_first, self.on_lost = max_backoff, retry_first, on_lost
         self.position: str | None = None
         self.epoch: str | None = None
         self.connected = False
+
+    def _whole(self, msg: Message) -> Message:
+        """A delta as the tick it stands for; keep each tick's state for the next delta."""
+        if isinstance(msg, Delta):
+            if self.tick_state is None:
+                raise DeltaWithoutBase("the server sent a delta before any tick")
+            msg = Tick(msg.position, deltas.apply(self.tick_state, msg.patch))
+        if isinstance(msg, Tick):
+            self.tick_state = msg.state
+        return msg
 
     def _address(self) -> str:
         query = {}
@@ -186,15 +217,18 @@ class FeedClient:
                 async with websockets.connect(self._address(), max_size=2**24) as ws:
                     self.connected, first, reported = True, False, False
                     backoff.reset()
-                    if self.topics is not None or self.max_rate is not None:
+                    self.tick_state = None
+                    if self.topics is not None or self.max_rate is not None or self.delta:
                         request: dict[str, Any] = {"type": "subscribe"}
                         if self.topics is not None:
                             request["topics"] = self.topics
                         if self.max_rate is not None:
                             request["max_rate"] = self.max_rate
+                        if self.delta:
+                            request["delta"] = True
                         await ws.send(orjson.dumps(request).decode())
                     async for raw in ws:
-                        msg = parse(raw)
+                        msg = self._whole(parse(raw))
                         if isinstance(msg, Hello):
                             self.epoch = msg.epoch or self.epoch
                         elif isinstance(msg, Snapshot | Tick | Milestone):
@@ -206,6 +240,8 @@ class FeedClient:
                 reason = why(exc)
             except (TimeoutError, ConnectionClosed, InvalidHandshake, OSError) as exc:
                 reason = why(exc)
+            except DeltaWithoutBase as exc:
+                reason = str(exc)  # a fresh connection starts from a snapshot again
             self.connected = False
             if first and not self.retry_first:
                 raise FeedUnreachable(f"cannot reach the feed at {self.url}: {reason}")

@@ -57,6 +57,12 @@ def tick(state: dict[str, Any], position: str) -> dict[str, Any]:
     return {"type": "tick", "position": position, "state": state}
 
 
+def delta(patch: dict[str, Any], position: str) -> dict[str, Any]:
+    """A delta tick: `patch` (`ticker.core.delta`) takes the state of the client's previous
+    tick or delta to the one a full tick at `position` would carry."""
+    return {"type": "delta", "position": position, "patch": patch}
+
+
 def milestone(fired: dict[str, Any], position: str) -> dict[str, Any]:
     return {"type": "milestone", "position": position, "milestone": fired}
 
@@ -215,6 +221,7 @@ def milestone_positions(position: str, count: int) -> list[str]:
 class Subscription:
     topics: frozenset[str] = ALL_TOPICS
     max_rate: float = MAX_RATE_HZ
+    delta: bool = False  # ticks as patches of the previous one (`delta` messages)
 
 
 def parse_request(raw: str) -> Subscription:
@@ -234,4 +241,7 @@ def parse_request(raw: str) -> Subscription:
     rate = msg.get("max_rate", MAX_RATE_HZ)
     if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 100:
         raise BadRequest("max_rate must be a number of updates per second, above 0")
-    return Subscription(frozenset(topics) | {"totals"}, min(float(rate), MAX_RATE_HZ))
+    wants_delta = msg.get("delta", False)
+    if not isinstance(wants_delta, bool):
+        raise BadRequest("delta must be true or false")
+    return Subscription(frozenset(topics) | {"totals"}, min(float(rate), MAX_RATE_HZ), wants_delta)

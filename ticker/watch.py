@@ -53,8 +53,15 @@ async def watch(url: str, out: TextIO, until_ended: bool, token: str | None) -> 
             print(line, file=out, flush=True)
 
     # The first connection must work (else say why and stop); later ones are retried.
+    # Deltas: most of the totals (the milestones, last year's curve) do not change.
     client = FeedClient(
-        url, topics=["totals"], max_rate=4, token=token, retry_first=False, on_lost=on_lost
+        url,
+        topics=["totals"],
+        max_rate=4,
+        token=token,
+        retry_first=False,
+        on_lost=on_lost,
+        delta=True,
     )
     async for msg in client:
         if isinstance(msg, Snapshot | Tick):

@@ -14,6 +14,7 @@ from ticker.server import hub as hub_module
 from ticker.server.connection import Client
 from ticker.server.hub import Hub
 from ticker.server.source import MemoryFeed
+from ticker.server.ticks import TickVersion
 from ticker.server.tuning import Tuning
 
 MIN = 60_000
@@ -61,8 +62,8 @@ def received(c: Client) -> list[tuple[str, str]]:
     """(type, position) of each message waiting for `c`, in the order it would get them."""
     c.outbox.live = True
     out = []
-    while isinstance(text := c.outbox.next_message(0.0), bytes):
-        msg = orjson.loads(text)
+    while isinstance(step := c.outbox.next_message(0.0), bytes | TickVersion):
+        msg = orjson.loads(c.resolve(step))
         out.append((msg["type"], msg.get("position")))
     return out
 
@@ -130,7 +131,7 @@ async def test_a_clients_max_rate_holds_its_ticks_direct_or_queued() -> None:
     for k in range(1, 1_001):
         await hub.on_entry(f"{k}-0", entry(gmv_fen=k))
         hub.broadcast_tick(k / 100)
-        while isinstance(c.outbox.next_message(k / 100), bytes):
+        while isinstance(c.outbox.next_message(k / 100), bytes | TickVersion):
             sent += 1
     direct = len(c.transport.written)  # type: ignore[attr-defined]
     assert direct and 18 <= direct + sent <= 2 * 10 + 2

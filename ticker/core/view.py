@@ -165,7 +165,8 @@ TOPICS: dict[str, tuple[str, ...]] = {
 
 
 def state_schema() -> dict[str, dict[str, Any]]:
-    """The `state` (a tick's) and `full_state` definitions of docs/feed.schema.json."""
+    """The `state` (a tick's), `full_state` and `state_patch` (a delta's) definitions of
+    docs/feed.schema.json."""
     return {
         "state": {
             "type": "object",
@@ -179,6 +180,12 @@ def state_schema() -> dict[str, dict[str, Any]]:
             "$ref": "#/$defs/state",
             "required": list(NAMES),
             "description": "the whole state: snapshot and /api/state",
+        },
+        "state_patch": {
+            "type": "object",
+            "description": "a delta's patch of the state (docs/protocol.md, Delta ticks): "
+            "the fields that changed, each a new value or a patch of the old one",
+            "propertyNames": {"enum": list(NAMES)},
         },
     }
 

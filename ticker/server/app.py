@@ -126,7 +126,7 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
     def check() -> None:
         nonlocal resume, sub
         resume = parse_resume(request.headers.get("Last-Event-ID"), q.get("since"), q.get("epoch"))
-        sub = parse_subscription(q.get("topics"), q.get("max_rate"))
+        sub = parse_subscription(q.get("topics"), q.get("max_rate"), q.get("delta"))
 
     refused = _admit(request, check)
     if refused is not None:

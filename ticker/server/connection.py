@@ -17,7 +17,8 @@ from aiohttp.abc import AbstractStreamWriter
 from ticker import feed
 from ticker.guard import MaskCheck
 from ticker.metrics import ServerMetrics
-from ticker.server.outbox import Outbox, Route
+from ticker.server.outbox import Outbox, Payload, Route
+from ticker.server.ticks import TickVersion
 from ticker.server.tuning import Tuning
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ class Client:
     """One websocket connection: it moves the bytes its `Outbox` decides on."""
 
     __slots__ = (
+        "base",
         "close_reason",
         "fd",
         "metrics",
@@ -73,6 +75,8 @@ class Client:
         plain = sock is not None and transport.get_extra_info("sslcontext") is None
         self.fd: int = sock.fileno() if plain else -1
         self.sub = feed.Subscription()
+        # The tick this client last received (full or delta): what its next delta patches.
+        self.base: TickVersion | None = None
         self.outbox = Outbox(self.sub.max_rate, tuning.send_buffer)
         self.wake = asyncio.Event()
         self.ready = asyncio.Event()  # set once the snapshot (or resume backlog) is sent
@@ -80,6 +84,7 @@ class Client:
 
     def subscribe(self, sub: feed.Subscription) -> None:
         self.sub = sub
+        self.base = None  # after a subscription change, a full tick first
         self.outbox.pace.rate = sub.max_rate
         self.wake.set()
 
@@ -94,7 +99,7 @@ class Client:
         closing = t.is_closing() or self.ws.closed
         return self.outbox.route_tick(key, now, t.get_write_buffer_size(), closing, self.fd >= 0)
 
-    def offer_tick(self, key: feed.PositionKey, text: bytes) -> None:
+    def offer_tick(self, key: feed.PositionKey, text: Payload) -> None:
         if self.outbox.offer_tick(key, text):
             self.metrics.ticks_coalesced += 1
         self.wake.set()
@@ -107,6 +112,19 @@ class Client:
             queued = self.outbox.offer_urgent(key, text)
         self.wake.set()
         return queued
+
+    def tick_text(self, version: TickVersion) -> bytes:
+        """The text of a tick this client is sent now (a delta from what it last received,
+        if it asked for deltas); from now on its base."""
+        if self.sub.delta:
+            text = version.text(self.base, self.sub.topics)[0]
+        else:
+            text = version.full_tick(self.sub.topics)[0]
+        self.base = version
+        return text
+
+    def resolve(self, step: Payload) -> bytes:
+        return self.tick_text(step) if isinstance(step, TickVersion) else step
 
     async def send(self, text: bytes) -> None:
         """Send one encoded JSON text frame (encoded once for every client that gets it),
@@ -129,8 +147,8 @@ class Client:
                 await self.wake.wait()
                 self.wake.clear()
                 while (step := self.outbox.next_message(time.monotonic())) is not None:
-                    if isinstance(step, bytes):
-                        await self.send(step)
+                    if isinstance(step, bytes | TickVersion):
+                        await self.send(self.resolve(step))
                         continue
                     # The client's own rate limit holds a tick back (newer ones replace it);
                     # a milestone cuts the wait short.

@@ -21,6 +21,7 @@ from ticker.server.connection import Client
 from ticker.server.fanout import CHUNK, PARALLEL_FROM, Fanout, Share
 from ticker.server.outbox import Route
 from ticker.server.source import FeedSource
+from ticker.server.ticks import TickVersion
 from ticker.server.tuning import GC_FREEZE_EVERY, GC_FULL_AFTER, GC_FULL_EVERY, Tuning
 
 log = logging.getLogger("ticker.serve")
@@ -67,6 +68,7 @@ class Hub:
         self.metrics = ServerMetrics()
         self.dirty = asyncio.Event()  # the state changed since the last tick went out
         self.broadcast_key: feed.PositionKey = (0, 0, 0)  # the newest position broadcast
+        self.serial = 0  # of the newest tick broadcast (`TickVersion.serial`)
         self.redis_ok = False
         self.read_at = -READER_STALE_S  # time.monotonic() of the feed reader's last reply
         self.reader: asyncio.Task[None] | None = None  # the task running `tail`
@@ -321,41 +323,48 @@ class Hub:
             self.broadcast_key = key
             self.metrics.tick_delay_seconds_sum += max(0.0, time.time() - key[0] / 1000)
             self.metrics.tick_delays += 1
-        self.fanout.send(self._tick_shares(key, now), len(self.clients) >= PARALLEL_FROM)
+        self.serial += 1
+        # A copy: a replay status that comes later must not change what this tick carried
+        # (a delta client's next patch is taken from it).
+        version = TickVersion(self.serial, self.position, dict(self.tick_state))
+        self.fanout.send(self._tick_shares(version, now), len(self.clients) >= PARALLEL_FROM)
 
-    def _tick_shares(self, key: feed.PositionKey, now: float) -> Iterator[Share]:
+    def _tick_shares(self, version: TickVersion, now: float) -> Iterator[Share]:
         """Choose each client's path for this tick; yield the raw writes, a share at a time.
 
         Runs inside `Fanout.send`, with the event loop held: the clients cannot change."""
-        # Once per subscription kind: the JSON text and its frame; the clients to write raw.
-        encoded: dict[frozenset[str], tuple[bytes, bytes]] = {}
-        raw: dict[frozenset[str], list[Client]] = {}
+        key = version.key
+        # Once per kind of client (its topics, and for a delta client the tick it last
+        # received): the JSON text and its frame; the clients to write raw. Most delta
+        # clients are in step, so they share one patch.
+        encoded: dict[tuple[frozenset[str], TickVersion | None], tuple[bytes, bytes]] = {}
+        raw: dict[tuple[frozenset[str], TickVersion | None], list[Client]] = {}
         for c in self.clients:
-            sub = c.sub
-            enc = encoded.get(sub.topics)
-            if enc is None:
-                text = orjson.dumps(
-                    feed.tick(feed.only(self.tick_state, sub.topics), self.position)
-                )
-                enc = encoded[sub.topics] = (text, feed.text_frame(text))
-                raw[sub.topics] = []
             route = c.route_tick(key, now)
+            if route is Route.QUEUE:
+                c.offer_tick(key, version)  # its sender chooses the text when it sends
+                continue
+            sub = c.sub
+            kind = (sub.topics, c.base if sub.delta else None)
+            enc = encoded.get(kind)
+            if enc is None:
+                enc = encoded[kind] = version.text(kind[1], sub.topics)
+                raw[kind] = []
+            c.base = version
             if route is Route.SOCKET:
-                share = raw[sub.topics]
+                share = raw[kind]
                 share.append(c)
                 if len(share) == CHUNK:
-                    raw[sub.topics] = []
+                    raw[kind] = []
                     self.count_direct(CHUNK, len(enc[0]))
                     yield enc[1], share
-            elif route is Route.TRANSPORT:
+            else:
                 c.transport.write(enc[1])
                 self.count_direct(1, len(enc[0]))
-            else:
-                c.offer_tick(key, enc[0])
-        for topics, share in raw.items():
+        for kind, share in raw.items():
             if share:
-                self.count_direct(len(share), len(encoded[topics][0]))
-                yield encoded[topics][1], share
+                self.count_direct(len(share), len(encoded[kind][0]))
+                yield encoded[kind][1], share
 
     async def collect_garbage(self) -> None:
         """Keep the cyclic GC's full passes out of the broadcasts (see GC_FREEZE_EVERY)."""

@@ -20,12 +20,17 @@ from collections import deque
 
 from ticker import feed
 from ticker.core.pace import Pace
+from ticker.server.ticks import TickVersion
 
 MAX_URGENT = 1_000  # milestones queued for one client before it is deemed stuck
 
+# What a message is: its JSON text, or a tick's version, whose text (full or delta) depends
+# on what the client last received, so it is chosen when the tick is sent.
+Payload = bytes | TickVersion
+
 # A message queued for one client: its position (None: a replay message, which has none),
-# its JSON text, and whether it is a tick (sending it raises the client's floor).
-Queued = tuple[feed.PositionKey | None, bytes, bool]
+# its payload, and whether it is a tick (sending it raises the client's floor).
+Queued = tuple[feed.PositionKey | None, Payload, bool]
 
 
 class Route(enum.Enum):
@@ -56,7 +61,7 @@ class Outbox:
 
     def __init__(self, rate: float, send_buffer: int, max_urgent: int = MAX_URGENT) -> None:
         self.floor: feed.PositionKey = (0, 0, 0)  # positions at or below this were sent
-        self.latest_tick: tuple[feed.PositionKey, bytes] | None = None
+        self.latest_tick: tuple[feed.PositionKey, Payload] | None = None
         # In order: milestones (at their position), replay messages (no position: never
         # below the floor) and a tick that a replay message had to follow (`offer_replay`).
         self.urgent: deque[Queued] = deque()
@@ -101,7 +106,7 @@ class Outbox:
             self.pace.take(now)
         return route
 
-    def offer_tick(self, key: feed.PositionKey, text: bytes) -> bool:
+    def offer_tick(self, key: feed.PositionKey, text: Payload) -> bool:
         """Hold the newest tick; True if it replaced one not yet sent (coalesced)."""
         coalesced = self.latest_tick is not None
         self.latest_tick = (key, text)
@@ -125,10 +130,10 @@ class Outbox:
             self.urgent.append((key, tick_text, True))
         return self.offer_urgent(None, text)
 
-    def next_message(self, now: float) -> bytes | float | None:
-        """What the sender does next: bytes, send them; a float, wait that many seconds
-        (a tick held back by the rate limit; a new offer may cut the wait short); None,
-        nothing to send until the next offer.
+    def next_message(self, now: float) -> Payload | float | None:
+        """What the sender does next: bytes (or a tick's version), send them; a float, wait
+        that many seconds (a tick held back by the rate limit; a new offer may cut the wait
+        short); None, nothing to send until the next offer.
 
         Milestones and replay messages first, in order; then the newest tick."""
         while self.urgent:

@@ -26,6 +26,7 @@ from ticker import feed
 from ticker.metrics import ServerMetrics
 from ticker.server.connection import Client, greet
 from ticker.server.outbox import QUEUE, Route
+from ticker.server.ticks import TickVersion
 from ticker.server.tuning import Tuning
 
 if TYPE_CHECKING:
@@ -60,9 +61,18 @@ def parse_resume(
     return since, epoch
 
 
-def parse_subscription(topics: str | None, max_rate: str | None) -> feed.Subscription:
-    """`?topics=totals,top&max_rate=2`, checked as a websocket `subscribe` message is."""
+DELTA_FLAGS = {"1": True, "true": True, "0": False, "false": False}  # `?delta=`
+
+
+def parse_subscription(
+    topics: str | None, max_rate: str | None, delta: str | None = None
+) -> feed.Subscription:
+    """`?topics=totals,top&max_rate=2&delta=1`, checked as a websocket `subscribe` message is."""
     request: dict[str, object] = {"type": "subscribe"}
+    if delta is not None:
+        if delta not in DELTA_FLAGS:
+            raise feed.BadRequest("delta must be 1 or 0")
+        request["delta"] = DELTA_FLAGS[delta]
     if topics is not None:
         request["topics"] = [t for t in topics.split(",") if t]
     if max_rate is not None:
@@ -155,8 +165,8 @@ class SseClient(Client):
                     await asyncio.wait_for(self.wake.wait(), timeout)
                 self.wake.clear()
                 while (step := self.outbox.next_message(time.monotonic())) is not None:
-                    if isinstance(step, bytes):
-                        await self.send(step)
+                    if isinstance(step, bytes | TickVersion):
+                        await self.send(self.resolve(step))
                         continue
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.wake.wait(), step)
