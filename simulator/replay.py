@@ -18,7 +18,6 @@ shard gets the start and the end, and a restart continues after the least advanc
 import asyncio
 import dataclasses
 import logging
-import os
 import re
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from ticker.core.clock import format_time_of_day
 from ticker.core.control import HEARTBEAT_MS, BadCommand, decode_command
 from ticker.keys import Keys
 from ticker.redis_io import TRANSIENT, client, is_cluster
+from ticker.supervise import Backoff
 
 log = logging.getLogger("ticker.replay")
 
@@ -171,7 +171,7 @@ class Replay:
 
     async def run(self) -> Progress:
         """Replay the whole window, riding out Redis outages and obeying seeks."""
-        delay = 0.1
+        backoff = Backoff()
         while True:
             try:
                 if self.control_id is None:
@@ -187,9 +187,9 @@ class Replay:
                     # Stopping (SIGINT): the Redis client turned the cancellation of the
                     # command in flight into a connection error; do not retry.
                     raise asyncio.CancelledError from exc
-                log.warning("Redis unavailable (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay * (0.5 + os.urandom(1)[0] / 255))
-                delay = min(delay * 2, 5.0)
+                wait = backoff.next()
+                log.warning("Redis unavailable (%s); retrying in %.1fs", exc, wait)
+                await asyncio.sleep(wait)
 
     def _restart_at(self, to_ms: int) -> None:
         plan = self.plan

@@ -10,8 +10,15 @@ import ticker
 
 ROOTS = [Path(ticker.__file__).parent, Path(simulator.__file__).parent]
 LEAVES = {"ticker.keys"}  # names only; it imports nothing of the ticker
-# What the simulator may use of the ticker: the core, the names, the errors, the Redis client.
-SIMULATOR_USES = ("ticker.core", "ticker.keys", "ticker.errors", "ticker.redis_io")
+# What the simulator may use of the ticker: the core, the names, the errors, the Redis client
+# and the backoff rule.
+SIMULATOR_USES = (
+    "ticker.core",
+    "ticker.keys",
+    "ticker.errors",
+    "ticker.redis_io",
+    "ticker.supervise",
+)
 
 
 def module_imports() -> dict[str, set[str]]:

@@ -22,6 +22,7 @@ from ticker.server.fanout import CHUNK, PARALLEL_FROM, Fanout, Share
 from ticker.server.outbox import Route
 from ticker.server.source import FeedSource
 from ticker.server.tuning import GC_FREEZE_EVERY, GC_FULL_AFTER, GC_FULL_EVERY, Tuning
+from ticker.supervise import Backoff
 
 log = logging.getLogger("ticker.serve")
 
@@ -137,7 +138,7 @@ class Hub:
         position reached (so no milestone is skipped); a bad entry is skipped and logged;
         a feed that was lost (a new epoch) is loaded afresh and the clients resync; any
         other failure is logged and the reader starts again."""
-        delay, loaded = 0.1, False
+        backoff, loaded = Backoff(), False
         while True:
             try:
                 if loaded:
@@ -145,7 +146,8 @@ class Hub:
                 else:
                     await self.load()
                     loaded = True
-                self.redis_ok, self.read_at, delay = True, time.monotonic(), 0.1
+                self.redis_ok, self.read_at = True, time.monotonic()
+                backoff.reset()
                 while True:
                     entries = await self.source.after(self.position, block_ms=1000, count=500)
                     self.read_at = time.monotonic()
@@ -153,13 +155,12 @@ class Hub:
                         await self.on_entry(position, fields)
                     await self.check_epoch()
             except TRANSIENT as exc:
-                self.redis_ok = False
-                log.warning("Redis unavailable (%s); retrying in %.1fs", exc, delay)
+                self.redis_ok, wait = False, backoff.next()
+                log.warning("Redis unavailable (%s); retrying in %.1fs", exc, wait)
             except Exception:
-                self.redis_ok = False
-                log.exception("the feed reader failed; restarting it in %.1fs", delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+                self.redis_ok, wait = False, backoff.next()
+                log.exception("the feed reader failed; restarting it in %.1fs", wait)
+            await asyncio.sleep(wait)
 
     async def reconnect(self) -> None:
         """Back after an outage: go on from the position reached if the feed still holds
