@@ -10,7 +10,6 @@ from typing import Any
 import orjson
 
 from ticker.core.clock import DAY_MS, format_time_of_day, parse_time_of_day
-from ticker.keys import CONTROL_MAXLEN as CONTROL_MAXLEN  # the server imports it from here
 
 MAX_SPEED = 1e6
 MAX_ENTRY_BYTES = 1_024  # a control entry's `c` field; real commands are under 60 bytes
