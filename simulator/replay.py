@@ -49,6 +49,7 @@ WAITING_SHOWN_S = 1.0
 WAITING_NOTICE_S = 2.0
 REPORT_EVERY_S = HEARTBEAT_MS / 1000 * 0.8  # the loops below may oversleep by 50 ms
 CONTROL_BATCH = 100  # control entries read at a time
+CONTROL_POLL_S = 0.1  # how often a waiting replay looks for commands
 GENERATOR_POLL_S = 0.001  # how often the writer looks for a block still being made
 # Run ids: what the stream accepts (1..64 characters); a seek adds `~<second of the day>`
 # to the part before any `~`, which is therefore at most MAX_RUN_BASE characters.
@@ -301,10 +302,7 @@ class Replay:
                 if now - since >= WAITING_NOTICE_S and not noticed:
                     noticed = True
                     self.on_waiting(backlog)
-                if now >= self.next_control_poll:
-                    self.next_control_poll = now + 0.1
-                    await self._obey_controls()
-                await self._report()
+                await self._tend()
                 # Short waits are the usual flow control: poll fast, then gently.
                 await asyncio.sleep(0.005 if now - since < 0.5 else 0.05)
                 backlog = max([await self.redis.xlen(keys.orders) for keys in self.shards])
@@ -344,12 +342,7 @@ class Replay:
     async def _wait_for_generator(self, ahead: Ahead) -> list[Encoded]:
         """Wait for the next block to be made, obeying control commands meanwhile."""
         while True:
-            now = time.monotonic()
-            if now >= self.next_control_poll:
-                self.next_control_poll = now + 0.1
-                await self._obey_controls()
-            if now >= self.next_report:
-                await self._report()
+            await self._tend()
             block = ahead.next()
             if block is not None:
                 return block
@@ -358,17 +351,22 @@ class Replay:
     async def _wait_for_clock(self, sim_ms: int) -> None:
         """Wait until the replay clock reaches sim_ms, obeying control commands meanwhile."""
         while True:
-            now = time.monotonic()
-            if now >= self.next_control_poll:
-                self.next_control_poll = now + 0.1
-                await self._obey_controls()
-            if now >= self.next_report:
-                await self._report()
+            now = await self._tend()
             due = self.clock.due(sim_ms)
             if due is not None and due <= now:
                 self.progress.behind_ms = self.clock.behind_ms(sim_ms, now)
                 return
             await asyncio.sleep(0.05 if due is None else min(0.05, due - now))
+
+    async def _tend(self) -> float:
+        """What a waiting replay keeps doing: obey the commands sent (every CONTROL_POLL_S)
+        and beat (every REPORT_EVERY_S). Returns the monotonic time it looked at."""
+        now = time.monotonic()
+        if now >= self.next_control_poll:
+            self.next_control_poll = now + CONTROL_POLL_S
+            await self._obey_controls()
+        await self._report()  # only when due
+        return now
 
     async def _obey_controls(self) -> None:
         """Obey the commands sent since the last look; skip (and log) malformed ones."""

@@ -17,6 +17,7 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from ticker.errors import FencedOff
+from ticker.keys import Keys
 
 log = logging.getLogger("ticker.reseed")
 
@@ -45,7 +46,8 @@ def new_epoch() -> str:
 
 async def reseed(
     redis: Any,
-    keys: list[str],
+    keys: Keys,
+    feed: str,
     token: str,
     lease_ms: int,
     commit: int,
@@ -55,14 +57,18 @@ async def reseed(
 ) -> bool:
     """Write a state back if its hash is missing (True), in one script under the lease.
 
-    `keys`: state, lease, epoch, curve, feed (a shard's partials); `blobs`: state, brands,
-    curve JSON (b'' for none), feed payload, merge bookkeeping (b'' for none)."""
+    `feed` is the stream its feed entry goes to (a shard's partials, or the feed); `blobs`:
+    state, brands, curve JSON (b'' for none), feed payload, merge bookkeeping (b'' for none)."""
     state, brands, curve, payload, merge = blobs
     try:
         done = await redis.eval(
             RESEED,
-            len(keys),
-            *keys,
+            5,
+            keys.state,
+            keys.lease,
+            keys.epoch,
+            keys.curve,
+            feed,
             token,
             lease_ms,
             commit,
@@ -82,7 +88,7 @@ async def reseed(
         log.warning(
             "Redis lost its data (no state at %s): restored commit %d from memory with a "
             "new feed epoch %s; orders written after that commit and not persisted are lost",
-            keys[0],
+            keys.state,
             commit,
             epoch,
         )

@@ -121,6 +121,19 @@ class Client:
         self.metrics.messages_sent += 1
         self.metrics.bytes_sent += len(text)
 
+    async def send_due(self) -> None:
+        """Send what the outbox gives now, in its order, as the connection takes it. When
+        the client's own rate limit holds a tick back (newer ones replace it), wait that long
+        (a milestone cuts the wait short) and leave `wake` set for the sender's next turn."""
+        while (step := self.outbox.next_message(time.monotonic())) is not None:
+            if isinstance(step, bytes):
+                await self.send(step)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), step)
+            self.wake.set()
+            return
+
     async def send_loop(self) -> None:
         """Send what the outbox gives, in its order, as the connection takes it."""
         await self.ready.wait()
@@ -128,16 +141,7 @@ class Client:
             while not self.ws.closed:
                 await self.wake.wait()
                 self.wake.clear()
-                while (step := self.outbox.next_message(time.monotonic())) is not None:
-                    if isinstance(step, bytes):
-                        await self.send(step)
-                        continue
-                    # The client's own rate limit holds a tick back (newer ones replace it);
-                    # a milestone cuts the wait short.
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.wake.wait(), step)
-                    self.wake.set()
-                    break
+                await self.send_due()
         except (TimeoutError, ConnectionResetError):
             log.warning("disconnecting a client that stopped reading")
             self.drop("slow")

@@ -154,14 +154,7 @@ class SseClient(Client):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), timeout)
                 self.wake.clear()
-                while (step := self.outbox.next_message(time.monotonic())) is not None:
-                    if isinstance(step, bytes):
-                        await self.send(step)
-                        continue
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.wake.wait(), step)
-                    self.wake.set()
-                    break
+                await self.send_due()
                 if time.monotonic() - self.last_write >= self.heartbeat and not self.closed():
                     await self.write(PING)
         except (TimeoutError, ConnectionResetError):
