@@ -30,7 +30,14 @@ from simulator.clock import ReplayClock
 from simulator.generator import DayPlan
 from ticker.core.batch import encode_end, encode_start, shard_of
 from ticker.core.clock import format_time_of_day
-from ticker.core.control import HEARTBEAT_MS, BadCommand, decode_command
+from ticker.core.control import (
+    HEARTBEAT_MS,
+    BadCommand,
+    Pause,
+    Resume,
+    Speed,
+    decode_command,
+)
 from ticker.keys import Keys
 from ticker.redis_io import TRANSIENT, client, is_cluster
 from ticker.supervise import Backoff
@@ -381,26 +388,25 @@ class Replay:
                 log.warning("skipping control entry %s: %s", self.control_id, exc)
                 continue
             now, at = time.monotonic(), self.progress.sim_ms
-            action = command["action"]
-            log.info("replay command: %s", command)
-            if action == "pause":
+            log.info("replay command: %s", command.wire())
+            if isinstance(command, Pause):
                 self.clock.pause()
-            elif action == "resume":
+            elif isinstance(command, Resume):
                 self.clock.resume(now, at)
-            elif action == "speed":
-                self.clock.set_speed(command["speed"], now, at)
+            elif isinstance(command, Speed):
+                self.clock.set_speed(command.speed, now, at)
                 self.progress.speed_asked = self.clock.speed
-            elif not self.window_from_ms <= command["to_ms"] < self.window_to_ms:
+            elif not self.window_from_ms <= command.to_ms < self.window_to_ms:
                 log.warning(
                     "skipping control entry %s: seek to %s is outside the window %s to %s",
                     self.control_id,
                     *(
                         format_time_of_day(t, millis=False)
-                        for t in (command["to_ms"], self.window_from_ms, self.window_to_ms)
+                        for t in (command.to_ms, self.window_from_ms, self.window_to_ms)
                     ),
                 )
             else:
-                raise _Seek(command["to_ms"])  # restart as a new run from there
+                raise _Seek(command.to_ms)  # restart as a new run from there
         if reply:
             await self._report(force=True)
 

@@ -16,9 +16,8 @@ from ticker.redis_io import free_port
 
 def test_parse_gives_typed_messages_and_refuses_unknown_ones() -> None:
     """parse() turns each message type into its dataclass; anything else is a ValueError."""
-    assert client.parse('{"type":"hello","protocol":1,"epoch":"e","server":"s"}') == Hello(
-        1, "e", "s"
-    )
+    hello = '{"type":"hello","protocol":1,"epoch":"e","server":"s","topics":[],"max_rate":4}'
+    assert client.parse(hello) == Hello(1, "e", "s", [], 4)
     assert client.parse(
         '{"type":"snapshot","position":"1-0","epoch":"e","state":{},"recovered":true}'
     ) == Snapshot("1-0", "e", {}, True)

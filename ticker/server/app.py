@@ -175,7 +175,7 @@ async def api_replay(request: web.Request) -> web.Response:
     if why is not None:
         return _json({"error": "refused", "message": why}, 409)
     await send_command(source.redis, source.keys, command)
-    return _json({"accepted": command}, 202)
+    return _json({"accepted": command.wire()}, 202)
 
 
 async def metrics(request: web.Request) -> web.Response:

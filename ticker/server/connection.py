@@ -10,7 +10,6 @@ import struct
 import time
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.abc import AbstractStreamWriter
 
@@ -216,7 +215,7 @@ async def serve(hub: Hub, c: Client, since: str | None, epoch: str | None) -> No
     hub.clients.add(c)
     sender = asyncio.create_task(c.send_loop())
     try:
-        await c.send(orjson.dumps(feed.hello(hub.epoch)))
+        await c.send(feed.hello(hub.epoch).encode())
         await greet(hub, c, since, epoch)
         c.ready.set()
         c.outbox.live = True
@@ -269,7 +268,7 @@ async def greet(hub: Hub, c: Client, since: str | None, epoch: str | None) -> No
     for text in missed:
         await c.send(text)
     c.outbox.floor = feed.position_key(position)
-    await c.send(orjson.dumps(feed.snapshot(state, position, hub.epoch, recovered)))
+    await c.send(feed.snapshot(state, position, hub.epoch, recovered).encode())
 
 
 async def read_requests(c: Client) -> None:
@@ -280,7 +279,7 @@ async def read_requests(c: Client) -> None:
                 c.subscribe(feed.parse_request(msg.data))
             except feed.BadRequest as exc:
                 bad += 1
-                await c.send(orjson.dumps(feed.error("bad_request", str(exc))))
+                await c.send(feed.error("bad_request", str(exc)).encode())
                 if bad >= MAX_BAD_MESSAGES:
                     c.close_reason = "bad_requests"
                     await c.ws.close(

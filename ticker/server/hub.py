@@ -7,7 +7,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import orjson
 from aiohttp import WSCloseCode
 from redis.exceptions import ResponseError
 
@@ -42,7 +41,7 @@ def milestones(
     """The milestone messages of the feed entry at `position` that fired `fired`: each
     one's position (as a key) and JSON text. Live entries and resumes both use it."""
     for f, at in zip(fired, feed.milestone_positions(position, len(fired)), strict=True):
-        yield feed.position_key(at), orjson.dumps(feed.milestone(f, at))
+        yield feed.position_key(at), feed.milestone(f, at).encode()
 
 
 class Hub:
@@ -228,7 +227,7 @@ class Hub:
         news = feed.replay_news(status) != feed.replay_news(self.replay)
         self.replay = self.state["replay"] = self.tick_state["replay"] = status
         if news:
-            self.broadcast_urgent(None, orjson.dumps(feed.replay(status)), topic="replay")
+            self.broadcast_urgent(None, feed.replay(status).encode(), topic="replay")
 
     async def on_entry(self, position: str, fields: dict[bytes, bytes]) -> None:
         """Take one feed entry: the new state, its curve folded in, its milestones sent."""
@@ -335,9 +334,7 @@ class Hub:
             sub = c.sub
             enc = encoded.get(sub.topics)
             if enc is None:
-                text = orjson.dumps(
-                    feed.tick(feed.only(self.tick_state, sub.topics), self.position)
-                )
+                text = feed.tick(feed.only(self.tick_state, sub.topics), self.position).encode()
                 enc = encoded[sub.topics] = (text, feed.text_frame(text))
                 raw[sub.topics] = []
             route = c.route_tick(key, now)

@@ -180,7 +180,7 @@ async def serve(hub: Hub, c: SseClient, since: str | None, epoch: str | None) ->
     sender = asyncio.create_task(c.send_loop())
     try:
         await c.write(f"retry: {RETRY_MS}\n\n".encode())
-        await c.send(orjson.dumps(feed.hello(hub.epoch)))
+        await c.send(feed.hello(hub.epoch).encode())
         await greet(hub, c, since, epoch)
         c.ready.set()
         c.outbox.live = True
