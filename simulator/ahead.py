@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from simulator.generator import DayPlan
-from ticker.core.batch import COLUMNS, SCHEMA_VERSION, encode_orders
+from ticker.core.batch import COLUMNS, encode_orders, orders_entry
 
 DEPTH = 2  # pieces of work queued per worker
 # A piece of work is consecutive blocks holding at least this many orders (one block at
@@ -187,7 +187,7 @@ class Ahead:
                     t1,
                     n,
                     gmv,
-                    _fields(
+                    orders_entry(
                         self.run, seq, t0, t1, n, [bytes(view[base + a : base + b]) for a, b in at]
                     ),
                 )
@@ -219,23 +219,6 @@ class Ahead:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _fields(
-    run: str, seq: int, t0: int, t1: int, n: int, columns: list[bytes]
-) -> dict[bytes, bytes]:
-    """An orders entry's fields, as `encode_orders` makes them, from encoded columns."""
-    fields = {
-        b"v": SCHEMA_VERSION,
-        b"kind": b"orders",
-        b"run": run.encode(),
-        b"seq": str(seq).encode(),
-        b"t0": str(t0).encode(),
-        b"t1": str(t1).encode(),
-        b"n": str(n).encode(),
-    }
-    fields.update(zip((name.encode() for name in COLUMNS), columns, strict=True))
-    return fields
 
 
 Slots = tuple[mmap.mmap, int, int, Any]  # (shared buffer, bytes a slot, slots, free count)

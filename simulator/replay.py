@@ -18,7 +18,6 @@ shard gets the start and the end, and a restart continues after the least advanc
 import asyncio
 import dataclasses
 import logging
-import os
 import re
 import time
 from collections.abc import Callable
@@ -31,9 +30,17 @@ from simulator.clock import ReplayClock
 from simulator.generator import DayPlan
 from ticker.core.batch import encode_end, encode_start, shard_of
 from ticker.core.clock import format_time_of_day
-from ticker.core.control import HEARTBEAT_MS, BadCommand, decode_command
+from ticker.core.control import (
+    HEARTBEAT_MS,
+    BadCommand,
+    Pause,
+    Resume,
+    Speed,
+    decode_command,
+)
 from ticker.keys import Keys
 from ticker.redis_io import TRANSIENT, client, is_cluster
+from ticker.supervise import Backoff
 
 log = logging.getLogger("ticker.replay")
 
@@ -49,6 +56,7 @@ WAITING_SHOWN_S = 1.0
 WAITING_NOTICE_S = 2.0
 REPORT_EVERY_S = HEARTBEAT_MS / 1000 * 0.8  # the loops below may oversleep by 50 ms
 CONTROL_BATCH = 100  # control entries read at a time
+CONTROL_POLL_S = 0.1  # how often a waiting replay looks for commands
 GENERATOR_POLL_S = 0.001  # how often the writer looks for a block still being made
 # Run ids: what the stream accepts (1..64 characters); a seek adds `~<second of the day>`
 # to the part before any `~`, which is therefore at most MAX_RUN_BASE characters.
@@ -171,7 +179,7 @@ class Replay:
 
     async def run(self) -> Progress:
         """Replay the whole window, riding out Redis outages and obeying seeks."""
-        delay = 0.1
+        backoff = Backoff()
         while True:
             try:
                 if self.control_id is None:
@@ -187,9 +195,9 @@ class Replay:
                     # Stopping (SIGINT): the Redis client turned the cancellation of the
                     # command in flight into a connection error; do not retry.
                     raise asyncio.CancelledError from exc
-                log.warning("Redis unavailable (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay * (0.5 + os.urandom(1)[0] / 255))
-                delay = min(delay * 2, 5.0)
+                wait = backoff.next()
+                log.warning("Redis unavailable (%s); retrying in %.1fs", exc, wait)
+                await asyncio.sleep(wait)
 
     def _restart_at(self, to_ms: int) -> None:
         plan = self.plan
@@ -301,10 +309,7 @@ class Replay:
                 if now - since >= WAITING_NOTICE_S and not noticed:
                     noticed = True
                     self.on_waiting(backlog)
-                if now >= self.next_control_poll:
-                    self.next_control_poll = now + 0.1
-                    await self._obey_controls()
-                await self._report()
+                await self._tend()
                 # Short waits are the usual flow control: poll fast, then gently.
                 await asyncio.sleep(0.005 if now - since < 0.5 else 0.05)
                 backlog = max([await self.redis.xlen(keys.orders) for keys in self.shards])
@@ -344,12 +349,7 @@ class Replay:
     async def _wait_for_generator(self, ahead: Ahead) -> list[Encoded]:
         """Wait for the next block to be made, obeying control commands meanwhile."""
         while True:
-            now = time.monotonic()
-            if now >= self.next_control_poll:
-                self.next_control_poll = now + 0.1
-                await self._obey_controls()
-            if now >= self.next_report:
-                await self._report()
+            await self._tend()
             block = ahead.next()
             if block is not None:
                 return block
@@ -358,17 +358,22 @@ class Replay:
     async def _wait_for_clock(self, sim_ms: int) -> None:
         """Wait until the replay clock reaches sim_ms, obeying control commands meanwhile."""
         while True:
-            now = time.monotonic()
-            if now >= self.next_control_poll:
-                self.next_control_poll = now + 0.1
-                await self._obey_controls()
-            if now >= self.next_report:
-                await self._report()
+            now = await self._tend()
             due = self.clock.due(sim_ms)
             if due is not None and due <= now:
                 self.progress.behind_ms = self.clock.behind_ms(sim_ms, now)
                 return
             await asyncio.sleep(0.05 if due is None else min(0.05, due - now))
+
+    async def _tend(self) -> float:
+        """What a waiting replay keeps doing: obey the commands sent (every CONTROL_POLL_S)
+        and beat (every REPORT_EVERY_S). Returns the monotonic time it looked at."""
+        now = time.monotonic()
+        if now >= self.next_control_poll:
+            self.next_control_poll = now + CONTROL_POLL_S
+            await self._obey_controls()
+        await self._report()  # only when due
+        return now
 
     async def _obey_controls(self) -> None:
         """Obey the commands sent since the last look; skip (and log) malformed ones."""
@@ -383,26 +388,25 @@ class Replay:
                 log.warning("skipping control entry %s: %s", self.control_id, exc)
                 continue
             now, at = time.monotonic(), self.progress.sim_ms
-            action = command["action"]
-            log.info("replay command: %s", command)
-            if action == "pause":
+            log.info("replay command: %s", command.wire())
+            if isinstance(command, Pause):
                 self.clock.pause()
-            elif action == "resume":
+            elif isinstance(command, Resume):
                 self.clock.resume(now, at)
-            elif action == "speed":
-                self.clock.set_speed(command["speed"], now, at)
+            elif isinstance(command, Speed):
+                self.clock.set_speed(command.speed, now, at)
                 self.progress.speed_asked = self.clock.speed
-            elif not self.window_from_ms <= command["to_ms"] < self.window_to_ms:
+            elif not self.window_from_ms <= command.to_ms < self.window_to_ms:
                 log.warning(
                     "skipping control entry %s: seek to %s is outside the window %s to %s",
                     self.control_id,
                     *(
                         format_time_of_day(t, millis=False)
-                        for t in (command["to_ms"], self.window_from_ms, self.window_to_ms)
+                        for t in (command.to_ms, self.window_from_ms, self.window_to_ms)
                     ),
                 )
             else:
-                raise _Seek(command["to_ms"])  # restart as a new run from there
+                raise _Seek(command.to_ms)  # restart as a new run from there
         if reply:
             await self._report(force=True)
 

@@ -6,19 +6,22 @@ import sys
 from typing import Any
 
 import pytest
+from websockets.exceptions import InvalidStatus
 
 from tests.conftest import UNIT, Server, Ticker, stop, wait_http
+from tests.server.conftest import running
 from tests.test_feed import WINDOW, WINDOW_MILESTONES, api_state
 from ticker import client
 from ticker.client import Error, FeedClient, Hello, Milestone, Snapshot, Tick
+from ticker.guard import Policy
+from ticker.keys import Keys
 from ticker.redis_io import free_port
 
 
 def test_parse_gives_typed_messages_and_refuses_unknown_ones() -> None:
     """parse() turns each message type into its dataclass; anything else is a ValueError."""
-    assert client.parse('{"type":"hello","protocol":1,"epoch":"e","server":"s"}') == Hello(
-        1, "e", "s"
-    )
+    hello = '{"type":"hello","protocol":1,"epoch":"e","server":"s","topics":[],"max_rate":4}'
+    assert client.parse(hello) == Hello(1, "e", "s", [], 4)
     assert client.parse(
         '{"type":"snapshot","position":"1-0","epoch":"e","state":{},"recovered":true}'
     ) == Snapshot("1-0", "e", {}, True)
@@ -31,6 +34,18 @@ def test_parse_gives_typed_messages_and_refuses_unknown_ones() -> None:
             client.parse(bad)
     assert client.feed_url("http://h:1/") == "ws://h:1/ws"
     assert client.feed_url("https://h/x/ws?token=t") == "wss://h/x/ws?token=t"
+
+
+async def test_a_wrong_feed_token_stops_the_client_instead_of_retrying(
+    redis_url: str, namespace: str
+) -> None:
+    """A refused token is final: FeedClient raises InvalidStatus (websockets >= 14) at once."""
+    async with running(redis_url, Keys(namespace), Policy(feed_token="T")) as live:
+        with pytest.raises(InvalidStatus) as refused:
+            async with asyncio.timeout(10 * UNIT):
+                async for _ in FeedClient(live.ws_url, token="wrong"):
+                    pass
+    assert refused.value.response.status_code in (401, 403)
 
 
 async def test_feed_client_rides_out_a_server_restart_without_gaps_or_duplicates(

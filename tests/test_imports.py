@@ -1,20 +1,31 @@
-"""The package's import arrows, read from the source: no cycle anywhere, and the core
-imports nothing above it (only the core and the leaf of names, `ticker.keys`)."""
+"""The import arrows of `ticker` and `simulator`, read from the source: no cycle anywhere,
+the core imports nothing above it (only the core and the leaf of names, `ticker.keys`), and
+the simulator stands on the ticker's lower rooms only (its commands, in `ticker`, import it)."""
 
 import ast
 from pathlib import Path
 
+import simulator
 import ticker
 
-ROOT = Path(ticker.__file__).parent
+ROOTS = [Path(ticker.__file__).parent, Path(simulator.__file__).parent]
 LEAVES = {"ticker.keys"}  # names only; it imports nothing of the ticker
+# What the simulator may use of the ticker: the core, the names, the errors, the Redis client
+# and the backoff rule.
+SIMULATOR_USES = (
+    "ticker.core",
+    "ticker.keys",
+    "ticker.errors",
+    "ticker.redis_io",
+    "ticker.supervise",
+)
 
 
 def module_imports() -> dict[str, set[str]]:
-    """Each module's ticker imports made at import time (not those inside functions)."""
+    """Each module's imports of both packages made at import time (not inside functions)."""
     graph: dict[str, set[str]] = {}
-    for path in ROOT.rglob("*.py"):
-        parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    for path in (p for root in ROOTS for p in root.rglob("*.py")):
+        parts = path.relative_to(ROOTS[0].parent).with_suffix("").parts
         name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
         found: set[str] = set()
         for node in ast.parse(path.read_text()).body:
@@ -23,7 +34,7 @@ def module_imports() -> dict[str, set[str]]:
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 found.add(node.module)
                 found |= {f"{node.module}.{a.name}" for a in node.names}
-        graph[name] = {m for m in found if m.startswith("ticker")}
+        graph[name] = {m for m in found if m.startswith(("ticker", "simulator"))}
     return {m: {i for i in graph[m] if i in graph and i != m} for m in graph}
 
 
@@ -63,6 +74,13 @@ def test_the_core_imports_only_the_core_and_the_names_of_the_keys() -> None:
         m: set() for m in up
     }
     assert all(not graph[leaf] - {"ticker"} for leaf in LEAVES)
+
+
+def test_the_simulator_uses_only_the_lower_rooms_of_the_ticker() -> None:
+    """The simulator imports the core, the names, the errors and the Redis client, no shell."""
+    graph = module_imports()
+    used = {i for m in graph if m.startswith("simulator") for i in graph[m]}
+    assert {i for i in used if i.startswith("ticker") and not i.startswith(SIMULATOR_USES)} == set()
 
 
 def test_a_cycle_is_found_when_there_is_one() -> None:

@@ -22,12 +22,12 @@ def state(server: Server) -> dict:
         return json.load(resp)
 
 
-def test_miniature_day_is_exact_with_every_milestone_once_in_order(
+async def test_miniature_day_is_exact_with_every_milestone_once_in_order(
     ticker: Ticker, server: Server
 ) -> None:
     """A 1/1000 day at max speed ends on the scaled totals, every milestone fired once."""
     ticker.miniature_day()
-    s = _wait_for(server, lambda s: s["ended"])
+    s = await _wait_for(server, lambda s: s["ended"])
     assert s["gmv_fen"] == SCALED_GMV_FEN
     assert s["orders"] == SCALED_ORDERS
     fired = [m["id"] for m in s["milestones"]]
@@ -47,17 +47,17 @@ def test_miniature_day_is_exact_with_every_milestone_once_in_order(
     assert s["top_countries"][0]["name"] == "Japan"
 
 
-def _wait_for(server: Server, predicate, timeout: float = 15) -> dict:
-    async def poll() -> dict:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout * UNIT
-        while True:
-            s = await loop.run_in_executor(None, state, server)
-            if predicate(s) or loop.time() > deadline:
-                return s
-            await asyncio.sleep(0.1)
-
-    return asyncio.run(poll())
+async def _wait_for(server: Server, predicate, timeout: float = 15) -> dict:
+    # A coroutine, not asyncio.run in a plain test: asyncio.run would replace (and leave
+    # unclosed) the fresh event loop that pytest-asyncio (0.24 to 1.0 at least) sets after
+    # each async test: a ResourceWarning, an error here, in whichever test GC runs.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout * UNIT
+    while True:
+        s = await loop.run_in_executor(None, state, server)
+        if predicate(s) or loop.time() > deadline:
+            return s
+        await asyncio.sleep(0.1)
 
 
 async def test_websocket_snapshot_then_rising_ticks_ending_at_api_state(

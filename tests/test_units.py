@@ -3,7 +3,7 @@
 import pytest
 
 from simulator.clock import ReplayClock
-from ticker.core.control import parse_command
+from ticker.core.control import Seek, Speed, parse_command
 from ticker.feed import (
     ALL_TOPICS,
     BadRequest,
@@ -79,11 +79,8 @@ def test_origin_policy() -> None:
 
 def test_control_commands_are_validated() -> None:
     """Replay commands are checked before they reach the simulator."""
-    assert parse_command({"action": "speed", "speed": "max"}) == {"action": "speed", "speed": None}
-    assert parse_command({"action": "seek", "to": "01:40"}) == {
-        "action": "seek",
-        "to_ms": 6_000_000,
-    }
+    assert parse_command({"action": "speed", "speed": "max"}) == Speed(None)
+    assert parse_command({"action": "seek", "to": "01:40"}) == Seek(6_000_000)
     for body, says in [
         ([], "JSON object"),
         ({"action": "jump"}, "action must be"),

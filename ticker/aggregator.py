@@ -214,15 +214,8 @@ class Aggregator:
     async def _reseed(self) -> None:
         await reseed(
             self.redis,
-            [
-                self.keys.state,
-                self.keys.lease,
-                self.keys.epoch,
-                self.keys.curve,
-                self.out,
-                self.keys.live,
-                self.keys.producers,
-            ],
+            self.keys,
+            self.out,
             self.lease.holder,
             LEASE_MS,
             self.commit_no,

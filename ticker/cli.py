@@ -333,8 +333,8 @@ def plan_of(args: argparse.Namespace, batch_size: int = 4000) -> "object":
 
 def _replay(args: argparse.Namespace) -> int:
     from simulator.generator import DayPlan
+    from simulator.progress import ProgressBar
     from simulator.replay import Replay, run_id_problem
-    from ticker.progress import ProgressBar
     from ticker.redis_io import connect, masked
 
     if args.batch_size < 1 or args.batch_size > 65_536:

@@ -13,91 +13,54 @@ import logging
 import re
 import socket
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-import orjson
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from ticker.core import delta as deltas
+from ticker.core.messages import (
+    Delta,
+    Error,
+    Hello,
+    Milestone,
+    Replay,
+    ServerMessage,
+    Snapshot,
+    Subscribe,
+    Tick,
+    decode,
+)
 from ticker.supervise import Backoff
 
 log = logging.getLogger("ticker.client")
 
 
-@dataclass(frozen=True)
-class Hello:
-    protocol: int
-    epoch: str
-    server: str
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    position: str
-    epoch: str
-    state: dict[str, Any]
-    recovered: bool | None = None  # None on a fresh connection; False when a gap was unavoidable
-
-
-@dataclass(frozen=True)
-class Tick:
-    position: str
-    state: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Delta:
-    """A delta tick as sent (`FeedClient` hands out the `Tick` it makes instead)."""
-
-    position: str
-    patch: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Milestone:
-    position: str
-    milestone: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Replay:
-    """The replay's state changed (paused, resumed, speed, seek, ended, stopped); it
-    carries no position (see docs/protocol.md)."""
-
-    replay: dict[str, Any] | None
-
-
-@dataclass(frozen=True)
-class Error:
-    code: str
-    message: str
-
-
-Message = Hello | Snapshot | Tick | Delta | Milestone | Replay | Error
+# The messages, declared in `ticker.core.messages`, re-exported for the client's users.
+__all__ = [
+    "Delta",
+    "DeltaWithoutBase",
+    "Error",
+    "FeedClient",
+    "FeedUnreachable",
+    "Hello",
+    "Message",
+    "Milestone",
+    "Replay",
+    "Snapshot",
+    "Tick",
+    "check_url",
+    "feed_url",
+    "parse",
+    "why",
+]
+Message = ServerMessage
 
 
 def parse(raw: str | bytes) -> Message:
     """A feed message as a typed value; raises ValueError for anything else."""
-    m = orjson.loads(raw)
-    kind = m.get("type") if isinstance(m, dict) else None
-    if kind == "hello":
-        return Hello(m["protocol"], m["epoch"], m["server"])
-    if kind == "snapshot":
-        return Snapshot(m["position"], m["epoch"], m["state"], m.get("recovered"))
-    if kind == "tick":
-        return Tick(m["position"], m["state"])
-    if kind == "delta":
-        return Delta(m["position"], m["patch"])
-    if kind == "milestone":
-        return Milestone(m["position"], m["milestone"])
-    if kind == "replay":
-        return Replay(m["replay"])
-    if kind == "error":
-        return Error(m["code"], m["message"])
-    raise ValueError(f"unknown feed message type {kind!r}")
+    return decode(raw)
 
 
 class DeltaWithoutBase(ValueError):
@@ -219,14 +182,9 @@ class FeedClient:
                     backoff.reset()
                     self.tick_state = None
                     if self.topics is not None or self.max_rate is not None or self.delta:
-                        request: dict[str, Any] = {"type": "subscribe"}
-                        if self.topics is not None:
-                            request["topics"] = self.topics
-                        if self.max_rate is not None:
-                            request["max_rate"] = self.max_rate
-                        if self.delta:
-                            request["delta"] = True
-                        await ws.send(orjson.dumps(request).decode())
+                        delta = True if self.delta else None
+                        request = Subscribe(self.topics, self.max_rate, delta)
+                        await ws.send(request.encode().decode())
                     async for raw in ws:
                         msg = self._whole(parse(raw))
                         if isinstance(msg, Hello):

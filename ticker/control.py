@@ -8,18 +8,25 @@ from typing import Any
 
 import orjson
 
-from ticker.core.control import BadCommand, parse_command, refusal, replay_status
+from ticker.core.control import (
+    BadCommand,
+    Command,
+    encode_command,
+    parse_command,
+    refusal,
+    replay_status,
+)
 from ticker.errors import UsageError
 from ticker.keys import CONTROL_MAXLEN, Keys
 from ticker.redis_io import connect, masked
 from ticker.settings import Settings
 
 
-async def send_command(redis: Any, keys: Keys, command: dict[str, Any]) -> None:
-    """Append a command (as `parse_command` makes it) to the capped control stream, where
-    the replay reads it; `ticker control` and `POST /api/replay` both send this way."""
+async def send_command(redis: Any, keys: Keys, command: Command) -> None:
+    """Append a command to the capped control stream, where the replay reads it;
+    `ticker control` and `POST /api/replay` both send this way."""
     await redis.xadd(
-        keys.control, {"c": orjson.dumps(command)}, maxlen=CONTROL_MAXLEN, approximate=True
+        keys.control, {"c": encode_command(command)}, maxlen=CONTROL_MAXLEN, approximate=True
     )
 
 
@@ -76,5 +83,5 @@ def run(args: argparse.Namespace) -> int:
     if why:
         print(f"ticker control: {why} ({where})", file=sys.stderr)
         return 1
-    print(f"sent {command} to the replay in {where}")
+    print(f"sent {command.wire()} to the replay in {where}")
     return 0

@@ -2,8 +2,8 @@
 
 Each feed stream entry (written by the aggregator's commit) holds one field `u`: the full
 public state after the commit plus `fired`, the milestones that commit fired. The entry id
-is the feed position. The messages are documented in docs/protocol.md and
-docs/feed.schema.json.
+is the feed position. The messages are declared in `ticker.core.messages` and documented
+in docs/protocol.md and docs/feed.schema.json.
 """
 
 import struct
@@ -15,8 +15,17 @@ import orjson
 from ticker import __version__
 from ticker.core import view
 from ticker.core.aggregate import State
-
-PROTOCOL = 1
+from ticker.core.messages import (
+    PROTOCOL,
+    Delta,
+    Error,
+    Hello,
+    Milestone,
+    Replay,
+    Snapshot,
+    Subscribe,
+    Tick,
+)
 
 # What /api/state and the snapshot show before any replay has been aggregated.
 EMPTY_STATE: dict[str, Any] = {"curve": [], **State().view()}
@@ -33,43 +42,33 @@ class BadRequest(ValueError):
     """A client message the server cannot take; the text says what is wrong."""
 
 
-def hello(epoch: str) -> dict[str, Any]:
-    return {
-        "type": "hello",
-        "protocol": PROTOCOL,
-        "epoch": epoch,
-        "server": f"ticker {__version__}",
-        "topics": sorted(TOPICS),
-        "max_rate": MAX_RATE_HZ,
-    }
+def hello(epoch: str) -> Hello:
+    return Hello(PROTOCOL, epoch, f"ticker {__version__}", sorted(TOPICS), MAX_RATE_HZ)
 
 
 def snapshot(
     state: dict[str, Any], position: str, epoch: str, recovered: bool | None = None
-) -> dict[str, Any]:
-    msg: dict[str, Any] = {"type": "snapshot", "position": position, "epoch": epoch, "state": state}
-    if recovered is not None:
-        msg["recovered"] = recovered
-    return msg
+) -> Snapshot:
+    return Snapshot(position, epoch, state, recovered)
 
 
-def tick(state: dict[str, Any], position: str) -> dict[str, Any]:
-    return {"type": "tick", "position": position, "state": state}
+def tick(state: dict[str, Any], position: str) -> Tick:
+    return Tick(position, state)
 
 
-def delta(patch: dict[str, Any], position: str) -> dict[str, Any]:
+def delta(patch: dict[str, Any], position: str) -> Delta:
     """A delta tick: `patch` (`ticker.core.delta`) takes the state of the client's previous
     tick or delta to the one a full tick at `position` would carry."""
-    return {"type": "delta", "position": position, "patch": patch}
+    return Delta(position, patch)
 
 
-def milestone(fired: dict[str, Any], position: str) -> dict[str, Any]:
-    return {"type": "milestone", "position": position, "milestone": fired}
+def milestone(fired: dict[str, Any], position: str) -> Milestone:
+    return Milestone(position, fired)
 
 
-def replay(status: dict[str, Any] | None) -> dict[str, Any]:
+def replay(status: dict[str, Any] | None) -> Replay:
     """The replay's state (`ticker.core.control.replay_status`) after it changed."""
-    return {"type": "replay", "replay": status}
+    return Replay(status)
 
 
 # Fields of the replay's status that move on every heartbeat: their change alone is no news
@@ -94,8 +93,8 @@ def decode_replay(raw: bytes | None) -> Any:
         return None
 
 
-def error(code: str, message: str) -> dict[str, Any]:
-    return {"type": "error", "code": code, "message": message}
+def error(code: str, message: str) -> Error:
+    return Error(code, message)
 
 
 def only(state: dict[str, Any], topics: frozenset[str]) -> dict[str, Any]:
@@ -230,7 +229,7 @@ def parse_request(raw: str) -> Subscription:
         msg = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise BadRequest("messages must be JSON objects") from None
-    if not isinstance(msg, dict) or msg.get("type") != "subscribe":
+    if not isinstance(msg, dict) or msg.get("type") != Subscribe.TYPE:
         raise BadRequest('the only message a client sends is {"type": "subscribe", ...}')
     topics = msg.get("topics", sorted(TOPICS))
     if not isinstance(topics, list) or not all(isinstance(t, str) for t in topics):

@@ -78,13 +78,8 @@ class Merger:
             state = self.merge.state
             await reseed(
                 self.redis,
-                [
-                    self.keys.state,
-                    self.keys.lease,
-                    self.keys.epoch,
-                    self.keys.curve,
-                    self.keys.feed,
-                ],
+                self.keys,
+                self.keys.feed,
                 self.lease.holder,
                 LEASE_MS,
                 self.commit_no,

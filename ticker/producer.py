@@ -39,6 +39,7 @@ from ticker.core.orders import BATCH_NAMES, COLUMN_OF, Batcher, Order, OrderErro
 from ticker.errors import TickerError
 from ticker.keys import Keys
 from ticker.redis_io import TRANSIENT, client
+from ticker.supervise import Backoff
 
 __all__ = ["NoLiveRun", "Order", "OrderError", "Producer", "ProducerError", "live_run"]
 
@@ -289,7 +290,7 @@ class Producer:
             args += [k, v]
         loop = asyncio.get_running_loop()
         give_up = loop.time() + self.retry_for
-        delay, attempt = 0.05, 0
+        backoff, attempt = Backoff(first=0.05, cap=2.0), 0
         while True:
             attempt += 1
             try:
@@ -303,16 +304,14 @@ class Producer:
                         f"({exc}); retrying later with the same producer id is safe"
                     ) from None
                 log.warning("writing batch %d: %s; retrying", seq, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                await backoff.sleep()
             except Exception as exc:
                 text = str(exc)
                 if text.startswith("NORUN") and loop.time() <= give_up:
                     log.warning(
                         "writing batch %d: %s (Redis restarted empty?); retrying", seq, text
                     )
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 2.0)
+                    await backoff.sleep()
                     continue
                 if text.startswith("NOLIVE") or text.startswith("NORUN"):
                     raise NoLiveRun(text.split(" ", 1)[1]) from None

@@ -30,6 +30,7 @@ from redis.exceptions import ResponseError
 
 from ticker.core.aggregate import State
 from ticker.errors import FencedOff
+from ticker.keys import Keys
 
 log = logging.getLogger("ticker.reseed")
 
@@ -64,7 +65,8 @@ def new_epoch() -> str:
 
 async def reseed(
     redis: Any,
-    keys: list[str],
+    keys: Keys,
+    feed: str,
     token: str,
     lease_ms: int,
     commit: int,
@@ -75,23 +77,21 @@ async def reseed(
 ) -> bool:
     """Write a state back if its hash is missing (True), in one script under the lease.
 
-    `keys`: state, lease, epoch, curve, feed (a shard's partials), and with `live` the
-    live and producers keys; `blobs`: state, brands, curve JSON (b'' for none), feed
-    payload, merge bookkeeping (b'' for none)."""
+    `feed` is the stream its feed entry goes to (a shard's partials, or the feed); with `live`
+    the live run and its producers' sequences are restored too; `blobs`: state, brands, curve
+    JSON (b'' for none), feed payload, merge bookkeeping (b'' for none)."""
     state, brands, curve, payload, merge = blobs
+    names = [keys.state, keys.lease, keys.epoch, keys.curve, feed]
     extra: list[Any] = []
     if live is not None:
-        if len(keys) != 7:
-            raise ValueError("a live run is restored with the live and producers keys")
+        names += [keys.live, keys.producers]
         extra = [live.run, live.meta_json, "1" if live.ended else "0"]
         extra += [x for producer, seq in sorted(live.producers.items()) for x in (producer, seq)]
-    else:
-        keys = keys[:5]
     try:
         done = await redis.eval(
             RESEED,
-            len(keys),
-            *keys,
+            len(names),
+            *names,
             token,
             lease_ms,
             commit,
@@ -112,7 +112,7 @@ async def reseed(
         log.warning(
             "Redis lost its data (no state at %s): restored commit %d from memory with a "
             "new feed epoch %s; orders written after that commit and not persisted are lost",
-            keys[0],
+            keys.state,
             commit,
             epoch,
         )

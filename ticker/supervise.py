@@ -1,8 +1,8 @@
 """Keeping a loop alive through outages: one backoff rule, one outage log, the worker loop.
 
 `Backoff` is the capped exponential backoff with jitter that every reconnecting loop uses
-(the aggregator and the merge step, the client; the server's feed reader and the replay
-may use it too); `Outage` logs one line when an outage starts and one when it ends;
+(the aggregator and the merge step, the server's feed reader, the replay, the producer and
+the client); `Outage` logs one line when an outage starts and one when it ends;
 `run_forever` runs a worker (an aggregator or the merge step) until it is done, riding out
 Redis outages.
 """

@@ -301,6 +301,8 @@ def _page(url: str, args: argparse.Namespace) -> dict[str, Any]:
         if row["speed"] in targets and not row["hidden"]
     ]
     return r
+
+
 def _ingest(url: str, args: argparse.Namespace) -> dict[str, Any]:
     from ticker.bench.ingest import run_http, run_producer
 

@@ -15,6 +15,7 @@ Columns are what make millions of orders per second reachable from Python: one X
 one `numpy.frombuffer` per thousand orders instead of per order.
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +58,7 @@ COLUMNS: dict[str, np.dtype[Any]] = {
     "reg": np.dtype("<u2"),
     "brd": np.dtype("<u4"),
 }
+COLUMN_FIELDS = tuple(name.encode() for name in COLUMNS)  # their fields in an entry
 
 IntArray = npt.NDArray[np.integer[Any]]
 
@@ -284,6 +286,22 @@ def encode_orders(
     names: dict[str, list[str]] | None = None,
 ) -> dict[bytes, bytes]:
     """An orders entry; `producer` and `names` only for a live run (see `Orders`)."""
+    encoded = (columns[name].astype(dtype, copy=False).tobytes() for name, dtype in COLUMNS.items())
+    return orders_entry(run, seq, t0, t1, len(columns["amt"]), encoded, producer, names)
+
+
+def orders_entry(
+    run: str,
+    seq: int,
+    t0: int,
+    t1: int,
+    n: int,
+    columns: Iterable[bytes],
+    producer: str = "",
+    names: dict[str, list[str]] | None = None,
+) -> dict[bytes, bytes]:
+    """An orders entry from its `n` orders' columns already encoded, in `COLUMNS` order
+    (the replay's workers encode them into shared memory)."""
     fields = {
         b"v": SCHEMA_VERSION,
         b"kind": b"orders",
@@ -291,10 +309,9 @@ def encode_orders(
         b"seq": str(seq).encode(),
         b"t0": str(t0).encode(),
         b"t1": str(t1).encode(),
-        b"n": str(len(columns["amt"])).encode(),
+        b"n": str(n).encode(),
     }
-    for name, dtype in COLUMNS.items():
-        fields[name.encode()] = columns[name].astype(dtype, copy=False).tobytes()
+    fields.update(zip(COLUMN_FIELDS, columns, strict=True))
     if producer:
         fields[b"producer"] = producer.encode()
     if names:

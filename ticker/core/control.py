@@ -1,16 +1,18 @@
 """Replay control commands (pause, resume, speed, seek), validated. Pure.
 
 Commands travel from `POST /api/replay` or `ticker control` to the simulator through the
-capped stream `ticker:{NS}:control`, one JSON object per entry (field `c`).
+capped stream `ticker:{NS}:control`, one JSON object per entry (field `c`). Each command
+is a frozen dataclass (`Pause`, `Resume`, `Speed`, `Seek`); `encode_command` writes it and
+`decode_command` reads it back, checked.
 """
 
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
 
 import orjson
 
 from ticker.core.clock import DAY_MS, format_time_of_day, parse_time_of_day
-from ticker.keys import CONTROL_MAXLEN as CONTROL_MAXLEN  # the server imports it from here
 
 MAX_SPEED = 1e6
 MAX_ENTRY_BYTES = 1_024  # a control entry's `c` field; real commands are under 60 bytes
@@ -20,37 +22,82 @@ class BadCommand(ValueError):
     """A replay command that cannot be understood; the message says what is wrong."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Command:
+    ACTION: ClassVar[str]
+
+    def wire(self) -> dict[str, Any]:
+        """The command as a JSON object: its `action`, then its fields."""
+        return {"action": self.ACTION, **{f.name: getattr(self, f.name) for f in fields(self)}}
+
+
+@dataclass(frozen=True, slots=True)
+class Pause(_Command):
+    ACTION = "pause"
+
+
+@dataclass(frozen=True, slots=True)
+class Resume(_Command):
+    ACTION = "resume"
+
+
+@dataclass(frozen=True, slots=True)
+class Speed(_Command):
+    ACTION = "speed"
+    speed: float | None  # simulated seconds per wall second; None: as fast as possible
+
+
+@dataclass(frozen=True, slots=True)
+class Seek(_Command):
+    """Restart the replay as a new run from `to_ms` (ms since 00:00)."""
+
+    ACTION = "seek"
+    to_ms: int
+
+
+Command = Pause | Resume | Speed | Seek
+
+
+def encode_command(command: Command) -> bytes:
+    """A control entry's `c` field."""
+    return orjson.dumps(command.wire())
+
+
 def _speed(speed: Any) -> float:
     if isinstance(speed, bool) or not isinstance(speed, int | float) or not 0 < speed <= MAX_SPEED:
         raise BadCommand('speed must be a number above 0, or "max"')
     return float(speed)
 
 
-def parse_command(body: Any) -> dict[str, Any]:
-    """The command a request body asks for; raises BadCommand saying what is wrong."""
+def parse_command(body: Any) -> Command:
+    """The command a request body asks for (`{"action": "pause" | "resume"}`, `{"action":
+    "speed", "speed": number | "max"}` or `{"action": "seek", "to": "HH:MM[:SS]"}`); raises
+    BadCommand saying what is wrong."""
     if not isinstance(body, dict):
         raise BadCommand('send a JSON object like {"action": "pause"}')
     action = body.get("action")
-    if action in ("pause", "resume"):
-        return {"action": action}
+    if action == "pause":
+        return Pause()
+    if action == "resume":
+        return Resume()
     if action == "speed":
         speed = body.get("speed")
-        return {"action": "speed", "speed": None if speed == "max" else _speed(speed)}
+        return Speed(None if speed == "max" else _speed(speed))
     if action == "seek":
         to = body.get("to")
         if not isinstance(to, str):
             raise BadCommand('seek needs "to": "HH:MM[:SS]"')
         try:
-            return {"action": "seek", "to_ms": parse_time_of_day(to)}
+            return Seek(parse_time_of_day(to))
         except ValueError as exc:
             raise BadCommand(str(exc)) from None
     raise BadCommand("action must be pause, resume, speed or seek")
 
 
-def decode_command(fields: Mapping[bytes, bytes]) -> dict[str, Any]:
-    """The command of one control stream entry, checked: `{"action": "pause" | "resume"}`,
-    `{"action": "speed", "speed": float | None}` (None = max) or `{"action": "seek",
-    "to_ms": int}` (0..DAY_MS), as `parse_command` makes them.
+def decode_command(fields: Mapping[bytes, bytes]) -> Command:
+    """The command of one control stream entry (as `encode_command` writes it), checked:
+    `{"action": "pause" | "resume"}`, `{"action": "speed", "speed": float | None}` (None =
+    max) or `{"action": "seek", "to_ms": int}` (0..DAY_MS).
 
     Raises BadCommand saying what is wrong, whatever the entry holds (anyone who can write
     to Redis can XADD to the control stream: the replay skips such entries)."""
@@ -66,16 +113,18 @@ def decode_command(fields: Mapping[bytes, bytes]) -> dict[str, Any]:
     if not isinstance(command, dict):
         raise BadCommand(f"control entry's 'c' is not a JSON object: {raw[:60]!r}")
     action = command.get("action")
-    if action in ("pause", "resume"):
-        return {"action": action}
+    if action == "pause":
+        return Pause()
+    if action == "resume":
+        return Resume()
     if action == "speed":
         speed = command.get("speed", "missing")
-        return {"action": "speed", "speed": None if speed is None else _speed(speed)}
+        return Speed(None if speed is None else _speed(speed))
     if action == "seek":
         to_ms = command.get("to_ms")
         if isinstance(to_ms, bool) or not isinstance(to_ms, int) or not 0 <= to_ms <= DAY_MS:
             raise BadCommand(f"a seek needs to_ms, whole ms 0..{DAY_MS}; got {to_ms!r}"[:120])
-        return {"action": "seek", "to_ms": to_ms}
+        return Seek(to_ms)
     raise BadCommand(f"action must be pause, resume, speed or seek; got {action!r}"[:120])
 
 
@@ -109,7 +158,7 @@ def replay_status(raw: Any, now_ms: int) -> dict[str, Any] | None:
     return status
 
 
-def refusal(status: dict[str, Any] | None, command: dict[str, Any]) -> str | None:
+def refusal(status: dict[str, Any] | None, command: Command) -> str | None:
     """Why nothing can obey `command` (a `parse_command` result) given the replay's
     `replay_status`, or None when the replay will obey it."""
     state = status.get("state") if status else None
@@ -125,10 +174,10 @@ def refusal(status: dict[str, Any] | None, command: dict[str, Any]) -> str | Non
             f"{format_time_of_day(int(status.get('to_ms', 0)), millis=False)}); "
             "start a new one with `ticker replay`"
         )
-    if command.get("action") == "seek":
+    if isinstance(command, Seek):
         lo = int(status.get("window_from_ms", status.get("from_ms", 0)))
         hi = int(status.get("window_to_ms", status.get("to_ms", 0)))
-        to = int(command["to_ms"])
+        to = command.to_ms
         if not lo <= to < hi:
             return (
                 f"seek to {format_time_of_day(to, millis=False)} is outside this replay's "

@@ -12,7 +12,8 @@ from aiohttp import WSCloseCode, web
 from redis.exceptions import ResponseError
 
 from ticker import feed
-from ticker.core.control import CONTROL_MAXLEN, parse_command, refusal, replay_status
+from ticker.control import send_command
+from ticker.core.control import parse_command, refusal, replay_status
 from ticker.guard import (
     Policy,
     RateLimiter,
@@ -173,10 +174,8 @@ async def api_replay(request: web.Request) -> web.Response:
     why = refusal(replay_status(raw, int(time.time() * 1000)), command)
     if why is not None:
         return _json({"error": "refused", "message": why}, 409)
-    await source.redis.xadd(
-        source.keys.control, {"c": orjson.dumps(command)}, maxlen=CONTROL_MAXLEN, approximate=True
-    )
-    return _json({"accepted": command}, 202)
+    await send_command(source.redis, source.keys, command)
+    return _json({"accepted": command.wire()}, 202)
 
 
 async def metrics(request: web.Request) -> web.Response:

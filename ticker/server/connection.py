@@ -10,7 +10,6 @@ import struct
 import time
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.abc import AbstractStreamWriter
 
@@ -139,6 +138,19 @@ class Client:
         self.metrics.messages_sent += 1
         self.metrics.bytes_sent += len(text)
 
+    async def send_due(self) -> None:
+        """Send what the outbox gives now, in its order, as the connection takes it. When
+        the client's own rate limit holds a tick back (newer ones replace it), wait that long
+        (a milestone cuts the wait short) and leave `wake` set for the sender's next turn."""
+        while (step := self.outbox.next_message(time.monotonic())) is not None:
+            if isinstance(step, bytes | TickVersion):
+                await self.send(self.resolve(step))
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), step)
+            self.wake.set()
+            return
+
     async def send_loop(self) -> None:
         """Send what the outbox gives, in its order, as the connection takes it."""
         await self.ready.wait()
@@ -146,16 +158,7 @@ class Client:
             while not self.ws.closed:
                 await self.wake.wait()
                 self.wake.clear()
-                while (step := self.outbox.next_message(time.monotonic())) is not None:
-                    if isinstance(step, bytes | TickVersion):
-                        await self.send(self.resolve(step))
-                        continue
-                    # The client's own rate limit holds a tick back (newer ones replace it);
-                    # a milestone cuts the wait short.
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.wake.wait(), step)
-                    self.wake.set()
-                    break
+                await self.send_due()
         except (TimeoutError, ConnectionResetError):
             log.warning("disconnecting a client that stopped reading")
             self.drop("slow")
@@ -230,7 +233,7 @@ async def serve(hub: Hub, c: Client, since: str | None, epoch: str | None) -> No
     hub.clients.add(c)
     sender = asyncio.create_task(c.send_loop())
     try:
-        await c.send(orjson.dumps(feed.hello(hub.epoch)))
+        await c.send(feed.hello(hub.epoch).encode())
         await greet(hub, c, since, epoch)
         c.ready.set()
         c.outbox.live = True
@@ -283,7 +286,7 @@ async def greet(hub: Hub, c: Client, since: str | None, epoch: str | None) -> No
     for text in missed:
         await c.send(text)
     c.outbox.floor = feed.position_key(position)
-    await c.send(orjson.dumps(feed.snapshot(state, position, hub.epoch, recovered)))
+    await c.send(feed.snapshot(state, position, hub.epoch, recovered).encode())
 
 
 async def read_requests(c: Client) -> None:
@@ -294,7 +297,7 @@ async def read_requests(c: Client) -> None:
                 c.subscribe(feed.parse_request(msg.data))
             except feed.BadRequest as exc:
                 bad += 1
-                await c.send(orjson.dumps(feed.error("bad_request", str(exc))))
+                await c.send(feed.error("bad_request", str(exc)).encode())
                 if bad >= MAX_BAD_MESSAGES:
                     c.close_reason = "bad_requests"
                     await c.ws.close(

@@ -7,7 +7,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import orjson
 from aiohttp import WSCloseCode
 from redis.exceptions import ResponseError
 
@@ -23,6 +22,7 @@ from ticker.server.outbox import Route
 from ticker.server.source import FeedSource
 from ticker.server.ticks import TickVersion
 from ticker.server.tuning import GC_FREEZE_EVERY, GC_FULL_AFTER, GC_FULL_EVERY, Tuning
+from ticker.supervise import Backoff
 
 log = logging.getLogger("ticker.serve")
 
@@ -42,7 +42,7 @@ def milestones(
     """The milestone messages of the feed entry at `position` that fired `fired`: each
     one's position (as a key) and JSON text. Live entries and resumes both use it."""
     for f, at in zip(fired, feed.milestone_positions(position, len(fired)), strict=True):
-        yield feed.position_key(at), orjson.dumps(feed.milestone(f, at))
+        yield feed.position_key(at), feed.milestone(f, at).encode()
 
 
 class Hub:
@@ -139,7 +139,7 @@ class Hub:
         position reached (so no milestone is skipped); a bad entry is skipped and logged;
         a feed that was lost (a new epoch) is loaded afresh and the clients resync; any
         other failure is logged and the reader starts again."""
-        delay, loaded = 0.1, False
+        backoff, loaded = Backoff(), False
         while True:
             try:
                 if loaded:
@@ -147,7 +147,8 @@ class Hub:
                 else:
                     await self.load()
                     loaded = True
-                self.redis_ok, self.read_at, delay = True, time.monotonic(), 0.1
+                self.redis_ok, self.read_at = True, time.monotonic()
+                backoff.reset()
                 while True:
                     entries = await self.source.after(self.position, block_ms=1000, count=500)
                     self.read_at = time.monotonic()
@@ -155,13 +156,12 @@ class Hub:
                         await self.on_entry(position, fields)
                     await self.check_epoch()
             except TRANSIENT as exc:
-                self.redis_ok = False
-                log.warning("Redis unavailable (%s); retrying in %.1fs", exc, delay)
+                self.redis_ok, wait = False, backoff.next()
+                log.warning("Redis unavailable (%s); retrying in %.1fs", exc, wait)
             except Exception:
-                self.redis_ok = False
-                log.exception("the feed reader failed; restarting it in %.1fs", delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+                self.redis_ok, wait = False, backoff.next()
+                log.exception("the feed reader failed; restarting it in %.1fs", wait)
+            await asyncio.sleep(wait)
 
     async def reconnect(self) -> None:
         """Back after an outage: go on from the position reached if the feed still holds
@@ -229,7 +229,7 @@ class Hub:
         news = feed.replay_news(status) != feed.replay_news(self.replay)
         self.replay = self.state["replay"] = self.tick_state["replay"] = status
         if news:
-            self.broadcast_urgent(None, orjson.dumps(feed.replay(status)), topic="replay")
+            self.broadcast_urgent(None, feed.replay(status).encode(), topic="replay")
 
     async def on_entry(self, position: str, fields: dict[bytes, bytes]) -> None:
         """Take one feed entry: the new state, its curve folded in, its milestones sent."""

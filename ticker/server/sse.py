@@ -26,7 +26,6 @@ from ticker import feed
 from ticker.metrics import ServerMetrics
 from ticker.server.connection import Client, greet
 from ticker.server.outbox import QUEUE, Route
-from ticker.server.ticks import TickVersion
 from ticker.server.tuning import Tuning
 
 if TYPE_CHECKING:
@@ -164,14 +163,7 @@ class SseClient(Client):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), timeout)
                 self.wake.clear()
-                while (step := self.outbox.next_message(time.monotonic())) is not None:
-                    if isinstance(step, bytes | TickVersion):
-                        await self.send(self.resolve(step))
-                        continue
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.wake.wait(), step)
-                    self.wake.set()
-                    break
+                await self.send_due()
                 if time.monotonic() - self.last_write >= self.heartbeat and not self.closed():
                     await self.write(PING)
         except (TimeoutError, ConnectionResetError):
@@ -197,7 +189,7 @@ async def serve(hub: Hub, c: SseClient, since: str | None, epoch: str | None) ->
     sender = asyncio.create_task(c.send_loop())
     try:
         await c.write(f"retry: {RETRY_MS}\n\n".encode())
-        await c.send(orjson.dumps(feed.hello(hub.epoch)))
+        await c.send(feed.hello(hub.epoch).encode())
         await greet(hub, c, since, epoch)
         c.ready.set()
         c.outbox.live = True

@@ -15,8 +15,6 @@ the version keeps only its serial number in its cache's keys, so versions never 
 
 from typing import Any
 
-import orjson
-
 from ticker import feed
 from ticker.core import delta
 
@@ -37,7 +35,7 @@ class TickVersion:
     def full_tick(self, topics: frozenset[str]) -> Encoded:
         enc = self.full.get(topics)
         if enc is None:
-            text = orjson.dumps(feed.tick(feed.only(self.state, topics), self.position))
+            text = feed.tick(feed.only(self.state, topics), self.position).encode()
             enc = self.full[topics] = (text, feed.text_frame(text))
         return enc
 
@@ -54,7 +52,7 @@ class TickVersion:
             patch = delta.diff(feed.only(base.state, topics), feed.only(self.state, topics))
             enc = full
             if patch is not None:
-                text = orjson.dumps(feed.delta(patch, self.position))
+                text = feed.delta(patch, self.position).encode()
                 if len(text) < len(full[0]):
                     enc = (text, feed.text_frame(text))
             self.deltas[k] = enc
