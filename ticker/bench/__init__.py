@@ -37,6 +37,13 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated integers") from None
 
 
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated numbers") from None
+
+
 def register(sub: Any, add_redis: Callable[[argparse.ArgumentParser], None]) -> None:
     p = sub.add_parser("bench", help="benchmark the pipeline, the whole day, latency, scaling")
     bsub = p.add_subparsers(dest="bench", required=True)
@@ -48,6 +55,7 @@ def register(sub: Any, add_redis: Callable[[argparse.ArgumentParser], None]) -> 
         "all": "every benchmark above, one after another",
         "fanout": "one server, 1k-10k websocket clients: msgs/s, latency, CPU, memory, deflate",
         "recovery": "kill -9 the aggregator at the midnight peak: seconds until caught up",
+        "page": "the web page's main-thread busy share in headless Chromium, at 1x and 1200x",
     }
     for name, text in helps.items():
         q = bsub.add_parser(name, help=text, description=text)
@@ -92,6 +100,16 @@ def register(sub: Any, add_redis: Callable[[argparse.ArgumentParser], None]) -> 
         q.add_argument(
             "--client-counts", type=_ints, help="scaling: websocket clients (default 1,100,1000)"
         )
+        if name == "page":
+            q.add_argument("--speeds", type=_floats, help="page: replay speeds (default 1,1200)")
+            q.add_argument(
+                "--hidden", action="store_true", help="page: also measure with the tab hidden"
+            )
+            q.add_argument(
+                "--profile",
+                metavar="PREFIX",
+                help="page: save a CPU profile of each window to PREFIX-<speed>x.cpuprofile",
+            )
         add_redis(q)
         q.set_defaults(handler=main)
 
@@ -253,8 +271,32 @@ def _recovery(url: str, args: argparse.Namespace) -> dict[str, Any]:
     return run_recovery(url, args.window_to or 90_000, "1", (10.0, 35.0, 60.0), args.batch_size)
 
 
+def _page(url: str, args: argparse.Namespace) -> dict[str, Any]:
+    from ticker.bench.page import run_page
+
+    window = args.duration or (4.0 if args.quick else 30.0)
+    speeds = args.speeds or [1.0, 1200.0]
+    scale_1x = str(args.scale) if args.scale else "1"
+    scale_fast = str(args.scale) if args.scale else "1/1000"
+    r = run_page(url, speeds, window, args.hidden, scale_1x, scale_fast, args.profile)
+    targets = {1.0: 0.10, 1200.0: 0.20}
+    r["targets"] = [
+        _target(
+            f"main thread busy at {row['speed']:g}x",
+            f"<= {targets[row['speed']]:.0%}",
+            row["main_thread_busy"],
+            targets[row["speed"]],
+            lower=True,
+        )
+        for row in r["rows"]
+        if row["speed"] in targets and not row["hidden"]
+    ]
+    return r
+
+
 RUNNERS: dict[str, Callable[[str, argparse.Namespace], dict[str, Any]]] = {
     "recovery": _recovery,
+    "page": _page,
     "fanout": _fanout,
     "pipeline": _pipeline,
     "day": _day,
@@ -329,6 +371,10 @@ def _print_table(name: str, r: dict[str, Any]) -> None:
                 f"  {row['clients']:>7,} {w['p50']:>8} {w['p99']:>8} {w['max']:>8}  "
                 f"{f['p50']}/{f['p99']}"
             )
+    elif name == "page":
+        from ticker.bench.page import print_table as print_page
+
+        print_page(r)
     elif name == "fanout":
         from ticker.bench.fanout import print_table
 
