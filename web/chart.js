@@ -9,6 +9,11 @@ import { color } from "./theme.js";
 
 const CHART_BUCKET_MS = 60000; // one chart point per simulated minute...
 const CHART_MAX_POINTS = 1600; // ...so a whole day is about 1,560 points at most
+// The layer is drawn again at most this often (its data changes once a simulated minute;
+// the axis eases in steps), and the head when it has moved half a pixel, as often.
+const LAYER_MS = 100;
+// The zoom inset follows the head on the layer, at most this often.
+const INSET_MS = 500;
 
 
 // The day's curve, [[sim_ms, gmv_fen, orders], ...]: the same rule as
@@ -48,6 +53,14 @@ export const chart = {
   ymaxTarget: 0, // fen; grows with the data, never shrinks within a run
   ymax: 0, // shown (eased toward the target)
   dirty: true,
+  drawnAt: -Infinity, // when the layer was drawn (frame time)
+  headAt: -Infinity, // when the head was drawn, and where (device px)
+  headXY: null,
+  zoomed: false, // the layer holds the zoom inset (which shows the live head)
+  zoomedAt: null, // [headT, headV] the inset was drawn with
+  curveSig: "",
+  tailIndex: -1, // the curve's last point on the layer (the head's segment starts there)
+  lastSig: "",
   drawnNow: 0,
   drawnLast: 0,
 
@@ -58,9 +71,14 @@ export const chart = {
     this.vs.length = 0;
     this.ymaxTarget = 0;
     this.ymax = 0;
+    this.curveSig = "";
     this.dirty = true;
   },
   setLastYear(points) {
+    // every tick carries it, unchanged: only a new one is taken in
+    const sig = Array.isArray(points) ? points.length + JSON.stringify([points[0], points[points.length - 1]]) : "";
+    if (sig === this.lastSig) return;
+    this.lastSig = sig;
     this.last = [];
     if (!Array.isArray(points)) return;
     for (const p of points) {
@@ -96,7 +114,37 @@ export const chart = {
     }
     const last = curve[curve.length - 1];
     if (last) this.grow(last[1], last[0]);
-    this.dirty = true;
+    // A tick moves only the live point, which the head draws: the layer changes when a
+    // point is added (once a simulated minute) or the window does.
+    const n = curve.length;
+    const sig = fromMs + ":" + n + ":" + (n > 1 ? curve[n - 2][0] + ":" + curve[n - 2][1] : "");
+    if (sig !== this.curveSig || this.tailIndex === n - 1) this.dirty = true;
+    this.curveSig = sig;
+  },
+  // Each animation frame: the layer if it must change (at most every LAYER_MS), the head
+  // if it moved; true while something is left to draw.
+  frame(now, headT, headV) {
+    const j = this.tailIndex + 1; // a point the counter has now passed joins the layer
+    if (j > 0 && j < this.ts.length - 1 && this.ts[j] < headT && this.vs[j] <= headV) this.dirty = true;
+    const inset = this.zoomed && (this.zoomedAt[0] !== headT || this.zoomedAt[1] !== headV);
+    let drew = false;
+    if ((this.dirty && now - this.drawnAt >= LAYER_MS) || (inset && now - this.drawnAt >= INSET_MS)) {
+      this.draw(headT, headV);
+      this.drawnAt = now;
+      drew = true;
+    }
+    const moved = this.headMoved(headT, headV);
+    if (drew || (moved && now - this.headAt >= LAYER_MS)) {
+      this.head(headT, headV);
+      this.headAt = now;
+    }
+    return this.dirty || inset || this.headMoved(headT, headV);
+  },
+  // Whether the head would be drawn half a device pixel or more from where it is.
+  headMoved(headT, headV) {
+    if (!this.geo || !this.headXY) return !!this.geo;
+    const { X, Y, T } = this.geo;
+    return Math.abs(X(headT) - this.headXY[0]) >= 0.5 || Math.abs(Math.max(T, Y(headV)) - this.headXY[1]) >= 0.5;
   },
   // Index of the first point of this replay (the window's start), -1 if none yet.
   startIndex() {
@@ -253,6 +301,8 @@ export const chart = {
     this.grad.addColorStop(0, color("accent", 0.35));
     this.grad.addColorStop(1, color("accent", 0.02));
     this.tail = null;
+    this.tailIndex = -1;
+    this.zoomed = false;
     if (n > 0) {
       // up to the last point before the live head (the head moves every frame)
       let i = 1;
@@ -263,6 +313,7 @@ export const chart = {
         this.drawnNow++;
       }
       this.tail = [ts[i - 1], vs[i - 1]];
+      this.tailIndex = i - 1;
       ctx.save();
       ctx.lineTo(X(ts[i - 1]), T + ph);
       ctx.lineTo(X(ts[0]), T + ph);
@@ -328,6 +379,8 @@ export const chart = {
     const span = headT - t0;
     // (a window from later in the day starts high on the day's axis: no inset)
     if (this.fromMs > 0 || span > 3 * 3600000 || span <= 0 || pw < 160 * dpr || ph < 90 * dpr) return;
+    this.zoomed = true;
+    this.zoomedAt = [headT, headV];
     const t1 = t0 + Math.max(2 * 60000, span * 1.15);
     const w = Math.round(pw * 0.5);
     const h = Math.round(ph * 0.58);
@@ -388,10 +441,12 @@ export const chart = {
     const ctx = c.getContext("2d");
     ctx.clearRect(0, 0, c.width, c.height);
     ctx.drawImage(this.off, 0, 0);
-    if (!this.tail) return;
     const { X, Y, T, ph, L, pw, dpr } = this.geo;
+    const hx = X(headT), hy = Math.max(T, Y(headV));
+    this.headXY = [hx, hy];
+    if (!this.tail) return;
     const [t0, v0] = this.tail;
-    const x0 = X(t0), y0 = Y(v0), hx = X(headT), hy = Math.max(T, Y(headV));
+    const x0 = X(t0), y0 = Y(v0);
     ctx.save();
     ctx.beginPath();
     ctx.rect(L, T - 8 * dpr, pw + 8 * dpr, ph + 8 * dpr);

@@ -1,9 +1,11 @@
 // The replay control: the replay's state as a chip, and for an operator (a page opened with
 // a control token) pause, resume, speed and seek, each confirmed by the replay itself.
 
-import { el, setText } from "./dom.js";
+import { el, setData, setHidden, setText, setTitle } from "./dom.js";
 import { fmtClock, fmtInt, parseClock } from "./format.js";
 import { state } from "./store.js";
+
+const setDisabled = (node, off) => node.disabled !== off && (node.disabled = off);
 
 let token = ""; // the control token ("" = a viewer: no controls)
 
@@ -32,22 +34,21 @@ export function renderReplay() {
   else if (rs === "ended") text = "■ replay ended";
   else text = "No replay running";
   setText(el.replayChip, text);
-  if (el.replayChip.dataset.state !== rs) el.replayChip.dataset.state = rs;
-  el.replayChip.title =
-    rs === "running" || rs === "paused" ? "Replay " + rs + ", speed " + speed : text;
+  setData(el.replayChip, "state", rs);
+  setTitle(el.replayChip, rs === "running" || rs === "paused" ? "Replay " + rs + ", speed " + speed : text);
   // The "Replay ended" chip says it once the day is over.
-  el.replayChip.hidden = rs === "ended" && state.ended === true;
-  document.body.dataset.replay = rs;
+  setHidden(el.replayChip, rs === "ended" && state.ended === true);
+  setData(document.body, "replay", rs);
 
   const obeys = rs === "running" || rs === "paused";
   const action = rs === "paused" ? "resume" : "pause";
   setText(el.ctlPause, action === "resume" ? "Resume" : "Pause");
-  el.ctlPause.dataset.action = action;
-  el.ctlPause.disabled = !obeys || ctlPending;
-  el.ctlSpeed.disabled = !obeys || ctlPending;
-  el.ctlSeek.disabled = !obeys;
-  el.ctlSeekGo.disabled = !obeys || ctlPending;
-  el.controls.dataset.replay = rs;
+  setData(el.ctlPause, "action", action);
+  setDisabled(el.ctlPause, !obeys || ctlPending);
+  setDisabled(el.ctlSpeed, !obeys || ctlPending);
+  setDisabled(el.ctlSeek, !obeys);
+  setDisabled(el.ctlSeekGo, !obeys || ctlPending);
+  setData(el.controls, "replay", rs);
   if ("speed" in r && document.activeElement !== el.ctlSpeed) {
     const v = r.speed == null ? "max" : String(r.speed);
     if (![...el.ctlSpeed.options].some((o) => o.value === v)) {
@@ -57,7 +58,7 @@ export function renderReplay() {
       o.textContent = fmtInt(Number(v)) + "×";
       el.ctlSpeed.insertBefore(o, [...el.ctlSpeed.options].find((x) => x.value === "max" || Number(x.value) > Number(v)) || null);
     }
-    el.ctlSpeed.value = v;
+    if (el.ctlSpeed.value !== v) el.ctlSpeed.value = v;
   }
   if (ctlAwait && ctlAwait.done(r, rs)) {
     ctlMessage(ctlAwait.message, "ok");

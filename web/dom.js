@@ -88,3 +88,23 @@ export function fitCanvas(canvas, w, h) {
   if (canvas.width !== bw) canvas.width = bw;
   if (canvas.height !== bh) canvas.height = bh;
 }
+
+// Writes that skip what is already there: a write of the same value still costs a style
+// recalculation (and a mutation record) on every tick.
+export function setAttr(node, name, value) {
+  if (node.getAttribute(name) !== value) node.setAttribute(name, value);
+}
+export function setTitle(node, text) {
+  if (node.title !== text) node.title = text;
+}
+export function setHidden(node, hidden) {
+  if (node.hidden !== hidden) node.hidden = hidden;
+}
+export function setData(node, key, value) {
+  if (node.dataset[key] !== value) node.dataset[key] = value;
+}
+// (compared with what was written: the style reads back normalised, "0.5000" as "0.5")
+export function setStyle(node, prop, value) {
+  const written = node.written || (node.written = {});
+  if (written[prop] !== value) node.style[prop] = written[prop] = value;
+}

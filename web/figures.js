@@ -5,7 +5,7 @@
 import { chart } from "./chart.js";
 import { renderReplay, replayState } from "./controls.js";
 import { gmv, orders } from "./counter.js";
-import { el, setText } from "./dom.js";
+import { el, setData, setHidden, setStyle, setText, setTitle } from "./dom.js";
 import { DAY_MS, fmtClock, fmtInt, fmtMoney, fmtMoneyCompact, msLabel, niceCeil, scaleOf } from "./format.js";
 import { categories, countries } from "./lists.js";
 import { state } from "./store.js";
@@ -13,9 +13,9 @@ import { state } from "./store.js";
 export const peaks = { gmv: 0, gmvAt: 0, orders: 0, ordersAt: 0 };
 function renderMeter(fill, mark, value, peak) {
   const scale = niceCeil(peak) || 1;
-  fill.style.transform = "scaleX(" + Math.min(1, Math.max(0, value / scale)).toFixed(4) + ")";
-  mark.style.opacity = peak > 0 ? "1" : "0";
-  mark.style.left = (Math.min(1, peak / scale) * 100).toFixed(2) + "%";
+  setStyle(fill, "transform", "scaleX(" + Math.min(1, Math.max(0, value / scale)).toFixed(4) + ")");
+  setStyle(mark, "opacity", peak > 0 ? "1" : "0");
+  setStyle(mark, "left", (Math.min(1, peak / scale) * 100).toFixed(2) + "%");
 }
 export function renderRates() {
   const s = state || {};
@@ -29,12 +29,12 @@ export function renderRates() {
   setText(el.rateGmv, still || fmtMoney(g));
   setText(el.rateOrders, still || fmtInt(o));
   for (const n of [el.rateGmv, el.rateOrders]) {
-    if (n.parentNode.dataset.over !== String(!!still)) n.parentNode.dataset.over = String(!!still);
+    setData(n.parentNode, "over", String(!!still));
   }
   renderMeter(el.meterGmv, el.meterGmvPeak, g, peaks.gmv);
   renderMeter(el.meterOrders, el.meterOrdersPeak, o, peaks.orders);
-  el.meterGmv.parentNode.title = peaks.gmv ? "peak " + fmtMoney(peaks.gmv) + "/s at " + fmtClock(peaks.gmvAt) : "";
-  el.meterOrders.parentNode.title = peaks.orders ? "peak " + fmtInt(peaks.orders) + "/s at " + fmtClock(peaks.ordersAt) : "";
+  setTitle(el.meterGmv.parentNode, peaks.gmv ? "peak " + fmtMoney(peaks.gmv) + "/s at " + fmtClock(peaks.gmvAt) : "");
+  setTitle(el.meterOrders.parentNode, peaks.orders ? "peak " + fmtInt(peaks.orders) + "/s at " + fmtClock(peaks.ordersAt) : "");
 }
 
 export function renderMeta(partial) {
@@ -42,26 +42,26 @@ export function renderMeta(partial) {
   if ("title" in partial) {
     const t = String(s.title || "11.11 Global Shopping Festival");
     setText(el.title, t);
-    document.title = t + " · live counter";
+    if (document.title !== t + " · live counter") document.title = t + " · live counter";
   }
   if ("scale" in partial) {
     const k = scaleOf();
-    el.scale.hidden = k === 1;
+    setHidden(el.scale, k === 1);
     const text = k < 1 ? "1:" + fmtInt(Math.round(1 / k)) + " miniature" : k > 1 ? "×" + s.scale + " scale" : "";
     setText(el.scale, text);
-    el.scale.title = k === 1 ? "" : "Every amount on this page is at " + text + " of the real day";
+    setTitle(el.scale, k === 1 ? "" : "Every amount on this page is at " + text + " of the real day");
   }
   if ("sim_time_ms" in partial) {
     setText(el.clock, fmtClock(s.sim_time_ms));
     const frac = Math.max(0, Math.min(1, (Number(s.sim_time_ms) || 0) / DAY_MS));
-    el.dayProgress.style.transform = "scaleX(" + frac.toFixed(5) + ")";
+    setStyle(el.dayProgress, "transform", "scaleX(" + frac.toFixed(5) + ")");
   }
   renderRates();
   if ("top_categories" in partial) categories.render(s.top_categories);
   if ("top_countries" in partial) countries.render(s.top_countries);
   renderBasis();
   renderHeadline();
-  el.endedChip.hidden = s.ended !== true;
+  setHidden(el.endedChip, s.ended !== true);
   renderReplay();
   renderContext();
 }
@@ -82,9 +82,9 @@ function renderBasis() {
   const since = from > 0 ? "since " + hhmm : "";
   for (const n of el.since) {
     setText(n, since);
-    n.hidden = !since;
+    setHidden(n, !since);
   }
-  el.basis.hidden = from === 0;
+  setHidden(el.basis, from === 0);
   setText(el.basis, from > 0
     ? "Replay from " + hhmm + " · counter and chart: totals from 00:00 · lists, brands and shares: since " + hhmm
     : "");
@@ -99,7 +99,7 @@ export function renderHeadline() {
     .map((b) => String((b && b.name) ?? ""))
     .filter((n) => n && !/^Brand \d+$/.test(n));
   setText(el.topBrands, named.join(" · ") || "–");
-  el.topBrands.title = named.join(", ");
+  setTitle(el.topBrands, named.join(", "));
   // International share: cross-border orders (a seller abroad) among this window's orders.
   const base = windowBase();
   const windowOrders = base ? (Number(s.orders) || 0) - base[1] : 0;
@@ -111,9 +111,9 @@ export function renderHeadline() {
     for (const c of Array.isArray(s.top_countries) ? s.top_countries : []) cross += Number(c && c.orders) || 0;
   }
   setText(el.intlShare, windowOrders > 0 ? (exact ? "" : "≥") + ((cross / windowOrders) * 100).toFixed(1) + "%" : "–");
-  el.intlShare.title = exact ? "" : "at least: from the ten largest seller countries abroad";
+  setTitle(el.intlShare, exact ? "" : "at least: from the ten largest seller countries abroad");
   const regions = s.buyer_regions_abroad == null ? NaN : Number(s.buyer_regions_abroad);
-  el.regionsFigure.hidden = !Number.isFinite(regions);
+  setHidden(el.regionsFigure, !Number.isFinite(regions));
   if (Number.isFinite(regions)) setText(el.regionsAbroad, fmtInt(regions));
 }
 

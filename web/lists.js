@@ -1,7 +1,7 @@
 // The lists: the latest cross-border orders, and the top categories and seller countries.
 // Rows are reused, so a page that runs for hours holds a bounded number of them.
 
-import { el, oneScreen, reducedMotion, setText } from "./dom.js";
+import { el, oneScreen, reducedMotion, setData, setStyle, setText, setTitle } from "./dom.js";
 import { fmtClock, fmtInt, fmtMoney, fmtMoneyCompact } from "./format.js";
 
 export const FEED_ROWS = 8;
@@ -9,6 +9,7 @@ const TOP_N = 10;
 
 const feedRows = [];
 export function renderFeed(list) {
+  const rowsBefore = el.feed.children.length;
   for (let i = 0; i < FEED_ROWS; i++) {
     const o = list[i];
     let row = feedRows[i];
@@ -36,7 +37,8 @@ export function renderFeed(list) {
     setText(row.amt, fmtMoney(o.amt_fen));
     if (!row.li.isConnected) el.feed.append(row.li);
   }
-  fitFeed();
+  // Rows are one line each: which fit changes only with their number (or the layout).
+  if (el.feed.children.length !== rowsBefore) fitFeed();
 }
 
 // ---------------------------------------------------------------- top lists
@@ -69,6 +71,10 @@ class BarList {
   render(items) {
     this.items = Array.isArray(items) ? items.slice(0, TOP_N) : [];
     const list = this.items;
+    // Most ticks leave a list as it was: then nothing is touched.
+    const sig = list.map((it) => it.name + "\u0001" + it.gmv_fen + "\u0001" + it.orders).join("\u0000");
+    if (sig === this.sig) return;
+    this.sig = sig;
     const order = list.map((it) => String(it.name ?? "")).join("\u0000");
     const reorder = order !== this.order;
     this.order = order;
@@ -105,9 +111,9 @@ class BarList {
       setText(r.rank, String(i + 1));
       setText(r.name, r.key);
       setText(r.amount, fmtMoneyCompact(fen));
-      if (r.li.dataset.name !== r.key) r.li.dataset.name = r.key;
-      r.li.title = r.key + ": " + fmtMoney(fen) + " · " + fmtInt(it.orders) + " orders";
-      r.fill.style.transform = "scaleX(" + (max > 0 ? Math.max(0.004, fen / max) : 0).toFixed(4) + ")";
+      setData(r.li, "name", r.key);
+      setTitle(r.li, r.key + ": " + fmtMoney(fen) + " · " + fmtInt(it.orders) + " orders");
+      setStyle(r.fill, "transform", "scaleX(" + (max > 0 ? Math.max(0.004, fen / max) : 0).toFixed(4) + ")");
       if (this.ol.children[i] !== r.li) this.ol.insertBefore(r.li, this.ol.children[i] || null);
     });
 
@@ -143,6 +149,7 @@ class BarList {
   }
   rerender() {
     this.order = "";
+    this.sig = "";
     this.render(this.items);
   }
 }

@@ -1,5 +1,5 @@
-// One requestAnimationFrame loop drives the counters, the chart's head and the map's arcs,
-// and stops when nothing moves.
+// One animation loop drives the counters, the chart's head and the map's arcs, at most
+// FRAME_MS apart, and stops when nothing moves (a hidden tab gets no frames at all).
 
 import { chart } from "./chart.js";
 import { counters, gmv, orders, pace } from "./counter.js";
@@ -7,8 +7,12 @@ import { map } from "./map.js";
 import { state } from "./store.js";
 
 const STALL_MS = 1500; // no tick for this long: settle on the exact value
+// At most ~30 frames a second: digits and arcs look as smooth, at half the work of 60.
+const FRAME_MS = 33;
+const VSYNC_MS = 16;
 
 let rafId = 0;
+let waitTimer = 0;
 let lastFrameAt = 0;
 
 function frame(now) {
@@ -24,18 +28,23 @@ function frame(now) {
   const axis = chart.step(dt);
   const headT = Number(state && state.sim_time_ms) || 0;
   const headV = gmv.target > 0 ? gmv.shown : 0;
-  const redraw = chart.dirty;
-  if (redraw) chart.draw(headT, headV);
-  if (redraw || moving) chart.head(headT, headV);
+  const drawing = chart.frame(now, headT, headV);
   const arcs = map.frame(now);
-  if (moving || axis || arcs || chart.dirty) rafId = requestAnimationFrame(frame);
-  else lastFrameAt = 0;
+  if (moving || axis || arcs || drawing) {
+    // the next frame after the vsync that follows FRAME_MS - VSYNC_MS from now
+    waitTimer = setTimeout(() => {
+      waitTimer = 0;
+      kick();
+    }, FRAME_MS - VSYNC_MS);
+  } else {
+    lastFrameAt = 0;
+  }
   checkEnded();
 }
 
 // Something changed: make sure a frame comes.
 export function kick() {
-  if (!rafId) rafId = requestAnimationFrame(frame);
+  if (!rafId && !waitTimer) rafId = requestAnimationFrame(frame);
 }
 
 // Land the counters on what was received (the feed went quiet, or a new run).

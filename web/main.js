@@ -165,7 +165,6 @@ function applyState(partial, epoch, isSnapshot) {
     else map.offer(partial.sample_orders);
   }
 
-  renderMeta(partial);
 
   if (Array.isArray(partial.before_window)) {
     for (const m of partial.before_window) addMilestone(m, false, true);
@@ -174,9 +173,43 @@ function applyState(partial, epoch, isSnapshot) {
     // History that came with a new run's first snapshot is listed, not announced.
     for (const m of partial.milestones) addMilestone(m, !fresh);
   }
-  if ("upcoming" in partial) renderUpcoming(partial.upcoming);
+  renderSoon(partial, isSnapshot || fresh);
   checkEnded();
 }
+
+// The panels follow the ticks at most every RENDER_MS (ticks come up to 10 a second and
+// carry every field; the counters glide every frame anyway), and not at all while the tab
+// is hidden: the state is merged, and drawn once the tab shows again.
+const RENDER_MS = 250;
+let pending = null; // the fields changed since the panels were last drawn
+let renderTimer = 0;
+let renderedAt = -Infinity;
+
+function renderSoon(partial, now) {
+  pending = pending || {};
+  for (const key in partial) pending[key] = true;
+  if (now) render();
+  else if (!renderTimer && !document.hidden) {
+    renderTimer = setTimeout(render, Math.max(0, renderedAt + RENDER_MS - performance.now()));
+  }
+}
+
+function render() {
+  clearTimeout(renderTimer);
+  renderTimer = 0;
+  if (!pending || !state) return;
+  const changed = pending;
+  pending = null;
+  renderedAt = performance.now();
+  renderMeta(changed);
+  if ("upcoming" in changed) renderUpcoming(state.upcoming);
+}
+
+document.addEventListener("visibilitychange", () => {
+  if (document.hidden) return;
+  render();
+  kick();
+});
 
 // The whole curve again from /api/state, when a tail did not join what the page holds,
 // or when a tick starts a new run (a seek): ticks carry neither the day before the
@@ -284,7 +317,10 @@ function relayout() {
   kick();
 }
 if (window.ResizeObserver) {
-  new ResizeObserver(() => {
+  new ResizeObserver((entries) => {
+    // (content elsewhere in the grid nudges the map's box by fractions of a pixel)
+    const box = entries[entries.length - 1].contentRect;
+    if (Math.abs(box.width - (el.mapBase.cssW || 0)) < 1 && Math.abs(box.height - (el.mapBase.cssH || 0)) < 1) return;
     clearTimeout(resizeTimer);
     resizeTimer = setTimeout(relayout, 60);
   }).observe(el.mapBase);
@@ -300,14 +336,18 @@ window.addEventListener("resize", () => {
 // A safety net for the chart's size: under load a resize was seen to leave the canvas
 // drawn at its old size (labels past its edge) with no later redraw, and after the end no
 // tick comes to redraw it. Once a second, one cheap read of its box puts that right.
+// (Read in an animation frame, where the layout is done for the frame anyway, rather than
+// forcing one between two ticks.)
 setInterval(() => {
   if (document.hidden) return;
-  const { width: w, height: h } = el.chart.getBoundingClientRect();
-  if (Math.abs(w - (el.chart.cssW || 0)) > 1 || Math.abs(h - (el.chart.cssH || 0)) > 1) {
-    fitCanvas(el.chart, w, h);
-    chart.dirty = true;
-    kick();
-  }
+  requestAnimationFrame(() => {
+    const { width: w, height: h } = el.chart.getBoundingClientRect();
+    if (Math.abs(w - (el.chart.cssW || 0)) > 1 || Math.abs(h - (el.chart.cssH || 0)) > 1) {
+      fitCanvas(el.chart, w, h);
+      chart.dirty = true;
+      kick();
+    }
+  });
 }, 1000);
 
 // For tests and curious operators: what the canvases hold.

@@ -20,17 +20,21 @@ const MAP = { lon0: -25, lonSpan: 330, latTop: 72, latBottom: -50, kx: Math.cos(
 const proj = { s: 1, ox: 0, oy: 0 };
 const normLon = (lon) => (lon < MAP.lon0 ? lon + 360 : lon);
 
-// The stretch t0..t1 (0 = seller, 1 = buyer) of an arc's quadratic Bezier, in `steps` segments.
-function strokeArc(ctx, a, t0, t1, steps) {
+// The stretch t0..t1 (0 = seller, 1 = buyer) of an arc's quadratic Bezier, as one
+// quadratic curve: its ends are the points at t0 and t1, its control point the curve's
+// blossom at (t0, t1).
+function strokeArc(ctx, a, t0, t1) {
+  const u0 = 1 - t0;
+  const u1 = 1 - t1;
   ctx.beginPath();
-  for (let i = 0; i <= steps; i++) {
-    const t = t0 + ((t1 - t0) * i) / steps;
-    const u = 1 - t;
-    const x = u * u * a.x0 + 2 * u * t * a.cx + t * t * a.x1;
-    const y = u * u * a.y0 + 2 * u * t * a.cy + t * t * a.y1;
-    if (i === 0) ctx.moveTo(x, y);
-    else ctx.lineTo(x, y);
-  }
+  ctx.moveTo(u0 * u0 * a.x0 + 2 * u0 * t0 * a.cx + t0 * t0 * a.x1, u0 * u0 * a.y0 + 2 * u0 * t0 * a.cy + t0 * t0 * a.y1);
+  const m = u0 * t1 + t0 * u1;
+  ctx.quadraticCurveTo(
+    u0 * u1 * a.x0 + m * a.cx + t0 * t1 * a.x1,
+    u0 * u1 * a.y0 + m * a.cy + t0 * t1 * a.y1,
+    u1 * u1 * a.x0 + 2 * u1 * t1 * a.cx + t1 * t1 * a.x1,
+    u1 * u1 * a.y0 + 2 * u1 * t1 * a.cy + t1 * t1 * a.y1,
+  );
   ctx.stroke();
 }
 
@@ -286,16 +290,15 @@ export const map = {
       const head = 1 - (1 - p) * (1 - p); // ease-out flight
       const fade = age < ARC_FLIGHT_MS ? 1 : 1 - (age - ARC_FLIGHT_MS) / (ARC_LIFE_MS - ARC_FLIGHT_MS);
       // faint full trail
-      const N = 18;
       ctx.lineWidth = a.w * dpr * 0.8;
       ctx.strokeStyle = color("arc", (0.28 * fade).toFixed(3));
-      strokeArc(ctx, a, 0, head, N);
+      strokeArc(ctx, a, 0, head);
       // bright comet near the head
       if (p < 1) {
         const t0 = Math.max(0, head - 0.22);
         ctx.lineWidth = a.w * dpr * 1.5;
         ctx.strokeStyle = color("gold");
-        strokeArc(ctx, a, t0, head, 6);
+        strokeArc(ctx, a, t0, head);
       } else {
         // landing ring
         const k = (age - ARC_FLIGHT_MS) / (ARC_LIFE_MS - ARC_FLIGHT_MS);

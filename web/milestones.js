@@ -93,6 +93,7 @@ export function addMilestone(m, announce, before) {
 export function relabelMilestones() {
   for (const { m, label } of fired.values()) setText(label, msLabel(m));
   for (const [, li] of upcomingRows) if (li.m) setText(li.querySelector(".ms-label"), msLabel(li.m));
+  fitMilestonesSoon(); // the labels' widths changed
 }
 
 // On the one-screen layout the milestone panel has a fixed height: rows that do not fit
@@ -128,6 +129,7 @@ function fitMilestones() {
 export function renderUpcoming(list) {
   const want = new Set();
   let i = 0;
+  let changed = false; // rows added, moved or removed: the panel is fitted again
   for (const m of Array.isArray(list) ? list : []) {
     if (!m || m.id == null) continue;
     const id = String(m.id);
@@ -147,16 +149,20 @@ export function renderUpcoming(list) {
       upcomingRows.set(id, li);
     }
     li.m = m;
-    if (el.upcoming.children[i] !== li) el.upcoming.insertBefore(li, el.upcoming.children[i] || null);
+    if (el.upcoming.children[i] !== li) {
+      el.upcoming.insertBefore(li, el.upcoming.children[i] || null);
+      changed = true;
+    }
     i++;
   }
   for (const [id, li] of upcomingRows) {
     if (!want.has(id)) {
       li.remove();
       upcomingRows.delete(id);
+      changed = true;
     }
   }
-  fitMilestonesSoon();
+  if (changed) fitMilestonesSoon();
 }
 
 export function clearMilestones() {
