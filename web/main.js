@@ -329,6 +329,9 @@ if (window.ResizeObserver) {
     chart.dirty = true;
     kick();
   }).observe(el.chart);
+  // The feed's box follows its neighbours (a headline wrapping to a second line): which
+  // rows fit is worked out again when it changes, not on every new order.
+  new ResizeObserver(() => fitFeed()).observe(el.feed);
 }
 window.addEventListener("resize", () => {
   if (bannerBusy && el.header) el.banner.style.minHeight = el.header.offsetHeight + "px";
