@@ -2,9 +2,8 @@
 // downloaded). Coordinates are [longitude, latitude] in degrees. Outlines are rasterised
 // into a dot grid, which hides their coarseness; places are approximate capitals/centres.
 // East-Asian outlines may run past 180° (Chukotka) so Eurasia stays one ring.
-"use strict";
 
-window.TICKER_GEO = (() => {
+export const GEO = (() => {
   const LAND = [
     // North America
     [[-168,66],[-162,70],[-156,71.3],[-141,69.6],[-128,70],[-117,68.9],[-108,68],[-96,68.5],

@@ -77,8 +77,8 @@ def test_the_protocol_table_has_a_row_for_each_field_and_a_field_for_each_row() 
 
 
 def test_the_page_reads_only_declared_state_fields() -> None:
-    """Every `s.<field>` / `state.<field>` web/app.js reads of the state is declared."""
-    app = (ROOT / "web" / "app.js").read_text()
+    """Every `s.<field>` / `state.<field>` the page's modules (web/*.js) read is declared."""
+    app = "\n".join(p.read_text() for p in sorted((ROOT / "web").glob("*.js")))
     read = set(re.findall(r"(?<![.\w])(?:s|state)\.([a-z_][a-z_0-9]*)", app))
     assert read and read <= set(NAMES), sorted(read - set(NAMES))
 

@@ -5,11 +5,16 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
+import redis
 from playwright.sync_api import Browser, ConsoleMessage, Error, Page, sync_playwright
 
-from tests.conftest import UNIT
+from tests.conftest import UNIT, Ticker
+from ticker import feed
+from ticker.keys import Keys
 
 CHROMIUM = os.environ.get("TICKER_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -134,3 +139,17 @@ def tab(browser: Browser) -> Iterator[Tab]:
         yield t
     finally:
         context.close()
+
+
+@pytest.fixture
+def feed_redis(ticker: Ticker) -> Iterator["redis.Redis[bytes]"]:
+    """A client of the test Redis, to write feed entries as the aggregator does."""
+    r: redis.Redis[bytes] = redis.Redis.from_url(ticker.redis_url)
+    yield r
+    r.close()
+
+
+def write(r: "redis.Redis[bytes]", keys: Keys, fired: list[str], **state: Any) -> str:
+    """Append a feed entry as the aggregator does; its position."""
+    u = {**feed.EMPTY_STATE, "run": "r1", **state, "fired": [{"id": f} for f in fired]}
+    return str(r.xadd(keys.feed, {"u": orjson.dumps(u)}).decode())  # type: ignore[union-attr]

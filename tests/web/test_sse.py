@@ -1,15 +1,11 @@
 """`GET /sse` in Chromium: a real `EventSource` across a restart of `ticker serve`."""
 
-from collections.abc import Iterator
 from typing import Any
 
-import orjson
-import pytest
 import redis
 
 from tests.conftest import Ticker, serving
-from tests.web.conftest import Tab
-from ticker import feed
+from tests.web.conftest import Tab, write
 from ticker.keys import Keys
 from ticker.redis_io import free_port
 
@@ -27,19 +23,6 @@ LISTEN = """
   }
 }
 """
-
-
-@pytest.fixture
-def feed_redis(ticker: Ticker) -> Iterator["redis.Redis[bytes]"]:
-    r: redis.Redis[bytes] = redis.Redis.from_url(ticker.redis_url)
-    yield r
-    r.close()
-
-
-def write(r: "redis.Redis[bytes]", keys: Keys, fired: list[str], **state: Any) -> str:
-    """Append a feed entry as the aggregator does; its position."""
-    u = {**feed.EMPTY_STATE, "run": "r1", **state, "fired": [{"id": f} for f in fired]}
-    return str(r.xadd(keys.feed, {"u": orjson.dumps(u)}).decode())  # type: ignore[union-attr]
 
 
 def events(tab: Tab) -> list[dict[str, Any]]:
