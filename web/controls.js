@@ -37,7 +37,7 @@ export function renderReplay() {
   setData(el.replayChip, "state", rs);
   setTitle(el.replayChip, rs === "running" || rs === "paused" ? "Replay " + rs + ", speed " + speed : text);
   // The "Replay ended" chip says it once the day is over.
-  setHidden(el.replayChip, rs === "ended" && state.ended === true);
+  setHidden(el.replayChip, (rs === "ended" && state.ended === true) || state.profile === "live");
   setData(document.body, "replay", rs);
 
   const obeys = rs === "running" || rs === "paused";

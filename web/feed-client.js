@@ -51,6 +51,7 @@ export class FeedClient extends EventTarget {
     this.backoff = { baseMs: BACKOFF_BASE_MS, maxMs: BACKOFF_MAX_MS, ...(options.backoff || {}) };
     this.subscription = { topics: options.topics || null, maxRate: options.maxRate ?? null };
     this.state = null; // the whole current state (null until the first snapshot)
+    this.tickBase = null; // the last tick's state, which a delta patches
     this.position = null; // the newest feed position received
     this.epoch = ""; // the feed lifetime that position belongs to
     this.hello = null;
@@ -174,7 +175,7 @@ export class FeedClient extends EventTarget {
     const es = new Source(u.href);
     this.conn = es;
     this.transport = "sse";
-    for (const type of ["hello", "snapshot", "tick", "milestone", "replay"]) {
+    for (const type of ["hello", "snapshot", "tick", "delta", "milestone", "replay"]) {
       es.addEventListener(type, (ev) => this.conn === es && this.receive(ev.data));
     }
     es.onerror = () => {
@@ -231,18 +232,26 @@ export class FeedClient extends EventTarget {
         if (msg.position != null) this.position = String(msg.position);
         this.epoch = String(msg.epoch ?? (this.hello && this.hello.epoch) ?? "");
         this.state = msg.state && typeof msg.state === "object" ? { ...msg.state } : {};
+        this.tickBase = null; // the next tick is full
         this.emit("snapshot", msg);
         this.emit("state", { state: this.state, message: msg });
         this.setStatus(resumed ? "resumed" : "live");
         return;
       }
       case "tick":
+      case "delta": {
         if (this.state === null) return; // wait for the snapshot
         if (msg.position != null && this.position !== null && comparePositions(msg.position, this.position) < 0) return;
+        const changed = this.tickState(msg);
+        if (changed === null) return; // a patch without a base: reconnecting
         this.notePosition(msg.position);
-        msg.state = this.tickState(msg);
-        Object.assign(this.state, msg.state);
-        break;
+        msg.state = changed;
+        Object.assign(this.state, changed);
+        // A delta is handed out as the tick it stands for (its fields that changed).
+        this.emit("tick", msg);
+        this.emit("state", { state: this.state, message: msg });
+        return;
+      }
       case "milestone":
         this.notePosition(msg.position);
         if (this.state !== null && msg.milestone) {
@@ -264,13 +273,23 @@ export class FeedClient extends EventTarget {
     }
   }
 
-  // The fields a tick changes: as sent, or, with delta ticks, those its patch touches
-  // (applied to the whole state with the `delta` option's function).
+  // The fields a tick changes. A delta's patch applies to the state of the previous tick
+  // or delta (kept apart from milestones and replay messages, as the server computes it),
+  // with the `delta` option's function; null when there is no tick to patch (the server
+  // sends a full tick after every snapshot, so only a broken stream gets here).
   tickState(msg) {
-    if (!this.options.delta || msg.patch == null) return msg.state || {};
-    const next = (this.state = this.options.delta(this.state, msg.patch));
+    if (msg.type === "tick") {
+      this.tickBase = msg.state || {};
+      return this.tickBase;
+    }
+    if (!this.options.delta || this.tickBase == null || msg.patch == null) {
+      this.drop();
+      this.lost();
+      return null;
+    }
+    this.tickBase = this.options.delta(this.tickBase, msg.patch);
     const changed = {};
-    for (const key of Object.keys(msg.patch)) changed[key] = next[key];
+    for (const key of Object.keys(msg.patch)) changed[key] = this.tickBase[key];
     return changed;
   }
 

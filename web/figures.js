@@ -64,6 +64,31 @@ export function renderMeta(partial) {
   setHidden(el.endedChip, s.ended !== true);
   renderReplay();
   renderContext();
+  renderLive();
+}
+
+// A live event (`ticker live start`: profile "live") is not a replay of 11.11 in Beijing:
+// no festival mark, no replay chip, the event's own clock, no last-year key without a
+// last-year curve, and no RMB 100m brand line (a festival's yardstick).
+const servedText = new Map(); // element -> its text on the page as served
+function relabel(node, live, text) {
+  if (!node) return;
+  if (!servedText.has(node)) servedText.set(node, node.textContent);
+  setText(node, live ? text : servedText.get(node));
+}
+function renderLive() {
+  const live = state.profile === "live";
+  setData(document.body, "live", String(live));
+  const mark = document.querySelector(".brand-mark");
+  if (mark) setHidden(mark, live);
+  relabel(el.clock.previousElementSibling.querySelector(".muted"), live, "event time");
+  relabel(el.orders.previousElementSibling, live, "Orders");
+  relabel(document.querySelector("#ms-label .muted"), live, "live");
+  relabel(document.querySelector(".key-now"), live, "today");
+  relabel(el.endedChip, live, "Event ended");
+  const lastYear = document.querySelector(".key-last");
+  if (lastYear) setHidden(lastYear, !(state.last_year_points || []).length);
+  setHidden(el.brandsOver.parentElement, live);
 }
 
 // The window's base, [gmv_fen, orders] at its start (from the curve); null if unknown.

@@ -7,6 +7,7 @@ import { chart, cleanCurve, mergeTail } from "./chart.js";
 import { installControls, renderReplay } from "./controls.js";
 import { counters, gmv, noteTick, orders, pace } from "./counter.js";
 import { el, fitCanvas, readLayout, setText } from "./dom.js";
+import { applyDelta } from "./delta.js";
 import { FeedClient } from "./feed-client.js";
 import { peaks, renderContext, renderHeadline, renderMeta, renderRates } from "./figures.js";
 import { money } from "./format.js";
@@ -40,7 +41,8 @@ function storedToken(key, param) {
 const feedToken = storedToken("ticker.feed_token", "feed_token");
 installControls(storedToken("ticker.token", "token"));
 
-const feed = new FeedClient("./", { token: feedToken });
+// Delta ticks: each tick only what changed since the previous one (docs/protocol.md).
+const feed = new FeedClient("./", { token: feedToken, delta: applyDelta });
 
 // ---------------------------------------------------------------- currency
 
