@@ -220,7 +220,11 @@ class Replay:
             resumed_at = plan.end_of_seq(min(after, plan.last_orders_seq))
             self.clock.reanchor(time.monotonic(), resumed_at)
             self.progress.sim_ms = resumed_at
-        pipe = self.redis.pipeline(transaction=False)
+        # On one Redis each flush is a transaction: a reader blocked on the stream wakes
+        # once with the whole flush (a 100 ms slot at 1x), not after its first entry, so
+        # the aggregator makes one commit of it rather than a small one and then the rest.
+        # (A cluster cannot: the shards' streams live on different nodes.)
+        pipe = self.redis.pipeline(transaction=not is_cluster(self.redis_url))
         queued = 0
         self.queued, self.newest, self.checks = [], {}, []
         with Ahead(plan, self.run_id, after, self.workers) as ahead:
