@@ -1,7 +1,8 @@
 """The replay's I/O shell: write a DayPlan's batches to the orders stream on a replay clock.
 
 The clock maps wall time to simulated time at `speed` (None = as fast as possible). A
-batch is written once the clock has passed its slot's end. Writes are pipelined; when the
+batch is written once the clock has passed its slot's end. Writes are pipelined (on one
+Redis each flush is a transaction, so the aggregator sees a slot whole); when the
 aggregator falls behind (the stream holds more than `max_backlog` entries) the writer
 waits rather than let Redis memory grow. After a Redis outage, or when started again with
 the same run id, it reads the stream's last entry and continues after it: the seq numbers

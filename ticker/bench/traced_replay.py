@@ -33,6 +33,14 @@ class TracedReplay(Replay):
         self.cumulative = self.plan.base_orders
         self.trace: list[tuple[str, int, int]] = []  # (entry id, cumulative orders, t1)
         self.started_wall = time.time()
+        self.generator_waits: list[float] = []  # seconds each wait for generation took
+
+    async def _wait_for_generator(self, ahead: Any) -> Any:
+        started = time.monotonic()
+        try:
+            return await super()._wait_for_generator(ahead)
+        finally:
+            self.generator_waits.append(time.monotonic() - started)
 
     async def _flush(self, pipe: Any) -> None:
         heads = [(_field(args, b"n"), _field(args, b"t1")) for args, _ in pipe.command_stack]
@@ -82,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                 "from_ms": args.from_ms,
                 "speed": args.speed,
                 "batches": replay.trace,
+                "generator_waits_s": replay.generator_waits,
             },
             f,
         )
