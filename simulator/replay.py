@@ -228,6 +228,7 @@ class Replay:
         pipe = self.redis.pipeline(transaction=not is_cluster(self.redis_url))
         queued = 0
         self.queued, self.newest, self.checks = [], {}, []
+        clock_started = bool(self.progress.batches)
         with Ahead(plan, self.run_id, after, self.workers) as ahead:
             while not ahead.finished:
                 block = ahead.next()
@@ -236,6 +237,13 @@ class Replay:
                         await self._flush(pipe)
                         queued = 0
                     block = await self._wait_for_generator(ahead)
+                if not clock_started:
+                    # Nothing written yet: the clock starts now that the first batches are
+                    # made, so the first block's generation (~0.15 s at the peak) does not
+                    # make the first slots late; later blocks are made ahead of their time.
+                    clock_started = True
+                    if not self.clock.paused:
+                        self.clock.reanchor(time.monotonic(), self.progress.sim_ms)
                 for batch in block:
                     shard = shard_of(batch.seq, shards)
                     if batch.seq <= done[shard]:

@@ -80,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
             await replay.run()
         finally:
             await replay.redis.aclose()
+        # The wall time the replay clock maps `from_ms` to (it starts once the first batches
+        # are made), so that each batch's due time is the clock's own.
+        clock = replay.clock
+        anchor_wall = time.time() - (time.monotonic() - clock.anchor_wall)
+        replay.started_wall = anchor_wall - (clock.anchor_sim - args.from_ms) / 1000 / args.speed
         return replay
 
     replay = asyncio.run(go())
