@@ -1,8 +1,8 @@
 """The replay's I/O shell: write a DayPlan's batches to the orders stream on a replay clock.
 
 The clock maps wall time to simulated time at `speed` (None = as fast as possible). A
-batch is written once the clock has passed its slot's end. Writes are pipelined (on one
-Redis each flush is a transaction, so the aggregator sees a slot whole); when the
+batch is written once the clock has passed its slot's end. Writes are pipelined (paced, on
+one Redis, each flush is a transaction, so the aggregator sees a slot whole); when the
 aggregator falls behind (the stream holds more than `max_backlog` entries) the writer
 waits rather than let Redis memory grow. After a Redis outage, or when started again with
 the same run id, it reads the stream's last entry and continues after it: the seq numbers
@@ -221,11 +221,13 @@ class Replay:
             resumed_at = plan.end_of_seq(min(after, plan.last_orders_seq))
             self.clock.reanchor(time.monotonic(), resumed_at)
             self.progress.sim_ms = resumed_at
-        # On one Redis each flush is a transaction: a reader blocked on the stream wakes
-        # once with the whole flush (a 100 ms slot at 1x), not after its first entry, so
-        # the aggregator makes one commit of it rather than a small one and then the rest.
-        # (A cluster cannot: the shards' streams live on different nodes.)
-        pipe = self.redis.pipeline(transaction=not is_cluster(self.redis_url))
+        # A paced run on one Redis writes each flush as a transaction: a reader blocked on
+        # the stream wakes once with the whole flush (a 100 ms slot at 1x), not after its
+        # first entry, so the aggregator makes one commit of it rather than a small one and
+        # then the rest. (At max speed throughput matters, not a slot's latency; a cluster
+        # cannot: the shards' streams live on different nodes.)
+        atomic = self.clock.speed is not None and not is_cluster(self.redis_url)
+        pipe = self.redis.pipeline(transaction=atomic)
         queued = 0
         self.queued, self.newest, self.checks = [], {}, []
         clock_started = bool(self.progress.batches)

@@ -322,9 +322,9 @@ class Aggregator:
         return block
 
     async def _more(self, got: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        """Read on while entries keep coming, to fold them into one commit; commit once a
-        read finds the stream idle (`ticker.core.rounds`: also the round's bounds and the
-        commit rate's)."""
+        """Read on while the stream has more waiting, to fold it into one commit; commit
+        once it is drained (`ticker.core.rounds`: also the round's bounds and the commit
+        rate's)."""
         more: list[tuple[bytes, dict[bytes, bytes]]] = []
         started, first = time.monotonic(), got
         while (

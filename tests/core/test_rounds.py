@@ -4,19 +4,18 @@ come, bounded rounds and commit rate (an injected clock: the times are plain num
 from ticker.core.rounds import COMMIT_ROUND, READ_NOW, Rounds
 
 
-def test_an_idle_stream_commits_at_once() -> None:
-    """A read that finds nothing more commits: no fixed gap after the previous commit."""
+def test_a_drained_stream_commits_at_once() -> None:
+    """A page that was not full (the stream is drained) commits: no fixed gap after the
+    previous commit."""
     rounds = Rounds()
     rounds.committed(10.0)
-    assert rounds.next_read(10.001, 10.001, entries=3, last_page=0) is COMMIT_ROUND
+    assert rounds.next_read(10.001, 10.001, entries=11, last_page=11) is COMMIT_ROUND
 
 
-def test_a_round_reads_on_while_entries_keep_coming() -> None:
-    """A page that brought entries (a producer's writes landing) is followed by another
-    read at once, without waiting."""
-    rounds = Rounds()
-    assert rounds.next_read(0.0, 0.0, entries=1, last_page=1) == READ_NOW
-    assert rounds.next_read(0.0, 0.002, entries=11, last_page=10) == READ_NOW
+def test_a_round_reads_on_while_pages_come_full() -> None:
+    """A full page means more is waiting: another read at once, without waiting."""
+    rounds = Rounds(page=128)
+    assert rounds.next_read(0.0, 0.0, entries=128, last_page=128) == READ_NOW
 
 
 def test_a_backlog_grows_the_round_to_its_bounds() -> None:

@@ -3,10 +3,9 @@
 Pure: no I/O, no clock (the caller passes the time). A round starts with a read that
 waited for at least one entry; then, after each page read, `next_read` says what to do:
 
-- read again at once (no wait) while the last page brought something: a producer's
-  pipelined writes land a few at a time, and one commit for all of them is cheaper for
-  everyone downstream than several (each commit is a feed entry that every server sends);
-- commit when a read comes back empty: the stream is idle, so nothing waits for a gap;
+- read again at once (no wait) while the last page was full: more is waiting;
+- commit when a page was not full: the stream is drained, so nothing waits for a gap
+  (the replay writes each flush as one transaction, so a 1x slot arrives whole);
 - commit when the round holds `max_entries` or has read for `max_seconds`: under a
   backlog rounds grow to these bounds by themselves, so the commits' fixed cost is shared
   by more orders exactly when orders come faster;
@@ -50,7 +49,7 @@ class Rounds:
         wait for more (the commit rate's bucket is empty; commit when it returns)."""
         if entries + self.page > self.max_entries or now - started >= self.max_seconds:
             return COMMIT_ROUND
-        if last_page:
+        if last_page >= self.page:
             return READ_NOW
         wait = self.pace.wait(now)
         return wait if wait > 0 else COMMIT_ROUND
