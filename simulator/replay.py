@@ -1,7 +1,8 @@
 """The replay's I/O shell: write a DayPlan's batches to the orders stream on a replay clock.
 
 The clock maps wall time to simulated time at `speed` (None = as fast as possible). A
-batch is written once the clock has passed its slot's end. Writes are pipelined; when the
+batch is written once the clock has passed its slot's end. Writes are pipelined (paced, on
+one Redis, each flush is a transaction, so the aggregator sees a slot whole); when the
 aggregator falls behind (the stream holds more than `max_backlog` entries) the writer
 waits rather than let Redis memory grow. After a Redis outage, or when started again with
 the same run id, it reads the stream's last entry and continues after it: the seq numbers
@@ -228,9 +229,16 @@ class Replay:
             resumed_at = plan.end_of_seq(min(after, plan.last_orders_seq))
             self.clock.reanchor(time.monotonic(), resumed_at)
             self.progress.sim_ms = resumed_at
-        pipe = self.redis.pipeline(transaction=False)
+        # A paced run on one Redis writes each flush as a transaction: a reader blocked on
+        # the stream wakes once with the whole flush (a 100 ms slot at 1x), not after its
+        # first entry, so the aggregator makes one commit of it rather than a small one and
+        # then the rest. (At max speed throughput matters, not a slot's latency; a cluster
+        # cannot: the shards' streams live on different nodes.)
+        atomic = self.clock.speed is not None and not is_cluster(self.redis_url)
+        pipe = self.redis.pipeline(transaction=atomic)
         queued = 0
         self.queued, self.newest, self.checks = [], {}, []
+        clock_started = bool(self.progress.batches)
         with Ahead(plan, self.run_id, after, self.workers) as ahead:
             while not ahead.finished:
                 block = ahead.next()
@@ -239,6 +247,13 @@ class Replay:
                         await self._flush(pipe)
                         queued = 0
                     block = await self._wait_for_generator(ahead)
+                if not clock_started:
+                    # Nothing written yet: the clock starts now that the first batches are
+                    # made, so the first block's generation (~0.15 s at the peak) does not
+                    # make the first slots late; later blocks are made ahead of their time.
+                    clock_started = True
+                    if not self.clock.paused:
+                        self.clock.reanchor(time.monotonic(), self.progress.sim_ms)
                 for batch in block:
                     shard = shard_of(batch.seq, shards)
                     if batch.seq <= done[shard]:

@@ -34,6 +34,7 @@ from ticker.commit import feed_payload, run_fenced
 from ticker.core.aggregate import Fired, State
 from ticker.core.batch import BadEntry, End, Entry, Start, decode
 from ticker.core.hold import HOLD_SECONDS, Held, Hold, seq_key
+from ticker.core.rounds import COMMIT_ROUND, READ_COUNT, READ_NOW, Rounds
 from ticker.errors import FencedOff, TickerError
 from ticker.keys import DEAD_LETTERS_MAXLEN, FEED_MAXLEN, GROUP, PARTIALS_MAXLEN, Keys
 from ticker.lease import LEASE_MS, Lease, fence
@@ -42,15 +43,6 @@ from ticker.reseed import LiveRun, new_epoch, reseed
 
 log = logging.getLogger("ticker.aggregate")
 
-READ_COUNT = 128
-# A round keeps reading while the stream has more (up to ROUND_SECONDS or
-# ROUND_MAX_ENTRIES), and at least until COMMIT_INTERVAL after the previous commit, then
-# commits once: the state (with one counter per brand, ~1.5 MB) is written at most ~20
-# times a second however fast orders arrive. At 1x, batches come every 100 ms, so no
-# round waits.
-ROUND_SECONDS = 0.1
-ROUND_MAX_ENTRIES = 4 * READ_COUNT
-COMMIT_INTERVAL = 0.05
 
 # KEYS: state, orders, feed (a shard's partials), dead letters, epoch, lease, merged floor,
 #       curve
@@ -184,7 +176,7 @@ class Aggregator:
         self.clock = time.monotonic  # the hold's clock (a test may pass its own)
         self.hold = Hold(hold_seconds)
         self.incomplete: str | None = None  # why the run can no longer end, once it cannot
-        self.last_commit = 0.0
+        self.rounds = Rounds()  # when a round commits (see `ticker.core.rounds`)
 
     async def load(self) -> None:
         """Reload the committed state and make sure the consumer group exists."""
@@ -326,18 +318,16 @@ class Aggregator:
         return block
 
     async def _more(self, got: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        """Read on while the stream has entries waiting, to fold them into one commit."""
+        """Read on while the stream has more waiting, to fold it into one commit; commit
+        once it is drained (`ticker.core.rounds`: also the round's bounds and the commit
+        rate's)."""
         more: list[tuple[bytes, dict[bytes, bytes]]] = []
-        deadline = time.monotonic() + ROUND_SECONDS
-        not_before = self.last_commit + COMMIT_INTERVAL
-        while len(more) + READ_COUNT <= ROUND_MAX_ENTRIES:
-            now = time.monotonic()
-            if got == READ_COUNT and now < deadline:
-                block = None  # more is waiting: take it at once
-            elif now < not_before:
-                block = max(1, int((not_before - now) * 1000))  # too soon to commit again
-            else:
-                break
+        started, first = time.monotonic(), got
+        while (
+            wait := self.rounds.next_read(started, time.monotonic(), first + len(more), got)
+        ) is not COMMIT_ROUND:
+            # READ_NOW: no BLOCK at all (BLOCK 0 would wait forever); else wait at most `wait`.
+            block = None if wait == READ_NOW else max(1, int(wait * 1000 + 0.999))
             reply = await self.redis.xreadgroup(
                 GROUP, self.consumer, {self.keys.orders: ">"}, count=READ_COUNT, block=block
             )
@@ -456,7 +446,8 @@ class Aggregator:
             "aggregator",
         )
         self.commit_no += 1
-        self.lease.renewed = self.last_commit = time.monotonic()
+        self.lease.renewed = time.monotonic()
+        self.rounds.committed(self.lease.renewed)
         self.stats.commits += 1
         self.stats.applied_entries += len(applied)
         self.stats.applied_orders += self.state.folded - folded

@@ -184,3 +184,27 @@ async def test_an_entry_trimmed_behind_another_producer_is_not_lost(
             await replay._lost_if_missing([(0, newest)], [[]])
     finally:
         await replay.redis.aclose()
+
+
+async def test_the_clock_starts_once_the_first_batches_are_made(
+    redis_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first block that is slow to make does not start the window late: the replay's
+    clock is anchored after it is made, so its slots are not already overdue."""
+    import simulator.replay
+
+    made: list[float] = []
+
+    class SlowFirstBlock(simulator.replay.Ahead):
+        def next(self, timeout: float = 0.0) -> Any:
+            if len(made) < 20:  # "still being made" for the writer's first 20 looks
+                made.append(0.0)
+                return None
+            block = super().next(timeout)
+            made.append(time.monotonic())
+            return block
+
+    monkeypatch.setattr(simulator.replay, "Ahead", SlowFirstBlock)
+    async with replaying(redis_url, namespace, speed=1.0, workers=0) as replay:
+        await until(lambda: asyncio.sleep(0, replay.progress.batches))
+    assert replay.clock.anchor_wall >= made[20]

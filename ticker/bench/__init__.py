@@ -212,7 +212,7 @@ def _latency(url: str, args: argparse.Namespace) -> dict[str, Any]:
     duration = args.duration or (3.0 if args.quick else 60.0)
     r = run_latency(url, duration, args.clients, args.batch_size, args.seed)
     r["targets"] = [
-        _target("p99 write -> client (ms)", "<= 120", r["write_to_client_ms"]["p99"], 120, True),
+        _target("p99 write -> client (ms)", "<= 50", r["write_to_client_ms"]["p99"], 50, True),
         _target("p99 feed -> client (ms)", "<= 20", r["feed_to_client_ms"]["p99"], 20, True),
     ]
     return r

@@ -252,6 +252,9 @@ def run_latency(
         "feed_to_client_ms": _percentiles(f2c),
         "write_to_feed_ms": _percentiles(w2f),
         "replay_due_to_write_ms": _percentiles(due2w),
+        # the writer found the next batches not generated yet: how often, how long in all
+        "replay_generator_waits": len(trace.get("generator_waits_s", [])),
+        "replay_generator_wait_ms": round(sum(trace.get("generator_waits_s", [])) * 1000, 1),
         "exact": exact,
         **sampler.report(),
     }

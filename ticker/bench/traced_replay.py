@@ -33,6 +33,14 @@ class TracedReplay(Replay):
         self.cumulative = self.plan.base_orders
         self.trace: list[tuple[str, int, int]] = []  # (entry id, cumulative orders, t1)
         self.started_wall = time.time()
+        self.generator_waits: list[float] = []  # seconds each wait for generation took
+
+    async def _wait_for_generator(self, ahead: Any) -> Any:
+        started = time.monotonic()
+        try:
+            return await super()._wait_for_generator(ahead)
+        finally:
+            self.generator_waits.append(time.monotonic() - started)
 
     async def _flush(self, pipe: Any) -> None:
         heads = [(_field(args, b"n"), _field(args, b"t1")) for args, _ in pipe.command_stack]
@@ -72,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
             await replay.run()
         finally:
             await replay.redis.aclose()
+        # The wall time the replay clock maps `from_ms` to (it starts once the first batches
+        # are made), so that each batch's due time is the clock's own.
+        clock = replay.clock
+        anchor_wall = time.time() - (time.monotonic() - clock.anchor_wall)
+        replay.started_wall = anchor_wall - (clock.anchor_sim - args.from_ms) / 1000 / args.speed
         return replay
 
     replay = asyncio.run(go())
@@ -82,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                 "from_ms": args.from_ms,
                 "speed": args.speed,
                 "batches": replay.trace,
+                "generator_waits_s": replay.generator_waits,
             },
             f,
         )
