@@ -102,7 +102,7 @@ def event(text: bytes, epoch: str) -> bytes:
 class SseClient(Client):
     """One SSE connection: its outbox's messages written as events by its own sender."""
 
-    __slots__ = ("gone", "heartbeat", "hub", "last_write", "response")
+    __slots__ = ("gone", "heartbeat", "hub", "last_write", "response", "started", "wake")
 
     def __init__(
         self,
@@ -118,6 +118,16 @@ class SseClient(Client):
         self.heartbeat = tuning.heartbeat
         self.gone = asyncio.Event()  # the stream ends: shutdown, a feed reset, or dropped
         self.last_write = time.monotonic()
+        # Its sender runs for the whole stream (it writes the heartbeat comments too).
+        self.wake = asyncio.Event()  # something was queued, or the rate changed
+        self.started = asyncio.Event()  # set once the snapshot (or resume backlog) is sent
+
+    def kick(self) -> None:
+        self.wake.set()
+
+    def greeted(self) -> None:
+        self.started.set()
+        super().greeted()
 
     def route(self, key: feed.PositionKey | None) -> Route:
         return QUEUE
@@ -147,7 +157,7 @@ class SseClient(Client):
     async def send_loop(self) -> None:
         """Send what the outbox gives, in its order; a comment after a silence; notice a
         client that went (its transport closing) within CHECK_EVERY seconds."""
-        await self.ready.wait()
+        await self.started.wait()
         try:
             while not self.closed():
                 timeout = min(CHECK_EVERY, self.heartbeat)
@@ -189,8 +199,7 @@ async def serve(hub: Hub, c: SseClient, since: str | None, epoch: str | None) ->
         await c.write(f"retry: {RETRY_MS}\n\n".encode())
         await c.send(orjson.dumps(feed.hello(hub.epoch)))
         await greet(hub, c, since, epoch)
-        c.ready.set()
-        c.outbox.live = True
+        c.greeted()
         await c.gone.wait()
     except (TimeoutError, ConnectionResetError):
         c.close_reason = "slow" if not c.transport.is_closing() else "closed"
