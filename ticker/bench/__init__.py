@@ -37,6 +37,19 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated integers") from None
 
 
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated numbers") from None
+
+
+def _peers(text: str) -> list[str]:
+    from ticker.bench.fanout import parse_peers
+
+    return parse_peers(text)
+
+
 def register(sub: Any, add_redis: Callable[[argparse.ArgumentParser], None]) -> None:
     p = sub.add_parser("bench", help="benchmark the pipeline, the whole day, latency, scaling")
     bsub = p.add_subparsers(dest="bench", required=True)
@@ -46,7 +59,8 @@ def register(sub: Any, add_redis: Callable[[argparse.ArgumentParser], None]) -> 
         "latency": "batch written -> websocket client, at 1x through the midnight peak",
         "scaling": "throughput against batch size; latency against websocket clients",
         "all": "every benchmark above, one after another",
-        "fanout": "one server, 1k-10k websocket clients: msgs/s, latency, CPU, memory, deflate",
+        "fanout": "1k-10k websocket clients of the ticker, nginx+nchan and websockets.broadcast: "
+        "delivered, latency, CPU per message, memory per idle client",
         "recovery": "kill -9 the aggregator at the midnight peak: seconds until caught up",
     }
     for name, text in helps.items():
@@ -92,6 +106,21 @@ def register(sub: Any, add_redis: Callable[[argparse.ArgumentParser], None]) -> 
         q.add_argument(
             "--client-counts", type=_ints, help="scaling: websocket clients (default 1,100,1000)"
         )
+        if name == "fanout":
+            q.add_argument(
+                "--peers",
+                type=_peers,
+                help="fanout: servers compared (default ticker,nchan,websockets; nchan "
+                "needs `apt-get install -y libnginx-mod-nchan`, else it is skipped)",
+            )
+            q.add_argument(
+                "--rates", type=_floats, help="fanout: messages per second (default 10,5)"
+            )
+            q.add_argument(
+                "--delta",
+                action="store_true",
+                help="fanout: the ticker again, its clients subscribing with delta: true",
+            )
         add_redis(q)
         q.set_defaults(handler=main)
 
@@ -242,7 +271,8 @@ def _fanout(url: str, args: argparse.Namespace) -> dict[str, Any]:
 
     counts = args.client_counts or ([50, 200] if args.quick else [1000, 5000, 10000])
     seconds = args.duration or (2.0 if args.quick else 10.0)
-    return run_fanout(url, counts, [10.0, 5.0], seconds, [])
+    rates = args.rates or [10.0, 5.0]
+    return run_fanout(url, counts, rates, seconds, [], peers=args.peers, delta=args.delta)
 
 
 def _recovery(url: str, args: argparse.Namespace) -> dict[str, Any]:

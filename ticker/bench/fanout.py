@@ -49,7 +49,7 @@ from ticker.bench.peers import (
     payload,
 )
 
-__all__ = ["main", "payload", "print_table", "run_fanout"]
+__all__ = ["main", "parse_peers", "payload", "print_table", "run_fanout"]
 
 DELTA_SUBSCRIBE = '{"type":"subscribe","delta":true}'
 TICKER_KINDS = ("tick", "milestone")
@@ -367,7 +367,8 @@ def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
-def _peers(text: str) -> list[str]:
+def parse_peers(text: str) -> list[str]:
+    """The peers named in a comma list; an unknown name is an argument error."""
     names = [x.strip() for x in text.split(",") if x.strip()]
     unknown = set(names) - set(PEERS)
     if unknown:
@@ -384,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument(
         "--peers",
-        type=_peers,
+        type=parse_peers,
         default=list(PEERS),
         help=f"servers to compare (default {','.join(PEERS)}; nchan needs `{NCHAN_INSTALL}`)",
     )

@@ -483,6 +483,9 @@ class LoadGen:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+            for pipe in (p.stdin, p.stdout):
+                if pipe is not None:
+                    pipe.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ Each greets a new client with the newest message (the ticker: hello and snapshot
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import http.client
 import os
@@ -170,6 +171,7 @@ class TickerPeer:
                     break
             except OSError:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
+                    _stop(self.proc)
                     self.log.seek(0)
                     raise RuntimeError(self.log.read().decode(errors="replace")[-3000:]) from None
                 time.sleep(0.1)
@@ -265,7 +267,11 @@ class NchanPeer:
             stderr=self.log,
         )
         self.pid = self.proc.pid
-        _wait_port(self.port, self.proc, self.log)
+        try:
+            _wait_port(self.port, self.proc, self.log)
+        except BaseException:
+            _stop(self.proc)
+            raise
         self.ws_url = f"ws://127.0.0.1:{self.port}/sub"
         self.http = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
 
@@ -303,9 +309,15 @@ class WebsocketsPeer:
             stderr=self.log,
         )
         self.pid = self.proc.pid
-        _wait_port(self.port, self.proc, self.log)
         self.ws_url = f"ws://127.0.0.1:{self.port}/sub"
-        self.publisher = connect(f"ws://127.0.0.1:{self.port}/pub", compression=None)
+        self.stack = contextlib.ExitStack()
+        try:
+            _wait_port(self.port, self.proc, self.log)
+            publisher = connect(f"ws://127.0.0.1:{self.port}/pub", compression=None)
+            self.publisher = self.stack.enter_context(publisher)
+        except BaseException:
+            _stop(self.proc)
+            raise
 
     def publish(self, i: int) -> None:
         self.publisher.send(tick_text(i, now_position()).decode())
@@ -314,7 +326,7 @@ class WebsocketsPeer:
         return {}
 
     def close(self) -> None:
-        self.publisher.close()
+        self.stack.close()
         _stop(self.proc)
         self.log.close()
 
