@@ -21,14 +21,7 @@ from ticker.server.connection import Client
 from ticker.server.fanout import CHUNK, PARALLEL_FROM, Fanout, Share
 from ticker.server.outbox import Route
 from ticker.server.source import FeedSource
-from ticker.server.tuning import (
-    GC_FREEZE_EVERY,
-    GC_FULL_AFTER,
-    GC_FULL_EVERY,
-    TRIM_AFTER_CHANGES,
-    Tuning,
-    release_free_memory,
-)
+from ticker.server.tuning import GC_FREEZE_EVERY, GC_FULL_AFTER, GC_FULL_EVERY, Tuning
 
 log = logging.getLogger("ticker.serve")
 
@@ -365,19 +358,12 @@ class Hub:
                 yield encoded[topics][1], share
 
     async def collect_garbage(self) -> None:
-        """Keep the cyclic GC's full passes out of the broadcasts (see GC_FREEZE_EVERY);
-        give free memory back after clients came or went (see TRIM_AFTER_CHANGES)."""
+        """Keep the cyclic GC's full passes out of the broadcasts (see GC_FREEZE_EVERY)."""
         last_full, gone_at_full = time.monotonic(), 0
-        clients_at_trim, gone_at_trim = 0, 0
         try:
             while True:
                 await asyncio.sleep(GC_FREEZE_EVERY)
                 gone = sum(self.metrics.disconnects.values())
-                went = gone - gone_at_trim
-                came = len(self.clients) - clients_at_trim + went
-                if release_free_memory is not None and came + went >= TRIM_AFTER_CHANGES:
-                    release_free_memory()
-                    clients_at_trim, gone_at_trim = len(self.clients), gone
                 if (
                     time.monotonic() - last_full >= GC_FULL_EVERY
                     or gone - gone_at_full >= GC_FULL_AFTER

@@ -1,10 +1,7 @@
 """The server's timings and bounds: per connection (`Tuning`, from the environment) and for
 the garbage collector."""
 
-import ctypes
-import ctypes.util
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -68,21 +65,3 @@ class Tuning:
 GC_FREEZE_EVERY = 1.0  # seconds
 GC_FULL_EVERY = 600.0  # seconds between full collections...
 GC_FULL_AFTER = 2_000  # ...or sooner, after this many disconnects
-
-# Memory freed by clients' greetings (each snapshot's text and frame, tens of KB) stays in
-# glibc's heap between the long-lived small objects of the connections: after 2,000
-# connects, ~5 of ~15 KB per client was such free memory (measured: RSS before and after
-# malloc_trim). So after this many connects or disconnects the free pages go back to the
-# system (a few ms for a heap of hundreds of MB).
-TRIM_AFTER_CHANGES = 256
-
-
-def _malloc_trim() -> Callable[[], object] | None:
-    try:
-        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc: nothing to trim
-        return None
-    return lambda: trim(0)
-
-
-release_free_memory = _malloc_trim()
