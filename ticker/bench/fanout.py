@@ -128,8 +128,7 @@ def measure(
         mem_before = procstats.tree_memory(pid)
         gen = LoadGen(peer.ws_url, clients, options, spec)
         conn = gen.read()
-        # The last greetings drain; the ticker gives free memory back within a second or two.
-        time.sleep(2.5)
+        time.sleep(2.0)  # let the last greetings drain and the allocator settle
         mem_idle = procstats.tree_memory(pid)
         for rate in rates:
             gen.tell("go")
