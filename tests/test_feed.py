@@ -363,8 +363,7 @@ async def test_a_milestone_cuts_through_the_rate_limit() -> None:
     c.outbox.pace.rate = 0.01  # a tick slot every 100 s
     c.outbox.pace.take(time.monotonic())  # the burst spent
     c.outbox.pace.take(time.monotonic())
-    c.ready.set()
-    sender = asyncio.create_task(c.send_loop())
+    c.greeted()  # its sender starts with the first message queued
     try:
         c.offer_tick((1, 0, feed.WHOLE), b"tick")
         c.offer((1, 0, 0), b"milestone")
@@ -372,7 +371,7 @@ async def test_a_milestone_cuts_through_the_rate_limit() -> None:
             await asyncio.sleep(0.01)
         assert io.sent == [b"milestone"] and c.outbox.latest_tick is not None
     finally:
-        sender.cancel()
+        await c.stop_sending()
 
 
 async def test_subscriptions_select_fields_and_limit_the_rate(

@@ -46,6 +46,12 @@ def _floats(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated numbers") from None
 
 
+def _peers(text: str) -> list[str]:
+    from ticker.bench.fanout import parse_peers
+
+    return parse_peers(text)
+
+
 def register(sub: Any, add_redis: Callable[[argparse.ArgumentParser], None]) -> None:
     p = sub.add_parser("bench", help="benchmark the pipeline, the whole day, latency, scaling")
     bsub = p.add_subparsers(dest="bench", required=True)
@@ -55,7 +61,8 @@ def register(sub: Any, add_redis: Callable[[argparse.ArgumentParser], None]) -> 
         "latency": "batch written -> websocket client, at 1x through the midnight peak",
         "scaling": "throughput against batch size; latency against websocket clients",
         "all": "every benchmark above, one after another",
-        "fanout": "one server, 1k-10k websocket clients: msgs/s, latency, CPU, memory, deflate",
+        "fanout": "1k-10k websocket clients of the ticker, nginx+nchan and websockets.broadcast: "
+        "delivered, latency, CPU per message, memory per idle client",
         "recovery": "kill -9 the aggregator at the midnight peak: seconds until caught up",
         "page": "the web page's main-thread busy share in headless Chromium, at 1x and 1200x",
         "ingest": "real orders into a live run: the Python producer and HTTP NDJSON, exact",
@@ -119,6 +126,21 @@ def register(sub: Any, add_redis: Callable[[argparse.ArgumentParser], None]) -> 
             help="ingest: orders each way in (default 4,000,000 producer, 500,000 HTTP; "
             "quick 20,000)",
         )
+        if name == "fanout":
+            q.add_argument(
+                "--peers",
+                type=_peers,
+                help="fanout: servers compared (default ticker,nchan,websockets; nchan "
+                "needs `apt-get install -y libnginx-mod-nchan`, else it is skipped)",
+            )
+            q.add_argument(
+                "--rates", type=_floats, help="fanout: messages per second (default 10,5)"
+            )
+            q.add_argument(
+                "--delta",
+                action="store_true",
+                help="fanout: the ticker again, its clients subscribing with delta: true",
+            )
         add_redis(q)
         q.set_defaults(handler=main)
 
@@ -269,7 +291,8 @@ def _fanout(url: str, args: argparse.Namespace) -> dict[str, Any]:
 
     counts = args.client_counts or ([50, 200] if args.quick else [1000, 5000, 10000])
     seconds = args.duration or (2.0 if args.quick else 10.0)
-    return run_fanout(url, counts, [10.0, 5.0], seconds, [])
+    rates = args.rates or [10.0, 5.0]
+    return run_fanout(url, counts, rates, seconds, [], peers=args.peers, delta=args.delta)
 
 
 def _recovery(url: str, args: argparse.Namespace) -> dict[str, Any]:

@@ -27,22 +27,29 @@ log = logging.getLogger("ticker.serve")
 
 MAX_CLIENT_MESSAGE = 4_096  # bytes; larger client messages close the connection with 1009
 MAX_BAD_MESSAGES = 5  # malformed client messages answered with errors before close 1008
+# Every client starts on the same (frozen) subscription: no object of its own until it asks.
+DEFAULT_SUBSCRIPTION = feed.Subscription()
 
 
 class Client:
-    """One websocket connection: it moves the bytes its `Outbox` decides on."""
+    """One websocket connection: it moves the bytes its `Outbox` decides on.
+
+    An idle client costs memory only (~10,000 of them per server): no task of its own while
+    its outbox is empty. Its sender task starts when a message is queued for it (`kick`)
+    and ends when the outbox is empty again."""
 
     __slots__ = (
         "base",
         "close_reason",
         "fd",
         "metrics",
+        "nudge",
         "outbox",
         "ready",
         "send_timeout",
+        "sender",
         "sub",
         "transport",
-        "wake",
         "writer",
         "ws",
     )
@@ -73,19 +80,49 @@ class Client:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, tuning.socket_buffer)
         plain = sock is not None and transport.get_extra_info("sslcontext") is None
         self.fd: int = sock.fileno() if plain else -1
-        self.sub = feed.Subscription()
+        self.sub = DEFAULT_SUBSCRIPTION
         # The tick this client last received (full or delta): what its next delta patches.
         self.base: TickVersion | None = None
         self.outbox = Outbox(self.sub.max_rate, tuning.send_buffer)
-        self.wake = asyncio.Event()
-        self.ready = asyncio.Event()  # set once the snapshot (or resume backlog) is sent
+        self.ready = False  # the snapshot (or resume backlog) is sent: the sender may run
+        self.sender: asyncio.Task[None] | None = None  # running while the outbox holds some
+        self.nudge: asyncio.Future[None] | None = None  # the sender's wait on the rate limit
         self.close_reason = "closed"
+
+    def greeted(self) -> None:
+        """The greeting is sent: from now on messages may bypass the outbox, and what it
+        queued meanwhile goes out."""
+        self.ready = True
+        self.outbox.live = True
+        self.kick()
+
+    def kick(self) -> None:
+        """Something was queued (or the rate changed): start the sender if it is not
+        running, or cut its wait on the rate limit short."""
+        if self.sender is None:
+            if self.ready and len(self.outbox):
+                self.sender = asyncio.create_task(self.send_loop())
+        elif self.nudge is not None and not self.nudge.done():
+            self.nudge.set_result(None)
+
+    async def stop_sending(self) -> None:
+        """Cancel the sender, if it runs; one that failed is logged."""
+        sender, self.ready = self.sender, False
+        if sender is None:
+            return
+        sender.cancel()
+        try:
+            await sender
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # the sender handles a client that stops reading itself
+            log.exception("a websocket client's sender failed")
 
     def subscribe(self, sub: feed.Subscription) -> None:
         self.sub = sub
         self.base = None  # after a subscription change, a full tick first
         self.outbox.pace.rate = sub.max_rate
-        self.wake.set()
+        self.kick()
 
     def route(self, key: feed.PositionKey | None) -> Route:
         """Where a message at `key` (None: a replay message) goes now (see `Outbox.route`)."""
@@ -101,7 +138,7 @@ class Client:
     def offer_tick(self, key: feed.PositionKey, text: Payload) -> None:
         if self.outbox.offer_tick(key, text):
             self.metrics.ticks_coalesced += 1
-        self.wake.set()
+        self.kick()
 
     def offer(self, key: feed.PositionKey | None, text: bytes) -> bool:
         """Queue a milestone (or with `key` None, a replay message); False if stuck."""
@@ -109,7 +146,7 @@ class Client:
             queued = self.outbox.offer_replay(text)
         else:
             queued = self.outbox.offer_urgent(key, text)
-        self.wake.set()
+        self.kick()
         return queued
 
     def tick_text(self, version: TickVersion) -> bytes:
@@ -138,30 +175,35 @@ class Client:
         self.metrics.messages_sent += 1
         self.metrics.bytes_sent += len(text)
 
-    async def send_due(self) -> None:
-        """Send what the outbox gives now, in its order, as the connection takes it. When
-        the client's own rate limit holds a tick back (newer ones replace it), wait that long
-        (a milestone cuts the wait short) and leave `wake` set for the sender's next turn."""
+    async def send_ready(self) -> float | None:
+        """Send what the outbox gives now, in its order, as the connection takes it; then
+        None when it is empty, or the seconds until the client's own rate limit lets the tick
+        it holds back go. The websocket's and the SSE senders' one send step."""
         while (step := self.outbox.next_message(time.monotonic())) is not None:
-            if isinstance(step, bytes | TickVersion):
-                await self.send(self.resolve(step))
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), step)
-            self.wake.set()
-            return
+            if not isinstance(step, bytes | TickVersion):
+                return step
+            await self.send(self.resolve(step))
+        return None
 
     async def send_loop(self) -> None:
-        """Send what the outbox gives, in its order, as the connection takes it."""
-        await self.ready.wait()
+        """Send what the outbox gives, in its order, as the connection takes it; return
+        when it is empty (the next `kick` starts another)."""
         try:
             while not self.ws.closed:
-                await self.wake.wait()
-                self.wake.clear()
-                await self.send_due()
+                wait = await self.send_ready()
+                if wait is None:
+                    return
+                # The client's own rate limit holds a tick back (newer ones replace it);
+                # a milestone cuts the wait short.
+                self.nudge = asyncio.get_running_loop().create_future()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.nudge, wait)
+                self.nudge = None
         except (TimeoutError, ConnectionResetError):
             log.warning("disconnecting a client that stopped reading")
             self.drop("slow")
+        finally:
+            self.sender = self.nudge = None
 
     async def goodbye(self, code: int, message: bytes) -> None:
         """Close the connection with `code` (shutdown, a feed reset); the client may resume."""
@@ -190,19 +232,7 @@ class CheckedWebSocket(web.WebSocketResponse):
         inner: Any = getattr(proto, "_payload_parser", None)
         if inner is None:
             return
-        ws = self
-
-        class Checked:
-            def feed_data(self, data: bytes) -> tuple[bool, bytes]:
-                if check.feed(data):
-                    return inner.feed_data(data)  # type: ignore[no-any-return]
-                ws._refuse_unmasked(request)
-                return False, b""
-
-            def feed_eof(self) -> None:
-                inner.feed_eof()
-
-        proto._payload_parser = Checked()
+        proto._payload_parser = _Checked(check, inner, self, request)
         if not clean:
             self._refuse_unmasked(request)
 
@@ -214,6 +244,24 @@ class CheckedWebSocket(web.WebSocketResponse):
         reason = b"client frames must be masked"
         transport.write(feed.frame(0x8, struct.pack("!H", WSCloseCode.PROTOCOL_ERROR) + reason))
         transport.close()
+
+
+class _Checked:
+    """aiohttp's frame parser behind a `MaskCheck` (one per connection: kept small)."""
+
+    __slots__ = ("check", "inner", "request", "ws")
+
+    def __init__(self, check: MaskCheck, inner: Any, ws: CheckedWebSocket, request: Any) -> None:
+        self.check, self.inner, self.ws, self.request = check, inner, ws, request
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        if self.check.feed(data):
+            return self.inner.feed_data(data)  # type: ignore[no-any-return]
+        self.ws._refuse_unmasked(self.request)
+        return False, b""
+
+    def feed_eof(self) -> None:
+        self.inner.feed_eof()
 
 
 async def close(ws: web.WebSocketResponse, code: int, message: bytes, timeout: float = 2) -> None:
@@ -231,12 +279,10 @@ async def serve(hub: Hub, c: Client, since: str | None, epoch: str | None) -> No
     """Run one connected client until it goes: hello, the greeting, then its requests,
     while its sender sends what its outbox holds; count why it went."""
     hub.clients.add(c)
-    sender = asyncio.create_task(c.send_loop())
     try:
         await c.send(feed.hello(hub.epoch).encode())
         await greet(hub, c, since, epoch)
-        c.ready.set()
-        c.outbox.live = True
+        c.greeted()
         await read_requests(c)
     except (TimeoutError, ConnectionResetError):
         c.close_reason = "slow"
@@ -247,13 +293,7 @@ async def serve(hub: Hub, c: Client, since: str | None, epoch: str | None) -> No
     finally:
         c.outbox.live = False
         hub.clients.discard(c)
-        sender.cancel()
-        try:
-            await sender
-        except asyncio.CancelledError:
-            pass
-        except Exception:  # the sender handles a client that stops reading itself
-            log.exception("a websocket client's sender failed")
+        await c.stop_sending()
         if c.ws.close_code == WSCloseCode.MESSAGE_TOO_BIG:
             c.close_reason = "too_big"
         if isinstance(c.ws, CheckedWebSocket) and c.ws.unmasked:

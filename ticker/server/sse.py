@@ -111,7 +111,7 @@ def event(text: bytes, epoch: str) -> bytes:
 class SseClient(Client):
     """One SSE connection: its outbox's messages written as events by its own sender."""
 
-    __slots__ = ("gone", "heartbeat", "hub", "last_write", "response")
+    __slots__ = ("gone", "heartbeat", "hub", "last_write", "response", "started", "wake")
 
     def __init__(
         self,
@@ -127,6 +127,16 @@ class SseClient(Client):
         self.heartbeat = tuning.heartbeat
         self.gone = asyncio.Event()  # the stream ends: shutdown, a feed reset, or dropped
         self.last_write = time.monotonic()
+        # Its sender runs for the whole stream (it writes the heartbeat comments too).
+        self.wake = asyncio.Event()  # something was queued, or the rate changed
+        self.started = asyncio.Event()  # set once the snapshot (or resume backlog) is sent
+
+    def kick(self) -> None:
+        self.wake.set()
+
+    def greeted(self) -> None:
+        self.started.set()
+        super().greeted()
 
     def route(self, key: feed.PositionKey | None) -> Route:
         return QUEUE
@@ -156,14 +166,18 @@ class SseClient(Client):
     async def send_loop(self) -> None:
         """Send what the outbox gives, in its order; a comment after a silence; notice a
         client that went (its transport closing) within CHECK_EVERY seconds."""
-        await self.ready.wait()
+        await self.started.wait()
         try:
             while not self.closed():
                 timeout = min(CHECK_EVERY, self.heartbeat)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), timeout)
                 self.wake.clear()
-                await self.send_due()
+                wait = await self.send_ready()
+                if wait is not None:  # the rate limit holds a tick back; a milestone cuts in
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.wake.wait(), wait)
+                    self.wake.set()
                 if time.monotonic() - self.last_write >= self.heartbeat and not self.closed():
                     await self.write(PING)
         except (TimeoutError, ConnectionResetError):
@@ -191,8 +205,7 @@ async def serve(hub: Hub, c: SseClient, since: str | None, epoch: str | None) ->
         await c.write(f"retry: {RETRY_MS}\n\n".encode())
         await c.send(feed.hello(hub.epoch).encode())
         await greet(hub, c, since, epoch)
-        c.ready.set()
-        c.outbox.live = True
+        c.greeted()
         await c.gone.wait()
     except (TimeoutError, ConnectionResetError):
         c.close_reason = "slow" if not c.transport.is_closing() else "closed"
