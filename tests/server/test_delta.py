@@ -68,7 +68,7 @@ async def subscribed(live: Live, **request: Any) -> AsyncIterator[Any]:
         await recv(ws), await recv(ws)  # hello, snapshot
         await ws.send(json.dumps({"type": "subscribe", **request}))
         await eventually(
-            lambda: len(live.hub.clients) and all(c.ready.is_set() for c in live.hub.clients)
+            lambda: len(live.hub.clients) and all(c.ready for c in live.hub.clients)
         )
         yield ws
 
