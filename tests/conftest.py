@@ -20,6 +20,27 @@ from ticker.redis_io import embedded_redis, free_port
 # Every wait in the tests is a multiple of this, so a slow machine can scale them all.
 UNIT = float(os.environ.get("TICKER_TEST_TIMEOUT_UNIT", "1.0"))
 
+# The suite runs on several pytest-xdist workers (`--dist loadgroup`, see pyproject.toml);
+# each worker has its own session fixtures (its own redis-server). Tests that share a rig
+# costlier than their own run (a module-scoped replayed day, the six-node cluster) stay on
+# one worker, so the rig is built once: these paths (a folder or a module) are such groups.
+XDIST_GROUPS = (
+    "tests/cluster/",
+    "tests/web/test_journey.py",
+    "tests/web/test_bigscreen.py",
+    "tests/ops/test_image.py",
+)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = config.rootpath
+    for item in items:
+        where = item.path.relative_to(root).as_posix()
+        for group in XDIST_GROUPS:
+            if where.startswith(group):
+                item.add_marker(pytest.mark.xdist_group(group.strip("/")))
+
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
@@ -101,13 +122,16 @@ def stop(proc: "subprocess.Popen[Any]") -> None:
     terminate(proc, timeout=10 * UNIT)
 
 
-def wait_http(url: str, timeout: float = 15) -> None:
+def wait_http(url: str, timeout: float = 15, proc: "subprocess.Popen[Any] | None" = None) -> None:
+    """Wait until `url` answers; fail at once if `proc` (the server) exits first."""
     deadline = time.monotonic() + timeout * UNIT
     while True:
         try:
             with urllib.request.urlopen(url, timeout=1):
                 return
         except OSError:
+            if proc is not None and proc.poll() is not None:
+                raise AssertionError(f"the server exited ({proc.returncode}) before {url} answered")
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
@@ -130,7 +154,7 @@ def serving(ticker: Ticker, *options: str, port: int | None = None) -> Iterator[
     proc = ticker.start("serve", "--port", str(port), *options)
     url = f"http://127.0.0.1:{port}/"
     try:
-        wait_http(url + "healthz")
+        wait_http(url + "healthz", proc=proc)
         yield Server(url, proc)
     finally:
         stop(proc)
