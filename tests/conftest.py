@@ -20,26 +20,26 @@ from ticker.redis_io import embedded_redis, free_port
 # Every wait in the tests is a multiple of this, so a slow machine can scale them all.
 UNIT = float(os.environ.get("TICKER_TEST_TIMEOUT_UNIT", "1.0"))
 
-# The suite runs on several pytest-xdist workers (`--dist loadgroup`, see pyproject.toml);
-# each worker has its own session fixtures (its own redis-server). Tests that share a rig
-# costlier than their own run (a module-scoped replayed day, the six-node cluster) stay on
-# one worker, so the rig is built once: these paths (a folder or a module) are such groups.
-XDIST_GROUPS = (
-    "tests/cluster/",
-    "tests/web/test_journey.py",
-    "tests/web/test_bigscreen.py",
-    "tests/ops/test_image.py",
-)
+# The suite runs on several pytest-xdist workers (`--dist loadgroup`, see tests/run); each
+# worker has its own session fixtures (its own redis-server, its own Chromium). Tests that
+# share a rig costlier than their own run (the six-node cluster, a day replayed once for a
+# module) run on one worker, so each rig is built once: these fixtures name their group.
+SHARED_RIGS = {
+    "redis_cluster": "cluster",
+    "reference": "cluster",  # tests/cluster/test_sharding.py: the single-stream day
+    "ended": "journey-ended",  # tests/web/test_journey.py: a day replayed to its end
+    "day": "bigscreen-day",  # tests/web/test_bigscreen.py: a day watched by one page
+    "image": "image",  # tests/ops/test_image.py: the image's install steps, run once
+}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the marks
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    root = config.rootpath
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        where = item.path.relative_to(root).as_posix()
-        for group in XDIST_GROUPS:
-            if where.startswith(group):
-                item.add_marker(pytest.mark.xdist_group(group.strip("/")))
+        names = getattr(item, "fixturenames", ())
+        groups = sorted({SHARED_RIGS[n] for n in names if n in SHARED_RIGS})
+        if groups:
+            item.add_marker(pytest.mark.xdist_group(groups[0]))
 
 
 @pytest.fixture(scope="session")
@@ -129,9 +129,9 @@ def wait_http(url: str, timeout: float = 15, proc: "subprocess.Popen[Any] | None
         try:
             with urllib.request.urlopen(url, timeout=1):
                 return
-        except OSError:
+        except OSError as exc:
             if proc is not None and proc.poll() is not None:
-                raise AssertionError(f"the server exited ({proc.returncode}) before {url} answered")
+                raise AssertionError(f"the server exited ({proc.returncode}) first") from exc
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
