@@ -122,7 +122,7 @@ def stop(proc: "subprocess.Popen[Any]") -> None:
     terminate(proc, timeout=10 * UNIT)
 
 
-def wait_http(url: str, timeout: float = 15, proc: "subprocess.Popen[Any] | None" = None) -> None:
+def wait_http(url: str, timeout: float = 60, proc: "subprocess.Popen[Any] | None" = None) -> None:
     """Wait until `url` answers; fail at once if `proc` (the server) exits first."""
     deadline = time.monotonic() + timeout * UNIT
     while True:
