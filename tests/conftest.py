@@ -20,6 +20,27 @@ from ticker.redis_io import embedded_redis, free_port
 # Every wait in the tests is a multiple of this, so a slow machine can scale them all.
 UNIT = float(os.environ.get("TICKER_TEST_TIMEOUT_UNIT", "1.0"))
 
+# The suite runs on several pytest-xdist workers (`--dist loadgroup`, see tests/run); each
+# worker has its own session fixtures (its own redis-server, its own Chromium). Tests that
+# share a rig costlier than their own run (the six-node cluster, a day replayed once for a
+# module) run on one worker, so each rig is built once: these fixtures name their group.
+SHARED_RIGS = {
+    "redis_cluster": "cluster",
+    "reference": "cluster",  # tests/cluster/test_sharding.py: the single-stream day
+    "ended": "journey-ended",  # tests/web/test_journey.py: a day replayed to its end
+    "day": "bigscreen-day",  # tests/web/test_bigscreen.py: a day watched by one page
+    "image": "image",  # tests/ops/test_image.py: the image's install steps, run once
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        groups = sorted({SHARED_RIGS[n] for n in names if n in SHARED_RIGS})
+        if groups:
+            item.add_marker(pytest.mark.xdist_group(groups[0]))
+
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
@@ -101,13 +122,16 @@ def stop(proc: "subprocess.Popen[Any]") -> None:
     terminate(proc, timeout=10 * UNIT)
 
 
-def wait_http(url: str, timeout: float = 15) -> None:
+def wait_http(url: str, timeout: float = 60, proc: "subprocess.Popen[Any] | None" = None) -> None:
+    """Wait until `url` answers; fail at once if `proc` (the server) exits first."""
     deadline = time.monotonic() + timeout * UNIT
     while True:
         try:
             with urllib.request.urlopen(url, timeout=1):
                 return
-        except OSError:
+        except OSError as exc:
+            if proc is not None and proc.poll() is not None:
+                raise AssertionError(f"the server exited ({proc.returncode}) first") from exc
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
@@ -130,7 +154,7 @@ def serving(ticker: Ticker, *options: str, port: int | None = None) -> Iterator[
     proc = ticker.start("serve", "--port", str(port), *options)
     url = f"http://127.0.0.1:{port}/"
     try:
-        wait_http(url + "healthz")
+        wait_http(url + "healthz", proc=proc)
         yield Server(url, proc)
     finally:
         stop(proc)

@@ -28,7 +28,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from tests.conftest import UNIT, Server, Ticker, serving, stop
 from ticker import feed
 from ticker.core import delta
-from ticker.keys import Keys
+from ticker.keys import GROUP, Keys
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 SCHEMA = json.loads((DOCS / "feed.schema.json").read_text())
@@ -843,7 +843,7 @@ async def test_replay_control_pauses_resumes_changes_speed_and_seeks(ticker: Tic
             first_run = s["run"]
             await command({"action": "pause"})
             await wait_state(srv.url, lambda s: s["replay"]["state"] == "paused")
-            await asyncio.sleep(0.5)  # the aggregator applies what was written before
+            await until(lambda: applied_and_served(ticker, srv.url))  # what came before
             before, after = await sim_ms_after(1.0)
             assert before == after, "simulated time advanced while paused"
 
@@ -875,6 +875,25 @@ async def test_replay_control_pauses_resumes_changes_speed_and_seeks(ticker: Tic
         finally:
             stop(replay)
             stop(agg)
+
+
+def applied_and_served(ticker: Ticker, url: str) -> bool:
+    """Whether the aggregator has applied every order written and the server serves its
+    newest feed entry."""
+    keys = Keys(ticker.namespace)
+    with redis.Redis.from_url(ticker.redis_url) as r:
+        (group,) = [g for g in r.xinfo_groups(keys.orders) if g["name"] == GROUP.encode()]
+        last = r.xinfo_stream(keys.feed)["last-generated-id"].decode()
+    return group["pending"] == group["lag"] == 0 and api_state(url)["position"] == last
+
+
+async def until(predicate: Any, timeout: float = 30) -> None:
+    """Poll `predicate` (blocking: run off the loop) until it holds."""
+    loop = asyncio.get_running_loop()
+    deadline = time.monotonic() + timeout * UNIT
+    while not await loop.run_in_executor(None, predicate):
+        assert time.monotonic() < deadline, "timed out waiting for a condition"
+        await asyncio.sleep(0.05)
 
 
 # -- metrics ----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ one of them is down. A cluster has only database 0.
 
 import asyncio
 import contextlib
+import random
 import re
 import shutil
 import socket
@@ -177,10 +178,34 @@ def reachable(url: str) -> bool:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A port of 127.0.0.1 that nothing listens on, for a process that binds it next.
+
+    Chosen at random below the kernel's ephemeral range: a port the kernel hands out (bind
+    to 0) is also what it gives the next outgoing connection as its source port, so under
+    parallel tests another process's client could take it before our server binds it.
+    """
+    high = _ephemeral_low()
+    low = max(1024, high - 12_000)
+    for _ in range(100 if low < high else 0):
+        port = random.randrange(low, high)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # the range is crowded: let the kernel choose
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (Linux; 32768 elsewhere)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 @contextlib.contextmanager

@@ -72,6 +72,16 @@ def _assert_same(state: State, reference: State) -> None:
     assert state.curve() == reference.curve()  # every minute of the day's chart, exact
 
 
+def _until_under_way(cluster: LocalCluster, keys: Keys) -> None:
+    """Wait until shard 0 has a consumer and the merged state a first commit: mid-replay
+    (the paced replay runs for 12 s), however slowly the processes started."""
+    r = _cluster_client(cluster)
+    deadline = time.monotonic() + 60 * UNIT
+    while not (r.get(keys.shard(0).lease) and r.hget(keys.state, "state")):
+        assert time.monotonic() < deadline, "the sharded replay did not get under way"
+        time.sleep(0.05)
+
+
 def _replay_and_aggregate(
     t: Ticker, speed: str, during: "Callable[[list[subprocess.Popen[str]]], None] | None" = None
 ) -> list[subprocess.Popen[str]]:
@@ -146,7 +156,7 @@ def test_killing_an_aggregator_mid_replay_leaves_it_exact(
     victim: list[int] = []
 
     def kill_one(aggs: list[subprocess.Popen[str]]) -> None:
-        time.sleep(4 * UNIT)
+        _until_under_way(redis_cluster, keys)
         holder = _cluster_client(redis_cluster).get(keys.shard(0).lease)
         victim.append(0 if holder == b"A/0" else 1)  # the one consuming shard 0
         aggs[victim[0]].send_signal(signal.SIGKILL)
@@ -170,7 +180,7 @@ def test_killing_a_primary_mid_replay_leaves_it_exact(
     took: list[float] = []
 
     def kill_primary(aggs: list[subprocess.Popen[str]]) -> None:
-        time.sleep(4 * UNIT)
+        _until_under_way(redis_cluster, keys)
         took.append(redis_cluster.kill_master_for_key(key))
 
     killed = redis_cluster.master_for_key(key)

@@ -83,8 +83,12 @@ class Pipeline:
         """Freeze the aggregator while it has entries delivered but not committed, kill it
         and start one under a new consumer name: it must claim them (XAUTOCLAIM)."""
         keys = Keys(self.procs.namespace)
+        # Until a deadline, not a count of tries: on a busy machine a just-restarted
+        # aggregator or replay takes seconds to reach its first read or write.
+        deadline = time.monotonic() + 60 * UNIT
         with self.server.client() as r:
-            for _ in range(20):
+            while time.monotonic() < deadline and not self.replay_done:
+                self.supervise()
                 self.agg.send_signal(signal.SIGSTOP)
                 time.sleep(0.3)  # new batches get delivered to its blocked XREADGROUP
                 pending = [

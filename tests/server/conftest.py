@@ -84,7 +84,8 @@ async def running(
             yield live
         finally:
             await redis.aclose()
-            await runner.cleanup()
+            # Bounded, so an app that cannot stop fails its test instead of hanging the run.
+            await asyncio.wait_for(runner.cleanup(), 90 * UNIT)
 
 
 @pytest.fixture

@@ -84,7 +84,9 @@ async def curl(url: str, *headers: str) -> AsyncIterator[Curl]:
     finally:
         if proc.returncode is None:
             proc.kill()
-        await proc.wait()
+        # Bounded: a run of the whole folder under load once hung past 5 minutes in this
+        # test module's teardown; a bound makes that a failure that says where.
+        await asyncio.wait_for(proc.wait(), 30 * UNIT)
 
 
 def sse_url(live: Live, query: str = "") -> str:

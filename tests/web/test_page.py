@@ -51,10 +51,11 @@ def test_miniature_day_counts_up_to_the_exact_total_with_milestones_in_order(
     with ThreadPoolExecutor(1) as pool:
         day = pool.submit(ticker.miniature_day, "--speed", "4000")  # paced: the page watches it
         tab.wait("document.getElementById('clock').textContent >= '12:00:00'", timeout=90)
-        clock = tab.text("clock")
         tab.screenshot("mid-day.png")
-        assert "12:00:00" <= clock < "13:00:00"
         day.result(timeout=150 * UNIT)
+    # It showed midday live (from the recorded history: at 4000x an hour passes in 0.9 s,
+    # so reading the clock after the wait says more about the machine's load than the page).
+    assert any("12:00:00" <= c < "13:00:00" for c in tab.seen("clock")), tab.seen("clock")
     tab.wait_ended()
     tab.screenshot("end-of-day.png")
 

@@ -44,7 +44,10 @@ def test_event_source_resumes_across_a_server_restart_without_a_gap(
     fired = write(feed_redis, keys, ["m1"], gmv_fen=200)
     newest = write(feed_redis, keys, [], gmv_fen=300)
     with serving(ticker, port=port):
-        tab.wait("window.__events.some((e) => e.type === 'snapshot' && e.data.recovered)")
+        # Generous: the browser retries on its own schedule, which backs off while a busy
+        # machine takes long to start the server again.
+        recovered = "window.__events.some((e) => e.type === 'snapshot' && e.data.recovered)"
+        tab.wait(recovered, timeout=90)
     got = [(e["type"], e["id"]) for e in events(tab) if e["type"] != "hello"]
     assert got == [
         ("snapshot", f"E1/{first}"),

@@ -197,7 +197,8 @@ class Client:
                 # a milestone cuts the wait short.
                 self.nudge = asyncio.get_running_loop().create_future()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.nudge, wait)
+                    async with asyncio.timeout(wait):  # not wait_for: see close()
+                        await self.nudge
                 self.nudge = None
         except (TimeoutError, ConnectionResetError):
             log.warning("disconnecting a client that stopped reading")
@@ -268,7 +269,11 @@ async def close(ws: web.WebSocketResponse, code: int, message: bytes, timeout: f
     """Close a websocket with `code`, waiting at most `timeout` for the peer. A peer that
     is gone or does not answer is expected; anything else is logged."""
     try:
-        await asyncio.wait_for(ws.close(code=code, message=message), timeout)
+        # asyncio.timeout rather than wait_for, whose 3.11 version can swallow the task's
+        # own cancellation when the close finishes at that moment: a server then never
+        # finishes stopping.
+        async with asyncio.timeout(timeout):
+            await ws.close(code=code, message=message)
     except (TimeoutError, ConnectionError):
         pass
     except Exception:

@@ -25,6 +25,7 @@ from ticker.server.tuning import GC_FREEZE_EVERY, GC_FULL_AFTER, GC_FULL_EVERY, 
 from ticker.supervise import Backoff
 
 log = logging.getLogger("ticker.serve")
+STOP_TIMEOUT = 5.0  # seconds the background tasks and close handshakes get to end
 
 REPLAY_POLL_S = 0.25  # how often the replay's state is read (screens learn within 1 s)
 READER_STALE_S = 5.0  # the feed reader heard from Redis this recently, or /healthz is 503
@@ -88,15 +89,22 @@ class Hub:
         ]
 
     async def stop(self) -> None:
-        """Stop the tasks and the writer threads; a task that had failed is logged."""
+        """Stop the tasks and the writer threads; a task that had failed is logged. Close
+        handshakes under way get their own bounded time; whatever has not ended after
+        STOP_TIMEOUT is logged and left, so a server always finishes stopping."""
         for t in self.tasks:
             t.cancel()
-        results = await asyncio.gather(*self.tasks, *self.closing, return_exceptions=True)
-        for r in results:
-            if isinstance(r, Exception):
+        pending = {*self.tasks, *self.closing}
+        done, stuck = await asyncio.wait(pending, timeout=STOP_TIMEOUT) if pending else ((), ())
+        for t in done:
+            if not t.cancelled() and t.exception() is not None:
                 log.error(
-                    "a background task of the server had failed before it was stopped", exc_info=r
+                    "a background task of the server had failed before it was stopped",
+                    exc_info=t.exception(),
                 )
+        for t in stuck:
+            t.cancel()
+            log.error("a task of the server did not stop within %.0f s: %r", STOP_TIMEOUT, t)
         self.fanout.close()
 
     def set_state(self, state: dict[str, Any], position: str, curve: list[timeline.Point]) -> None:

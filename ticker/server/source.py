@@ -145,7 +145,8 @@ class MemoryFeed:
         if not found and block_ms:
             self._grew.clear()
             try:
-                await asyncio.wait_for(self._grew.wait(), block_ms / 1000)
+                async with asyncio.timeout(block_ms / 1000):  # not wait_for (connection.close)
+                    await self._grew.wait()
             except TimeoutError:
                 return []
             return await self.after(position, 0, count)

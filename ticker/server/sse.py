@@ -171,12 +171,14 @@ class SseClient(Client):
             while not self.closed():
                 timeout = min(CHECK_EVERY, self.heartbeat)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), timeout)
+                    async with asyncio.timeout(timeout):  # not wait_for: see connection.close
+                        await self.wake.wait()
                 self.wake.clear()
                 wait = await self.send_ready()
                 if wait is not None:  # the rate limit holds a tick back; a milestone cuts in
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.wake.wait(), wait)
+                        async with asyncio.timeout(wait):
+                            await self.wake.wait()
                     self.wake.set()
                 if time.monotonic() - self.last_write >= self.heartbeat and not self.closed():
                     await self.write(PING)
