@@ -67,9 +67,7 @@ async def subscribed(live: Live, **request: Any) -> AsyncIterator[Any]:
     async with websockets.connect(live.ws_url, max_size=2**24) as ws:
         await recv(ws), await recv(ws)  # hello, snapshot
         await ws.send(json.dumps({"type": "subscribe", **request}))
-        await eventually(
-            lambda: len(live.hub.clients) and all(c.ready for c in live.hub.clients)
-        )
+        await eventually(lambda: len(live.hub.clients) and all(c.ready for c in live.hub.clients))
         yield ws
 
 

@@ -14,18 +14,10 @@ from playwright.sync_api import Browser, ConsoleMessage, Error, Page, sync_playw
 
 from tests.conftest import UNIT, Ticker
 from ticker import feed
+from ticker.bench.page import CHROMIUM_ARGS, VIEWPORT
 from ticker.keys import Keys
 
 CHROMIUM = os.environ.get("TICKER_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
-VIEWPORT = {"width": 1280, "height": 800}
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 
 # Installed before the page's own script: records every distinct text the watched

@@ -17,7 +17,6 @@ last seq equal what was written, with no duplicate and no dead letter.
 
 import asyncio
 import time
-import urllib.request
 from typing import Any
 
 import numpy as np
@@ -31,7 +30,7 @@ from ticker.bench.common import (
     read_state,
     ticker_args,
 )
-from ticker.bench.pipeline import BenchFailed, _wait_for_group
+from ticker.bench.pipeline import BenchFailed, _wait_for_group, wait_http
 from ticker.core.clock import DAY_MS
 from ticker.core.orders import COLUMN_OF
 from ticker.redis_io import free_port
@@ -211,7 +210,7 @@ def run_http(
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_http(base + "/healthz", server)
+        wait_http(base + "/healthz", server)
 
         async def post_all() -> tuple[float, int]:
             queue = list(reversed(bodies))
@@ -259,16 +258,3 @@ def run_http(
         "aggregator_cpu_s": round(cpu["aggregator"], 3),
         **check,
     }
-
-
-def _wait_http(url: str, proc: Proc, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.popen.poll() is not None:
-            raise BenchFailed(f"server exited:\n{proc.output()}")
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise BenchFailed("server did not answer /healthz in time")

@@ -21,7 +21,6 @@ import os
 import resource
 import tempfile
 import time
-import urllib.request
 from fractions import Fraction
 from typing import Any
 
@@ -38,7 +37,7 @@ from ticker.bench.common import (
     sync_redis,
     ticker_args,
 )
-from ticker.bench.pipeline import BenchFailed, _wait_for_group
+from ticker.bench.pipeline import BenchFailed, _wait_for_group, wait_http
 from ticker.keys import Keys
 from ticker.redis_io import free_port
 
@@ -59,19 +58,6 @@ def _serve_has(option: str) -> bool:
         if isinstance(action, argparse._SubParsersAction):
             return option in action.choices["serve"].format_help()
     return False
-
-
-def _wait_http(url: str, proc: Proc, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.popen.poll() is not None:
-            raise BenchFailed(f"server exited:\n{proc.output()}")
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise BenchFailed("server did not answer /healthz in time")
 
 
 def _position(text: str) -> str | None:
@@ -136,7 +122,7 @@ def run_latency(
     logs: list[list[tuple[float, str]]] = [[] for _ in range(clients)]
     try:
         _wait_for_group(url, ns, agg)
-        _wait_http(f"http://127.0.0.1:{port}/healthz", server)
+        wait_http(f"http://127.0.0.1:{port}/healthz", server)
 
         async def go() -> Proc:
             stop = asyncio.Event()

@@ -26,8 +26,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ticker.bench.common import Proc, drop_namespace, fresh_namespace, ticker_args
-from ticker.bench.latency import _wait_http
-from ticker.bench.pipeline import BenchFailed, _wait_for_group
+from ticker.bench.pipeline import BenchFailed, _wait_for_group, wait_http
 from ticker.core.clock import DAY_MS, format_time_of_day
 from ticker.redis_io import free_port
 
@@ -109,7 +108,7 @@ def _pipeline(url: str, speed: float, scale: str, to_ms: int) -> Iterator[str]:
         server = Proc.start("server", ticker_args(url, ns, "serve", "--port", str(port)))
         procs.append(server)
         _wait_for_group(url, ns, agg)
-        _wait_http(f"http://127.0.0.1:{port}/healthz", server)
+        wait_http(f"http://127.0.0.1:{port}/healthz", server)
         to = format_time_of_day(to_ms, millis=False)
         replay = ["replay", "--speed", f"{speed:g}", "--scale", scale, "--to", to, "--quiet"]
         procs.append(Proc.start("replay", ticker_args(url, ns, *replay)))

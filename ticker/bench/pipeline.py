@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import time
+import urllib.request
 from fractions import Fraction
 from typing import Any
 
@@ -294,3 +295,17 @@ def _last_json(text: str) -> dict[str, Any]:
             result: dict[str, Any] = json.loads(line)
             return result
     raise BenchFailed(f"no result line in:\n{text}")
+
+
+def wait_http(url: str, proc: Proc, timeout: float = 30) -> None:
+    """Wait until `url` answers; BenchFailed if `proc` exits first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.popen.poll() is not None:
+            raise BenchFailed(f"server exited:\n{proc.output()}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise BenchFailed("server did not answer /healthz in time")
