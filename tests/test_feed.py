@@ -258,7 +258,9 @@ async def test_resume_sends_exactly_the_missed_milestones_and_a_recovered_snapsh
 ) -> None:
     """Reconnecting with since=&epoch= gets each missed milestone once and the final state."""
     first: list[dict[str, Any]] = []
-    async with replaying(ticker, "--speed", "max", *WINDOW):
+    # Paced, so milestones are seconds apart (50bn at 00:26, 100bn at 01:47 of the day):
+    # at max speed one commit may fire them all before the first connection reads one.
+    async with replaying(ticker, "--speed", "600", *WINDOW):
         await wait_state(server.url, lambda s: s["epoch"] and s["position"] != "0-0")
         async with websockets.connect(server.ws_url) as ws:
             hello = await recv(ws)

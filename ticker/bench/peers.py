@@ -104,7 +104,7 @@ def _real_payload() -> bytes:
 def tick_text(i: int, position: str) -> bytes:
     """The tick the ticker's server sends for entry `payload(i)` at `position`."""
     state, _ = feed.parse_entry({b"u": payload(i)})
-    return orjson.dumps(feed.tick(feed.only({**state, "replay": None}, feed.ALL_TOPICS), position))
+    return feed.tick(feed.only({**state, "replay": None}, feed.ALL_TOPICS), position).encode()
 
 
 def now_position() -> str:
