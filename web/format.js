@@ -8,13 +8,17 @@ export const DAY_MS = 86400000;
 const intFmt = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
 export const fmtInt = (n) => intFmt.format(Math.floor(Number(n) || 0));
 
-// The shown currency, and RMB per USD (0 = unknown: no USD toggle).
-export const money = { currency: "RMB", usdRate: 0 };
+// The shown currency ("RMB": the day's own, whatever it is; "USD"), the day's currency
+// (state.currency, ISO 4217) and its units per USD (0 = unknown: no USD toggle).
+export const money = { currency: "RMB", home: "CNY", usdRate: 0 };
 
 const useUsd = () => money.currency === "USD" && money.usdRate > 0;
-// Whole units of the shown currency for an amount in fen.
+// Whole units of the shown currency for an amount in hundredths (fen, cents, ...).
 const units = (fen) => (Number(fen) || 0) / 100 / (useUsd() ? money.usdRate : 1);
-const sym = () => (useUsd() ? "US$" : "¥");
+const SYMBOLS = { CNY: "¥", USD: "US$", EUR: "€", GBP: "£", JPY: "JP¥", KRW: "₩", INR: "₹" };
+// The symbol of a currency code; other codes are shown as the code and a space.
+export const symbolOf = (code) => SYMBOLS[code] || code + " ";
+const sym = () => (useUsd() ? "US$" : symbolOf(money.home));
 export const fmtMoney = (fen) => sym() + fmtInt(units(fen));
 
 function fmtCompactUnits(y, symbol, trim) {

@@ -10,7 +10,7 @@ import { el, fitCanvas, readLayout, setText } from "./dom.js";
 import { applyDelta } from "./delta.js";
 import { FeedClient } from "./feed-client.js";
 import { peaks, renderContext, renderHeadline, renderMeta, renderRates } from "./figures.js";
-import { money } from "./format.js";
+import { money, symbolOf } from "./format.js";
 import { categories, countries, fitFeed } from "./lists.js";
 import { checkEnded, kick, settleAll } from "./loop.js";
 import { MAX_ARCS, map } from "./map.js";
@@ -117,13 +117,23 @@ function applyState(partial, epoch, isSnapshot) {
   Object.assign(state, partial);
   noteTick(isSnapshot);
 
-  if ("usd_rate" in partial) {
+  if ("currency" in partial && typeof partial.currency === "string") {
+    // The day's own currency: CNY for a festival replay, a live event's own (its button
+    // says so; "USD" stays the conversion).
+    money.home = partial.currency;
+    setText(el.curRmb, partial.currency === "CNY" ? "RMB" : partial.currency);
+    if (partial.currency === "USD") {
+      money.usdRate = 0; // no conversion to offer
+      el.curUsd.disabled = true;
+    }
+  }
+  if ("usd_rate" in partial && money.home !== "USD") {
     const r = parseFloat(partial.usd_rate);
     money.usdRate = Number.isFinite(r) && r > 0 ? r : 0;
     el.curUsd.disabled = money.usdRate <= 0;
     if (money.usdRate > 0 && wantedCurrency === "USD" && money.currency !== "USD") setCurrency("USD", false);
     if (money.usdRate <= 0 && money.currency === "USD") setCurrency("RMB", false);
-    setText(el.usdNote, money.usdRate > 0 ? "US$1 = ¥" + partial.usd_rate : "");
+    setText(el.usdNote, money.usdRate > 0 ? "US$1 = " + symbolOf(money.home) + partial.usd_rate : "");
   }
   if ("last_year_points" in partial) chart.setLastYear(partial.last_year_points);
 

@@ -22,6 +22,7 @@ title = "Harbour Charity Drive"
 day = "2026-11-27"
 utc_offset = "+01:00"
 home_country = "Norway"
+currency = "NOK"
 categories = ["Books"]
 milestones = [{ amount = "1000", label = "First thousand raised" }, { orders = 1000000 }]
 """
@@ -38,7 +39,7 @@ PRODUCED = [
      "category": "Umbrellas", "brand": "Leaf & Co", "buyer_region": "Bergen"},
 ]  # fmt: skip
 TOTAL_FEN = 125_075
-TOTAL = "¥1,250"  # whole yuan, as the page shows every amount (never rounded up)
+TOTAL = "NOK 1,250"  # the event's currency, whole units (never rounded up)
 
 
 def _post(url: str, orders: list[dict[str, object]]) -> int:
@@ -87,6 +88,7 @@ def test_a_live_event_shows_its_title_and_exact_total(event: Server, tab: Tab) -
     assert tab.text("title") == "Harbour Charity Drive"
     assert tab.text("orders") == "4"
     assert tab.text("clock") == "10:09:30"
+    assert tab.text("cur-rmb") == "NOK"  # the event's currency names its button
     tab.screenshot("live-event.png")
     assert tab.errors == []
 

@@ -110,6 +110,12 @@ FIELDS: tuple[Field, ...] = (
         "RMB per USD on the day, a decimal string",
     ),
     Field(
+        "currency",
+        "totals",
+        {"type": "string", "pattern": "^[A-Z]{3}$"},
+        "the currency of every amount, ISO 4217 (`CNY` for a festival replay; a live event's own)",
+    ),
+    Field(
         "sample_orders",
         "samples",
         _array_of(
@@ -254,6 +260,7 @@ def public(state: "State") -> dict[str, Any]:
         "last_year_gmv_fen": meta.last_year_gmv_fen if meta else 0,
         "last_year_points": [list(p) for p in meta.last_year_points] if meta else [],
         "usd_rate": meta.usd_rate if meta else "0",
+        "currency": meta.currency if meta else "CNY",
         "sample_orders": [
             {"at_ms": t, "amt_fen": a, "seller": meta.countries[c], "buyer": meta.regions[r]}
             for t, a, c, r in state.recent
