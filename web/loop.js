@@ -19,6 +19,12 @@ let rafId = 0;
 let waitTimer = 0;
 let lastFrameAt = 0;
 let digitsAt = 0;
+// Other DOM writers that run on the digits' frames, so that their style and layout pass
+// is the one the digits take anyway; each returns true while it has something left to do.
+const writers = [];
+export function onDigitsFrame(fn) {
+  writers.push(fn);
+}
 
 function frame(now) {
   rafId = 0;
@@ -28,6 +34,8 @@ function frame(now) {
   const show = now - digitsAt >= DIGITS_MS - VSYNC_MS / 2;
   if (show) digitsAt = now;
   for (const c of counters) moving = c.step(dt, show) || moving;
+  let writing = false;
+  for (const w of writers) writing = w(now, show) || writing;
   if (moving && performance.now() - pace.lastTickAt > STALL_MS) {
     settleAll(); // the feed went quiet: land on the exact received values
     moving = false;
@@ -36,8 +44,8 @@ function frame(now) {
   const headT = Number(state && state.sim_time_ms) || 0;
   const headV = gmv.target > 0 ? gmv.shown : 0;
   const drawing = chart.frame(now, headT, headV);
-  const arcs = map.frame(now);
-  if (moving || axis || arcs || drawing) {
+  const arcs = map.frame(now, show);
+  if (moving || axis || arcs || drawing || writing) {
     // the next frame after the vsync that follows `gap` - VSYNC_MS from now
     const gap = arcs ? FRAME_MS : DIGITS_MS;
     waitTimer = setTimeout(() => {
