@@ -31,10 +31,12 @@ export class Counter {
     this.speed = 0;
     this.render();
   }
-  step(dtMs) {
+  // Advance by dtMs; the digits are written only when `show` (the loop shows them at
+  // about the ticks' rate: each write costs the page a style and layout pass) or on landing.
+  step(dtMs, show) {
     if (this.shown < this.target) {
       this.shown = Math.min(this.target, this.shown + this.speed * dtMs);
-      this.render();
+      if (show || this.shown >= this.target) this.render();
     }
     return this.shown < this.target;
   }

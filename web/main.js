@@ -12,7 +12,7 @@ import { FeedClient } from "./feed-client.js";
 import { peaks, renderContext, renderHeadline, renderMeta, renderRates } from "./figures.js";
 import { money, symbolOf } from "./format.js";
 import { categories, countries, fitFeed } from "./lists.js";
-import { checkEnded, kick, settleAll } from "./loop.js";
+import { checkEnded, kick, onDigitsFrame, settleAll } from "./loop.js";
 import { MAX_ARCS, map } from "./map.js";
 import {
   addMilestone,
@@ -190,25 +190,27 @@ function applyState(partial, epoch, isSnapshot) {
 }
 
 // The panels follow the ticks at most every RENDER_MS (ticks come up to 10 a second and
-// carry every field; the counters glide every frame anyway), and not at all while the tab
-// is hidden: the state is merged, and drawn once the tab shows again.
+// carry every field), on a frame where the counters' digits change anyway (one style and
+// layout pass for both), and not at all while the tab is hidden: the state is merged,
+// and drawn once the tab shows again.
 const RENDER_MS = 250;
 let pending = null; // the fields changed since the panels were last drawn
-let renderTimer = 0;
 let renderedAt = -Infinity;
 
 function renderSoon(partial, now) {
   pending = pending || {};
   for (const key in partial) pending[key] = true;
   if (now) render();
-  else if (!renderTimer && !document.hidden) {
-    renderTimer = setTimeout(render, Math.max(0, renderedAt + RENDER_MS - performance.now()));
-  }
+  else kick();
 }
 
+onDigitsFrame((now, show) => {
+  if (!pending) return false;
+  if (show && now - renderedAt >= RENDER_MS - 20) render();
+  return pending !== null;
+});
+
 function render() {
-  clearTimeout(renderTimer);
-  renderTimer = 0;
   if (!pending || !state) return;
   const changed = pending;
   pending = null;

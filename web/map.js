@@ -253,7 +253,8 @@ export const map = {
   },
 
   // Advance and draw the arcs; true while anything is on screen or queued.
-  frame(now) {
+  // The list of orders is written only on the counters' frames (`show`: see loop.js).
+  frame(now, show) {
     if (this.queue.length && now - this.lastSpawn >= ARC_SPACING_MS && !reducedMotion) {
       // one arc per ARC_SPACING_MS of wall time, even when frames come slowly
       let due = Math.min(8, Math.floor((now - this.lastSpawn) / ARC_SPACING_MS));
@@ -266,7 +267,7 @@ export const map = {
       if (this.launched.length > FEED_ROWS) this.launched.length = FEED_ROWS;
       this.feedDirty = true;
     }
-    if (this.feedDirty && now - this.lastFeed >= FEED_EVERY_MS) {
+    if (this.feedDirty && show && now - this.lastFeed >= FEED_EVERY_MS) {
       this.lastFeed = now;
       this.feedDirty = false;
       renderFeed(this.launched);
