@@ -101,7 +101,9 @@ def test_the_client_resumes_across_a_server_restart(
     fired = write(feed_redis, keys, ["m1"], gmv_fen=200)
     newest = write(feed_redis, keys, [], gmv_fen=300)
     with serving(ticker, port=port):
-        tab.wait("window.feed.status === 'resumed'")
+        # A browser's EventSource, and the client's own backoff (up to 5 s), keep trying
+        # while a busy machine restarts the server: a generous wait.
+        tab.wait("window.feed.status === 'resumed'", timeout=90)
     got = tab.page.evaluate("window.__got")
     missed = [["milestone", fired, None], ["snapshot", newest, True]]
     assert got == [["snapshot", first, None], *missed]

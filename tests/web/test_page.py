@@ -122,6 +122,9 @@ def test_page_resumes_after_a_server_restart_and_ends_exact(ticker: Ticker, tab:
             "replay", "--scale", "0.001", "--from", "18:00", "--speed", "3000", "--quiet"
         )
         tab.wait("document.getElementById('gmv').textContent !== '¥0'")
+        # Paused while the server is away, so that a busy machine's slow restart cannot
+        # outlast the replay (the control stream is in Redis, not in the server).
+        assert ticker.run("control", "pause").returncode == 0
         # Killed, not stopped: `ticker serve` closes its websockets only after aiohttp has
         # waited for their handlers, so with a page connected SIGTERM takes 15-30 s.
         serve.kill()
@@ -130,7 +133,8 @@ def test_page_resumes_after_a_server_restart_and_ends_exact(ticker: Ticker, tab:
         serve = ticker.start("serve", "--port", str(port))
         wait_http(url + "healthz")
         assert replay.poll() is None, "the replay ended before the server was back"
-        tab.wait_status("live")
+        tab.wait_status("live", timeout=60)
+        assert ticker.run("control", "resume").returncode == 0
         finish(ticker, replay, agg)
         tab.wait_ended()
         assert tab.text("gmv") == DAY_GMV
