@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -124,7 +125,11 @@ def test_page_resumes_after_a_server_restart_and_ends_exact(ticker: Ticker, tab:
         tab.wait("document.getElementById('gmv').textContent !== '¥0'")
         # Paused while the server is away, so that a busy machine's slow restart cannot
         # outlast the replay (the control stream is in Redis, not in the server).
-        assert ticker.run("control", "pause").returncode == 0
+        # (refused until the replay's heartbeat says it runs: try until it is taken)
+        deadline = time.monotonic() + 30 * UNIT
+        while ticker.run("control", "pause").returncode != 0:
+            assert time.monotonic() < deadline, "the replay never took the pause"
+            time.sleep(0.2)
         # Killed, not stopped: `ticker serve` closes its websockets only after aiohttp has
         # waited for their handlers, so with a page connected SIGTERM takes 15-30 s.
         serve.kill()
