@@ -206,6 +206,7 @@ export const chart = {
     this.dirty = false;
     const c = el.chart;
     if (!c.cssW) return;
+    this.drawnSize = [c.cssW, c.cssH]; // the size its labels were laid out for (for tests)
     const off = this.off || (this.off = document.createElement("canvas"));
     if (off.width !== c.width) off.width = c.width;
     if (off.height !== c.height) off.height = c.height;

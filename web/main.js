@@ -386,6 +386,10 @@ window.tickerView = {
       labels: chart.labels.map((l) => ({ ...l })),
       width: el.chart.cssW || 0,
       height: el.chart.cssH || 0,
+      drawnWidth: chart.drawnSize ? chart.drawnSize[0] : 0,
+      drawnHeight: chart.drawnSize ? chart.drawnSize[1] : 0,
+      boxWidth: el.chart.getBoundingClientRect().width,
+      boxHeight: el.chart.getBoundingClientRect().height,
     };
   },
   get arcs() {
