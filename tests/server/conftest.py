@@ -56,6 +56,40 @@ class Live:
             return resp.status, await resp.json(content_type=None)
 
 
+class Proxy:
+    """A TCP proxy to Redis that a test can cut (an outage) and restore."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port, self.port = target_port, 0
+        self.server: asyncio.Server | None = None
+        self.links: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self.link, "127.0.0.1", self.port)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self.links |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def cut(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for w in self.links:
+            w.transport.abort()
+        self.links.clear()
+        await self.server.wait_closed()
+
+
 @contextlib.asynccontextmanager
 async def running(
     redis_url: str,
@@ -63,8 +97,10 @@ async def running(
     policy: Policy | None = None,
     tuning: Tuning | None = None,
     server_redis_url: str | None = None,
+    ready: bool = True,
 ) -> AsyncIterator[Live]:
-    """The app on a free port; it reads Redis at `server_redis_url` (default: the same)."""
+    """The app on a free port; it reads Redis at `server_redis_url` (default: the same).
+    With `ready` (the default) it is yielded once it follows the feed."""
     app = make_app(
         server_redis_url or redis_url,
         keys,
@@ -80,7 +116,8 @@ async def running(
     async with ClientSession() as http:
         live = Live(f"http://127.0.0.1:{port}/", app, redis, keys, http)
         try:
-            await eventually(lambda: live.hub.healthy() is None)
+            if ready:
+                await eventually(lambda: live.hub.healthy() is None)
             yield live
         finally:
             await redis.aclose()

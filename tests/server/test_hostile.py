@@ -17,7 +17,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.conftest import UNIT
-from tests.server.conftest import Live, eventually, recv, recv_type, running
+from tests.server.conftest import Live, Proxy, eventually, recv, recv_type, running
 from ticker.guard import Policy, parse_networks
 from ticker.keys import Keys
 from ticker.server import Tuning
@@ -82,40 +82,6 @@ async def test_the_feed_reader_restarts_after_an_unexpected_failure(
     await live.write(gmv_fen=2)
     await eventually(lambda: live.hub.state["gmv_fen"] == 2)
     assert "the feed reader failed" in caplog.text
-
-
-class Proxy:
-    """A TCP proxy to Redis that a test can cut (an outage) and restore."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port, self.port = target_port, 0
-        self.server: asyncio.Server | None = None
-        self.links: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self.link, "127.0.0.1", self.port)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    async def link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        self.links |= {writer, up_writer}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-    async def cut(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        for w in self.links:
-            w.transport.abort()
-        self.links.clear()
-        await self.server.wait_closed()
 
 
 @contextlib.asynccontextmanager

@@ -26,6 +26,7 @@ from ticker.keys import GROUP, Keys
 from ticker.redis_io import TRANSIENT
 from ticker.server.connection import (
     MAX_CLIENT_MESSAGE,
+    NOT_READY,
     CheckedWebSocket,
     Client,
     serve,
@@ -151,6 +152,8 @@ async def api_state(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     if not _feed_token_ok(request):
         return _json({"error": "token", "message": "this feed needs a token"}, 401)
+    if not await hub.wait_loaded():
+        return _json({"error": "not_ready", "message": NOT_READY.decode()}, 503)
     return _json({**hub.state, "position": hub.position, "epoch": hub.epoch})
 
 

@@ -29,6 +29,7 @@ MAX_CLIENT_MESSAGE = 4_096  # bytes; larger client messages close the connection
 MAX_BAD_MESSAGES = 5  # malformed client messages answered with errors before close 1008
 # Every client starts on the same (frozen) subscription: no object of its own until it asks.
 DEFAULT_SUBSCRIPTION = feed.Subscription()
+NOT_READY = b"the server has not read the feed yet; retry"
 
 
 class Client:
@@ -283,6 +284,10 @@ async def close(ws: web.WebSocketResponse, code: int, message: bytes, timeout: f
 async def serve(hub: Hub, c: Client, since: str | None, epoch: str | None) -> None:
     """Run one connected client until it goes: hello, the greeting, then its requests,
     while its sender sends what its outbox holds; count why it went."""
+    if not await hub.wait_loaded():
+        hub.metrics.disconnects["not_ready"] += 1
+        await close(c.ws, WSCloseCode.TRY_AGAIN_LATER, NOT_READY)
+        return
     hub.clients.add(c)
     try:
         await c.send(feed.hello(hub.epoch).encode())

@@ -1,6 +1,7 @@
 """The latest state from the feed, the replay's state, and the connected clients."""
 
 import asyncio
+import contextlib
 import gc
 import logging
 import time
@@ -32,6 +33,9 @@ READER_STALE_S = 5.0  # the feed reader heard from Redis this recently, or /heal
 RESUME_PAGE = 64  # feed entries read per XRANGE while a resume looks for missed milestones
 RESUME_MAX_ENTRIES = 2_000  # a resume further behind gets a fresh snapshot instead
 RESUME_READERS = 4  # resumes reading the feed at once, per server
+# A client that connects before the hub has read the feed once (a server just started)
+# waits this long for it; greeted earlier, it would get an empty snapshot at position 0-0.
+LOAD_WAIT_S = 10.0
 
 
 Message = tuple[feed.PositionKey, bytes]  # a message's position (as a key) and JSON text
@@ -77,6 +81,7 @@ class Hub:
         self.resumes = asyncio.Semaphore(RESUME_READERS)
         self.resume_readers = 0  # resumes reading the feed now
         self.closing: set[asyncio.Task[Any]] = set()  # close handshakes under way
+        self.loaded = asyncio.Event()  # the feed has been read once: state and epoch are known
 
     async def start(self) -> None:
         """Start the writer threads and the background tasks: the feed reader, the ticks,
@@ -129,6 +134,16 @@ class Hub:
         full, _ = timeline.merge_tail(feed.decode_curve(head.curve), tail, from_ms)
         self.set_state(state, position, full)
         self.dirty.set()
+        self.loaded.set()
+
+    async def wait_loaded(self) -> bool:
+        """Whether the feed's state is known, after waiting up to LOAD_WAIT_S for the first
+        read (Redis slow or away while the server starts)."""
+        if not self.loaded.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(LOAD_WAIT_S):
+                    await self.loaded.wait()
+        return self.loaded.is_set()
 
     def healthy(self) -> str | None:
         """None while the feed is followed; else what is wrong, in words."""

@@ -200,7 +200,13 @@ class SseClient(Client):
 
 async def serve(hub: Hub, c: SseClient, since: str | None, epoch: str | None) -> None:
     """Run one SSE client until its stream ends: the retry hint, hello, the greeting, then
-    what its sender sends; count why it went."""
+    what its sender sends; count why it went. A server that has not read the feed yet
+    ends the stream at once: EventSource reconnects after the retry hint."""
+    if not await hub.wait_loaded():
+        hub.metrics.disconnects["not_ready"] += 1
+        with contextlib.suppress(TimeoutError, ConnectionResetError):
+            await c.write(f"retry: {RETRY_MS}\n\n".encode())
+        return
     hub.clients.add(c)
     sender = asyncio.create_task(c.send_loop())
     try:
