@@ -1,10 +1,12 @@
 """The command line as a newcomer meets it: clear one-line errors, right exit codes."""
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +16,7 @@ import orjson
 import pytest
 
 from tests.conftest import UNIT, Ticker, stop
+from ticker.core.control import HEARTBEAT_MS
 from ticker.keys import Keys
 from ticker.redis_io import client, free_port
 
@@ -112,10 +115,32 @@ def test_control_after_the_end_exits_1(ticker: Ticker) -> None:
     assert "the replay has ended" in result.stderr
 
 
+@contextlib.contextmanager
+def a_live_replay(redis_url: str, namespace: str) -> Iterator[None]:
+    """A running replay's heartbeat, written every HEARTBEAT_MS as a replay does (a state
+    written once goes stale after STALE_MS, which a busy machine's process start can take)."""
+    done = threading.Event()
+
+    def beat() -> None:
+        while True:
+            replay_state(redis_url, namespace, beating())
+            if done.wait(HEARTBEAT_MS / 1000):
+                return
+
+    replay_state(redis_url, namespace, beating())
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
 def test_control_seek_to_24_00_exits_1(ticker: Ticker) -> None:
     """A seek to 24:00 is outside any window: exit 1 naming the window."""
-    replay_state(ticker.redis_url, ticker.namespace, beating())
-    result = ticker.run("control", "seek", "24:00")
+    with a_live_replay(ticker.redis_url, ticker.namespace):
+        result = ticker.run("control", "seek", "24:00")
     assert result.returncode == 1
     assert "outside this replay's window (00:00:00 to 24:00:00)" in result.stderr
 
