@@ -23,7 +23,7 @@ share one gapless sequence) and the XADDs are one script: all of a request or no
 
 import hmac
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -34,6 +34,8 @@ from ticker.core.batch import ReplayMeta
 from ticker.core.orders import Batcher, Order, OrderError, parse_order
 from ticker.keys import Keys
 from ticker.redis_io import TRANSIENT, client
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 log = logging.getLogger("ticker.ingest")
 
@@ -226,8 +228,10 @@ def setup(
     token: str,
     path: str = "/api/orders",
     max_bytes: int = MAX_BYTES,
+    wrap: Callable[[Handler], Handler] = lambda handler: handler,
 ) -> None:
-    """Mount `POST {path}` on `app`, with its own Redis client for the app's lifetime."""
+    """Mount `POST {path}` on `app` (its handler passed through `wrap`, e.g. the server's
+    error guard), with its own Redis client for the app's lifetime."""
     if not token:
         raise ValueError("an ingest token is required")
     settings: dict[str, Any] = {"token": token, "keys": keys, "max_bytes": max_bytes, "live": None}
@@ -240,4 +244,4 @@ def setup(
         await settings["redis"].aclose()
 
     app.cleanup_ctx.append(lifetime)
-    app.router.add_post(path, handle)
+    app.router.add_post(path, wrap(handle))

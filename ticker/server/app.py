@@ -1,5 +1,6 @@
 """The aiohttp application: its routes, middleware and lifecycle."""
 
+import functools
 import logging
 import os
 import time
@@ -98,19 +99,28 @@ def _admit(request: web.Request, check: Callable[[], Any]) -> web.Response | Non
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:
-    hub = request.app[HUB]
-    since, epoch = request.query.get("since"), request.query.get("epoch")
-    refused = _admit(request, lambda: parse_resume(None, since, epoch))
-    if refused is not None:
-        return refused
-    # No permessage-deflate: a compressor per connection costs ~125 KB of memory and
-    # doubles the CPU per message (measured: the README's Measured table); clients wanting
-    # fewer bytes subscribe to `totals` only.
-    # Compression must stay off: the broadcast writes pre-built uncompressed frames.
-    ws = CheckedWebSocket(
-        heartbeat=hub.tuning.heartbeat, max_msg_size=MAX_CLIENT_MESSAGE, compress=False
-    )
-    writer = await ws.prepare(request)
+    """`GET /ws`: the upgrade, then the client's whole life (`serve`) in this coroutine.
+
+    Not `guarded`: what runs here stays on the stack of every idle client, so it catches
+    its own errors (before the upgrade a JSON 500; after it, `serve` closes with 1011)."""
+    try:
+        hub = request.app[HUB]
+        since, epoch = request.query.get("since"), request.query.get("epoch")
+        refused = _admit(request, lambda: parse_resume(None, since, epoch))
+        if refused is not None:
+            return refused
+        # No permessage-deflate: a compressor per connection costs ~125 KB of memory and
+        # doubles the CPU per message (measured: the README's Measured table); clients
+        # wanting fewer bytes subscribe to `totals` only.
+        # Compression must stay off: the broadcast writes pre-built uncompressed frames.
+        ws = CheckedWebSocket(
+            heartbeat=hub.tuning.heartbeat, max_msg_size=MAX_CLIENT_MESSAGE, compress=False
+        )
+        writer = await ws.prepare(request)
+    except web.HTTPException:
+        raise
+    except Exception:
+        return _internal_error(request)
     transport = request.transport
     if transport is None:  # gone already
         return ws
@@ -247,18 +257,31 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(WEB_DIR / "index.html")
 
 
-@web.middleware
-async def no_tracebacks(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Errors reach clients as a short JSON body; the details go to the log only."""
-    try:
-        return await handler(request)
-    except web.HTTPException:
-        raise
-    except Exception:
-        log.exception("error serving %s", request.path)
-        return _json({"error": "internal", "message": "internal error; see the server log"}, 500)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def guarded(handler: Handler) -> Handler:
+    """Errors reach clients as a short JSON body; the details go to the log only.
+
+    A wrapper per HTTP handler, not an aiohttp middleware: a middleware stays on the stack
+    of every upgraded websocket for its whole life (two coroutines, ~0.5 KB an idle
+    client); the websocket handler guards its own handshake (`websocket`)."""
+
+    @functools.wraps(handler)
+    async def run(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise
+        except Exception:
+            return _internal_error(request)
+
+    return run
+
+
+def _internal_error(request: web.Request) -> web.Response:
+    log.exception("error serving %s", request.path)
+    return _json({"error": "internal", "message": "internal error; see the server log"}, 500)
 
 
 def make_app(
@@ -274,7 +297,7 @@ def make_app(
     `tuning` defaults to `Tuning.from_env()` (TICKER_HEARTBEAT and the like). With an
     `ingest_token`, `POST /api/orders` takes real orders into the open live run
     (`ticker.ingest_http`)."""
-    app = web.Application(middlewares=[no_tracebacks], client_max_size=64 * 1024)
+    app = web.Application(client_max_size=64 * 1024)
     access = logging.getLogger("aiohttp.access")
     if not any(isinstance(f, RedactTokens) for f in access.filters):
         access.addFilter(RedactTokens())
@@ -286,7 +309,7 @@ def make_app(
     if ingest_token:
         from ticker import ingest_http
 
-        ingest_http.setup(app, redis_url, keys, ingest_token)
+        ingest_http.setup(app, redis_url, keys, ingest_token, wrap=guarded)
 
     async def background(app: web.Application) -> AsyncIterator[None]:
         """The Redis client, the writer threads and the hub's tasks live while the app runs."""
@@ -310,11 +333,11 @@ def make_app(
     app.on_shutdown.append(close_clients)
     app.cleanup_ctx.append(background)
     app.router.add_get("/ws", websocket)
-    app.router.add_get("/sse", event_stream, allow_head=False)
-    app.router.add_get("/api/state", api_state)
-    app.router.add_post("/api/replay", api_replay)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/", index)
+    app.router.add_get("/sse", guarded(event_stream), allow_head=False)
+    app.router.add_get("/api/state", guarded(api_state))
+    app.router.add_post("/api/replay", guarded(api_replay))
+    app.router.add_get("/metrics", guarded(metrics))
+    app.router.add_get("/healthz", guarded(healthz))
+    app.router.add_get("/", guarded(index))
     app.router.add_static("/", WEB_DIR)
     return app

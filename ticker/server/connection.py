@@ -8,6 +8,7 @@ import logging
 import socket
 import struct
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -27,6 +28,8 @@ log = logging.getLogger("ticker.serve")
 
 MAX_CLIENT_MESSAGE = 4_096  # bytes; larger client messages close the connection with 1009
 MAX_BAD_MESSAGES = 5  # malformed client messages answered with errors before close 1008
+# Where a websocket's messages end (what ends `async for msg in ws`).
+CLOSED = frozenset((WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED))
 # Every client starts on the same (frozen) subscription: no object of its own until it asks.
 DEFAULT_SUBSCRIPTION = feed.Subscription()
 NOT_READY = b"the server has not read the feed yet; retry"
@@ -218,12 +221,30 @@ class Client:
         self.transport.abort()
 
 
+HEARTBEAT_ATTRIBUTES = tuple(
+    name
+    for name in ("_heartbeat_when", "_heartbeat_cb", "_pong_response_cb", "_ping_task")
+    if hasattr(web.WebSocketResponse, name)
+)
+
+
 class CheckedWebSocket(web.WebSocketResponse):
     """A websocket that closes (1002) a connection whose client sends an unmasked frame
     (RFC 6455 section 5.1), which aiohttp's reader accepts: its frame parser is fronted by
     a `MaskCheck` from the first byte after the handshake, before any frame is parsed."""
 
-    unmasked = False  # the client sent an unmasked frame; the connection is closing
+    # aiohttp sets ~31 attributes on a websocket over its life, its heartbeat's last: past
+    # the 30 keys CPython's instances of one class share (PEP 412), the first ping turned
+    # each client's attributes into a dict of its own (~1.5 KB more an idle client,
+    # measured with tracemalloc). The heartbeat's live in slots instead, from their
+    # defaults on aiohttp's class (only the ones this aiohttp version has).
+    __slots__ = (*HEARTBEAT_ATTRIBUTES, "unmasked")
+
+    def __init__(self, **kwargs: Any) -> None:
+        for name in HEARTBEAT_ATTRIBUTES:
+            setattr(self, name, getattr(web.WebSocketResponse, name))
+        self.unmasked = False  # the client sent an unmasked frame; the connection is closing
+        super().__init__(**kwargs)
 
     def _post_start(self, request: Any, protocol: Any, writer: Any) -> None:
         proto = request.protocol
@@ -231,6 +252,10 @@ class CheckedWebSocket(web.WebSocketResponse):
         early = bytes(getattr(proto, "_message_tail", b"") or b"")  # sent with the upgrade
         clean = check.feed(early)
         super()._post_start(request, protocol, writer)
+        # aiohttp's queue of pipelined HTTP requests is empty from now on (frames go to
+        # the frame parser): a list in its place, as an empty deque costs ~0.75 KB.
+        if isinstance(getattr(proto, "_messages", None), deque) and not proto._messages:
+            proto._messages = _Requests()
         inner: Any = getattr(proto, "_payload_parser", None)
         if inner is None:
             return
@@ -246,6 +271,15 @@ class CheckedWebSocket(web.WebSocketResponse):
         reason = b"client frames must be masked"
         transport.write(feed.frame(0x8, struct.pack("!H", WSCloseCode.PROTOCOL_ERROR) + reason))
         transport.close()
+
+
+class _Requests(list[Any]):
+    """An empty deque's stand-in (`popleft` is all aiohttp uses of a deque beyond a list)."""
+
+    __slots__ = ()
+
+    def popleft(self) -> Any:
+        return self.pop(0)
 
 
 class _Checked:
@@ -283,17 +317,48 @@ async def close(ws: web.WebSocketResponse, code: int, message: bytes, timeout: f
 
 async def serve(hub: Hub, c: Client, since: str | None, epoch: str | None) -> None:
     """Run one connected client until it goes: hello, the greeting, then its requests,
-    while its sender sends what its outbox holds; count why it went."""
+    while its sender sends what its outbox holds; count why it went.
+
+    An idle client waits here, in `ws.receive()`: its requests are read in this
+    coroutine, not in one of their own (nor `async for`, whose `__anext__` is one more),
+    as every coroutine on an idle client's stack costs ~0.25 KB (~10,000 clients)."""
     if not await hub.wait_loaded():
         hub.metrics.disconnects["not_ready"] += 1
         await close(c.ws, WSCloseCode.TRY_AGAIN_LATER, NOT_READY)
         return
     hub.clients.add(c)
+    bad = 0  # malformed requests answered so far
     try:
         await c.send(feed.hello(hub.epoch).encode())
         await greet(hub, c, since, epoch)
         c.greeted()
-        await read_requests(c)
+        while (msg := await c.ws.receive()).type not in CLOSED:
+            if msg.type == WSMsgType.TEXT:
+                try:
+                    c.subscribe(feed.parse_request(msg.data))
+                except feed.BadRequest as exc:
+                    bad += 1
+                    await c.send(feed.error("bad_request", str(exc)).encode())
+                    if bad >= MAX_BAD_MESSAGES:
+                        c.close_reason = "bad_requests"
+                        await c.ws.close(
+                            code=WSCloseCode.POLICY_VIOLATION,
+                            message=b"too many malformed messages",
+                        )
+            elif msg.type == WSMsgType.BINARY:
+                c.close_reason = "binary"
+                await c.ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"text frames only")
+            elif msg.type == WSMsgType.ERROR:
+                # aiohttp's heartbeat: no pong in time (it has closed the transport, code
+                # 1006); or a message too big, which aiohttp closed with 1009 (the close
+                # code it keeps afterwards may be the peer's, or 1006).
+                if isinstance(msg.data, TimeoutError):
+                    c.close_reason = "heartbeat"
+                elif getattr(msg.data, "code", None) == WSCloseCode.MESSAGE_TOO_BIG:
+                    c.close_reason = "too_big"
+                else:
+                    c.close_reason = "error"
+                break
     except (TimeoutError, ConnectionResetError):
         c.close_reason = "slow"
     except Exception:  # the socket is upgraded: no HTTP 500 here, a close 1011
@@ -337,33 +402,3 @@ async def greet(hub: Hub, c: Client, since: str | None, epoch: str | None) -> No
         await c.send(text)
     c.outbox.floor = feed.position_key(position)
     await c.send(feed.snapshot(state, position, hub.epoch, recovered).encode())
-
-
-async def read_requests(c: Client) -> None:
-    bad = 0
-    async for msg in c.ws:
-        if msg.type == WSMsgType.TEXT:
-            try:
-                c.subscribe(feed.parse_request(msg.data))
-            except feed.BadRequest as exc:
-                bad += 1
-                await c.send(feed.error("bad_request", str(exc)).encode())
-                if bad >= MAX_BAD_MESSAGES:
-                    c.close_reason = "bad_requests"
-                    await c.ws.close(
-                        code=WSCloseCode.POLICY_VIOLATION, message=b"too many malformed messages"
-                    )
-        elif msg.type == WSMsgType.BINARY:
-            c.close_reason = "binary"
-            await c.ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"text frames only")
-        elif msg.type == WSMsgType.ERROR:
-            # aiohttp's heartbeat: no pong in time (it has closed the transport, code 1006);
-            # or a message too big, which aiohttp closed with 1009 (the close code it keeps
-            # afterwards may be the peer's, or 1006).
-            if isinstance(msg.data, TimeoutError):
-                c.close_reason = "heartbeat"
-            elif getattr(msg.data, "code", None) == WSCloseCode.MESSAGE_TOO_BIG:
-                c.close_reason = "too_big"
-            else:
-                c.close_reason = "error"
-            break
