@@ -451,3 +451,23 @@ async def test_a_started_server_takes_a_newest_entry_with_few_fields(
         await live.redis.xadd(keys.feed, {"u": b'{"gmv_fen": 3}'})
         async with running(redis_url, keys) as fresh:
             assert (await fresh.get("api/state"))[1]["gmv_fen"] == 3
+
+
+async def test_an_error_in_a_handler_is_a_short_json_500_and_a_logged_traceback(
+    live: Live, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An HTTP handler's error, and one in a websocket's handshake (which guards itself:
+    `guarded` wraps only the HTTP handlers), reach the client as a short JSON body; the
+    traceback goes to the log only."""
+    from ticker.server import app as server_app
+
+    def boom(*args: Any) -> None:
+        raise RuntimeError("secret detail")
+
+    monkeypatch.setattr(live.hub, "healthy", boom)
+    monkeypatch.setattr(server_app, "_admit", boom)
+    for path in ("healthz", "ws"):
+        status, body = await live.get(path)
+        assert status == 500, path
+        assert body == {"error": "internal", "message": "internal error; see the server log"}
+    assert caplog.text.count("RuntimeError: secret detail") == 2
