@@ -16,7 +16,7 @@ anything, so each client's order is kept; aiohttp writes every uncompressed fram
 synchronously (compression is off), so direct writes never split one of its frames (pings,
 pongs, close).
 
-Rooms: `app` (routes, middleware, lifecycle), `hub` (the latest state, the feed reader),
+Rooms: `app` (routes, their error guard, lifecycle), `hub` (the latest state, the feed reader),
 `source` (where the hub reads the feed: Redis, or a list in tests), `outbox` (sans-I/O: what
 to send next to one client, as routes), `connection` (one websocket client's I/O), `fanout`
 (raw-frame writes from threads and C), `tuning` (timings and bounds).

@@ -1,4 +1,4 @@
-"""The aiohttp application: its routes, middleware and lifecycle."""
+"""The aiohttp application: its routes, their error guard and its lifecycle."""
 
 import functools
 import logging
