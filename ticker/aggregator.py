@@ -309,8 +309,12 @@ class Aggregator:
                 last_log = time.monotonic()
                 self.log_progress()
 
-    def _block_ms(self) -> int:
-        """How long a read of new entries may wait: not past the next held entry's wait."""
+    def _block_ms(self) -> int | None:
+        """How long a read of new entries may wait: not past the next held entry's wait;
+        not at all (None) in burst mode once the run has ended with nothing held, so it
+        exits as soon as what is there is applied."""
+        if self.burst and self.state.ended and not self.hold:
+            return None
         block = 100 if self.burst else 1000
         deadline = self.hold.next_deadline()
         if deadline is not None:
