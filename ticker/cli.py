@@ -4,6 +4,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import gc
 import importlib
 import logging
 import os
@@ -326,6 +327,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+
+
+def run() -> NoReturn:
+    """The `ticker` command (and `python -m ticker`): `main`, then exit.
+
+    The objects are frozen first, so the interpreter's shutdown does not walk them all in
+    full collections only to free memory the exit frees anyway: ~50 ms of CPU after a
+    replay, several times that on a busy machine, and the tail of every short run."""
+    code = main()
+    gc.freeze()
+    raise SystemExit(code)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
