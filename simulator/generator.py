@@ -339,8 +339,9 @@ class DayPlan:
         lengths = np.diff(edges)
         firsts = self.block_first_slot[blocks.start : blocks.stop + 1]
         busy = np.add.reduceat(counts >= DENSE_PER_MS * lengths, firsts[:-1] - s0) > 0
+        alone = len(blocks) == 1
         draws = [
-            self._block_draws(k, int(a), int(b), bool(dense))
+            self._block_draws(k, int(a), int(b), bool(dense), alone)
             for k, a, b, dense in zip(blocks, firsts[:-1], firsts[1:], busy, strict=True)
             if self.cum[b] > self.cum[a]
         ]
@@ -360,27 +361,38 @@ class DayPlan:
             else:
                 split = iter(np.split(sorted_at, np.cumsum([d.n for d in quiet])[:-1]))
                 parts = [next(split) if d.at is None else d.at for d in draws]
-        slot_of_order = np.repeat(np.arange(s1 - s0), counts)
-        normal = _join([d.normal for d in draws])
-        amt = self._amounts(normal, counts, self.slot_gmv[s0:s1], slot_of_order, total)
-        cty = np.zeros(total, dtype=COLUMNS["cty"])
-        cty[_join([d.is_intl for d in draws])] = (
-            self.intl.draw(_join([d.rest[: d.intl] for d in draws])) + 1
+        if alone:
+            amt = draws[0].amt
+        else:
+            slot_of_order = np.repeat(np.arange(s1 - s0), counts)
+            normal = _join([d.amt for d in draws])
+            amt = self._amounts(normal, counts, self.slot_gmv[s0:s1], slot_of_order, total)
+        intl, brd, cat, reg = (
+            _join([d.picks[i] for d in draws])
+            if alone
+            else self._pick(i, _join([d.picks[i] for d in draws]))
+            for i in range(4)
         )
-        brd = self.brand.draw(_join([d.rest[d.intl : d.intl + d.n] for d in draws]))
-        cat = self.cat.draw(_join([d.rest[d.intl + d.n : d.intl + 2 * d.n] for d in draws]))
-        reg = self.reg.draw(_join([d.rest[d.intl + 2 * d.n :] for d in draws]))
-        return {
-            "at": _join(parts),
-            "amt": amt,
-            "cat": cat.astype(COLUMNS["cat"]),
-            "cty": cty,
-            "reg": reg.astype(COLUMNS["reg"]),
-            "brd": np.minimum(brd, self.profile.brands - 1).astype(COLUMNS["brd"]),
-        }
+        cty = np.zeros(total, dtype=COLUMNS["cty"])
+        cty[_join([d.is_intl for d in draws])] = intl
+        return {"at": _join(parts), "amt": amt, "cat": cat, "cty": cty, "reg": reg, "brd": brd}
 
-    def _block_draws(self, block: int, s0: int, s1: int, busy: bool) -> "_Draws":
-        """Every random number one block's orders need, from its own generator, in order."""
+    def _pick(self, i: int, u: npt.NDArray[np.float64]) -> npt.NDArray[Any]:
+        """What the last draws pick, in their column's type: i = 0 the international
+        orders' countries (1 and on: 0 is home), then every order's brand, category and
+        region."""
+        if i == 0:
+            return (self.intl.draw(u) + 1).astype(COLUMNS["cty"])
+        if i == 1:
+            brd = np.minimum(self.brand.draw(u), self.profile.brands - 1)
+            return brd.astype(COLUMNS["brd"])
+        lookup, column = (self.cat, "cat") if i == 2 else (self.reg, "reg")
+        return lookup.draw(u).astype(COLUMNS[column])
+
+    def _block_draws(self, block: int, s0: int, s1: int, busy: bool, alone: bool) -> "_Draws":
+        """Every random number one block's orders need, from its own generator, in order.
+        A block made `alone` (a piece of one: full scale) uses each draw at once, while it
+        is in the cache (a second of the peak draws ~20 MB), in amounts and picks."""
         seed = np.random.SeedSequence([self.seed, int(self.edges[s0]) // self.block_ms])
         rng = np.random.Generator(np.random.PCG64(seed))
         n = int(self.cum[s1] - self.cum[s0])
@@ -389,7 +401,11 @@ class DayPlan:
             at = _paid_at(rng, self.edges[s0 : s1 + 1], self.slot_orders[s0:s1], n)
         else:
             u_at = rng.random(n)  # an order's ms within its slot (see `_paid_at`)
-        normal = rng.standard_normal(n, dtype=np.float32)  # its amount's weight
+        amt: npt.NDArray[Any] = rng.standard_normal(n, dtype=np.float32)  # amounts' weights
+        if alone:
+            counts = self.slot_orders[s0:s1]
+            slot_of_order = np.repeat(np.arange(s1 - s0), counts)
+            amt = self._amounts(amt, counts, self.slot_gmv[s0:s1], slot_of_order, n)
         # International orders: exactly floor(share * cumulative orders) by the end of
         # every block, counted from midnight, so the day's split is exact. Each order is
         # international with the block's exact share, then the few too many (or too few)
@@ -401,9 +417,14 @@ class DayPlan:
         if extra:
             pool = np.flatnonzero(is_intl if extra > 0 else ~is_intl)
             is_intl[rng.choice(pool, abs(extra), replace=False)] = extra < 0
-        # Then, one after the other: the international orders' countries, and every
-        # order's brand, category and region.
-        return _Draws(n, at, u_at, normal, intl, is_intl, rng.random(intl + 3 * n))
+        # Then, one after the other, the uniforms of each `_pick`.
+        sizes = (intl, n, n, n)
+        if alone:
+            picks = [self._pick(i, rng.random(k)) for i, k in enumerate(sizes)]
+        else:
+            u = rng.random(intl + 3 * n)
+            picks = np.split(u, np.cumsum(sizes[:-1]).tolist())
+        return _Draws(n, at, u_at, amt, is_intl, picks)
 
     @staticmethod
     def _amounts(
@@ -440,10 +461,9 @@ class _Draws(NamedTuple):
     n: int
     at: npt.NDArray[np.uint32] | None  # paid-at times, made at once if a slot is busy
     u_at: npt.NDArray[np.float64] | None  # else a uniform per order, for its ms in its slot
-    normal: npt.NDArray[np.float32]
-    intl: int  # how many are international
+    amt: npt.NDArray[Any]  # the amounts' weights as normal draws, or (made alone) the amounts
     is_intl: npt.NDArray[np.bool_]
-    rest: npt.NDArray[np.float64]  # uniforms: intl countries, then n brands, categories, regions
+    picks: list[npt.NDArray[Any]]  # per `_pick`: its uniforms, or what they pick
 
 
 def _join(arrays: list[Any]) -> Any:
