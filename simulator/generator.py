@@ -37,9 +37,9 @@ MIN_ORDER_FEN = 100  # no paid order below RMB 1
 DEFAULT_BATCH = 4_000
 BRAND_LOOKUP_BITS = 19  # a 512k-entry guide table for ~180,000 brands
 # A piece of work is consecutive blocks holding at least this many orders (one block at
-# full scale, about an hour of a 1/1000 day): a block's draws cost ~0.1 ms whatever its
-# size, so what follows them is done once a piece (`DayPlan.piece_batches`), and handing a
-# piece to the writer (`simulator.ahead`) costs about as much as a quiet block.
+# full scale, about an hour of a 1/1000 day). A quiet block's own draws cost ~0.05 ms;
+# what follows them (paid-at times, amounts, picks, the cut into batches) is done once a
+# piece (`DayPlan.piece_batches`), as is handing it to the writer (`simulator.ahead`).
 PIECE_ORDERS = 50_000
 
 Int64Array = npt.NDArray[np.int64]
