@@ -1,8 +1,8 @@
 """A plan's batches generated ahead, encoded and ready to write, in worker processes.
 
-Every block has its own random generator (`DayPlan.block_batches`), so blocks can be made
-in any order. The blocks are cut into pieces of work (`pieces`: one block at full scale,
-many quiet ones on a miniature day); with W workers, worker i makes pieces i, i+W, ... and
+Every block has its own random generator (`DayPlan.piece_batches`), so blocks can be made
+in any order. The blocks are cut into pieces of work (`DayPlan.pieces`: one block at full
+scale, many quiet ones on a miniature day); with W workers, worker i makes pieces i, i+W, ... and
 the writer takes them back in order, so the stream is byte-for-byte the serial one.
 
 A worker writes each piece's encoded columns into the next slot of a buffer it shares with
@@ -20,7 +20,6 @@ With `workers=0` the pieces are made in the writer's own process, when asked for
 
 import contextlib
 import ctypes
-import itertools
 import mmap
 import multiprocessing as mp
 import os
@@ -36,10 +35,6 @@ from simulator.generator import DayPlan
 from ticker.core.batch import COLUMNS, encode_orders, orders_entry
 
 DEPTH = 2  # pieces of work queued per worker
-# A piece of work is consecutive blocks holding at least this many orders (one block at
-# full scale, about an hour of a 1/1000 day): handing a block over costs ~0.1 ms whatever
-# its size, more than generating a quiet block.
-PIECE_ORDERS = 50_000
 PR_SET_PDEATHSIG = 1
 ROW_BYTES = sum(dtype.itemsize for dtype in COLUMNS.values())  # one order, encoded
 
@@ -61,7 +56,7 @@ class GeneratorFailed(RuntimeError):
 
 
 def encode_blocks(plan: DayPlan, blocks: range, run: str, after_seq: int) -> list[Encoded]:
-    """The batches of some blocks with a seq above `after_seq`, encoded for run `run`."""
+    """The batches of consecutive blocks with a seq above `after_seq`, encoded for `run`."""
     return [
         Encoded(
             b.seq,
@@ -71,16 +66,8 @@ def encode_blocks(plan: DayPlan, blocks: range, run: str, after_seq: int) -> lis
             int(b.columns["amt"].sum()),
             encode_orders(run, b.seq, b.t0, b.t1, b.columns),
         )
-        for block in blocks
-        for b in plan.block_batches(block, after_seq)
+        for b in plan.piece_batches(blocks, after_seq)
     ]
-
-
-def pieces(plan: DayPlan, first: int) -> list[range]:
-    """The blocks from `first` on, cut into pieces of work of >= PIECE_ORDERS orders."""
-    before = plan.cum[plan.block_first_slot[first:-1]] // PIECE_ORDERS
-    cuts = [first, *(first + 1 + np.flatnonzero(np.diff(before) != 0)).tolist(), plan.blocks]
-    return [range(a, b) for a, b in itertools.pairwise(cuts) if b > a]
 
 
 def default_workers() -> int:
@@ -109,7 +96,7 @@ class Ahead:
         self.plan, self.run, self.after_seq = plan, run, after_seq
         done = after_seq >= plan.last_orders_seq
         self.first = plan.blocks if done else plan.block_of_seq(after_seq + 1)
-        self.pieces = pieces(plan, self.first)
+        self.pieces = plan.pieces(self.first)
         self.piece = 0  # the next piece to hand out
         workers = min(workers, len(self.pieces))
         self.queues: list[Any] = []
@@ -255,14 +242,13 @@ def _write_piece(
     """Write a piece's batches' columns into the buffer from `base`; say where they are."""
     made = []
     offset = 0
-    for block in piece:
-        for b in plan.block_batches(block, after_seq):
-            at = []
-            for name, dtype in COLUMNS.items():
-                size = b.n * dtype.itemsize
-                target = np.frombuffer(buffer, dtype=dtype, count=b.n, offset=base + offset)
-                target[:] = b.columns[name]
-                at.append((offset, offset + size))
-                offset += size
-            made.append((b.seq, b.t0, b.t1, b.n, int(b.columns["amt"].sum()), at))
+    for b in plan.piece_batches(piece, after_seq):
+        at = []
+        for name, dtype in COLUMNS.items():
+            size = b.n * dtype.itemsize
+            target = np.frombuffer(buffer, dtype=dtype, count=b.n, offset=base + offset)
+            target[:] = b.columns[name]
+            at.append((offset, offset + size))
+            offset += size
+        made.append((b.seq, b.t0, b.t1, b.n, int(b.columns["amt"].sum()), at))
     return made

@@ -16,10 +16,11 @@ entries a minute rather than one a second, and its cost is its orders, not its b
 the per-slot totals, each order's paid-at time and so every milestone are unchanged.
 """
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -35,6 +36,11 @@ SLOT_MS = 100  # at full scale; a miniature day uses longer slots (see `slot_ms_
 MIN_ORDER_FEN = 100  # no paid order below RMB 1
 DEFAULT_BATCH = 4_000
 BRAND_LOOKUP_BITS = 19  # a 512k-entry guide table for ~180,000 brands
+# A piece of work is consecutive blocks holding at least this many orders (one block at
+# full scale, about an hour of a 1/1000 day). A quiet block's own draws cost ~0.05 ms;
+# what follows them (paid-at times, amounts, picks, the cut into batches) is done once a
+# piece (`DayPlan.piece_batches`), as is handing it to the writer (`simulator.ahead`).
+PIECE_ORDERS = 50_000
 
 Int64Array = npt.NDArray[np.int64]
 
@@ -278,30 +284,33 @@ class DayPlan:
             return self.base_orders + done, None
         return self.base_orders + done, self.base_gmv + int(self.slot_gmv[:slot].sum())
 
+    def pieces(self, first: int = 0) -> list[range]:
+        """The blocks from `first` on, cut into pieces of work of >= PIECE_ORDERS orders
+        (one block at full scale, about an hour of a 1/1000 day)."""
+        before = self.cum[self.block_first_slot[first:-1]] // PIECE_ORDERS
+        cuts = [first, *(first + 1 + np.flatnonzero(np.diff(before) != 0)).tolist(), self.blocks]
+        return [range(a, b) for a, b in itertools.pairwise(cuts) if b > a]
+
     def batches(self, after_seq: int = 0) -> Iterator[Batch]:
         """Every orders batch with a seq above `after_seq`, in order."""
         if after_seq >= self.last_orders_seq:
             return
-        for block in range(self.block_of_seq(after_seq + 1), self.blocks):
-            yield from self.block_batches(block, after_seq)
+        for piece in self.pieces(self.block_of_seq(after_seq + 1)):
+            yield from self.piece_batches(piece, after_seq)
 
-    def block_batches(self, block: int, after_seq: int = 0) -> list[Batch]:
-        """One block's batches with a seq above `after_seq`. The block's orders are all
-        drawn (for determinism), from its own generator, then cut."""
-        s0, s1 = int(self.block_first_slot[block]), int(self.block_first_slot[block + 1])
-        counts = self.slot_orders[s0:s1]
+    def piece_batches(self, blocks: range, after_seq: int = 0) -> list[Batch]:
+        """The batches of consecutive blocks with a seq above `after_seq`.
+
+        Each block's orders are all drawn (for determinism) from its own generator, in the
+        same order of draws whatever the piece; everything after the draws is done once for
+        the piece, so a quiet block costs its draws, not some forty numpy calls of its own."""
+        s0, s1 = int(self.block_first_slot[blocks.start]), int(self.block_first_slot[blocks.stop])
         total = int(self.cum[s1] - self.cum[s0])
         if total == 0:
             return []
-        seed = np.random.SeedSequence([self.seed, int(self.edges[s0]) // self.block_ms])
-        rng = np.random.Generator(np.random.PCG64(seed))
-        # International orders: exactly floor(share * cumulative orders) by the end of
-        # every block, counted from midnight, so the day's split is exact.
-        before, after = int(self.cum_orders[s0]), int(self.cum_orders[s1])
-        intl = (after * self.intl_num) // self.intl_den - (before * self.intl_num) // self.intl_den
-        columns = self._draw(rng, s0, s1, counts, total, intl)
-        # The block's batches: each group's orders cut into batch_size pieces.
-        g0, g1 = np.searchsorted(self.group_block, [block, block + 1])
+        columns = self._columns(blocks, s0, s1, total)
+        # The piece's batches: each group's orders cut into batch_size pieces.
+        g0, g1 = np.searchsorted(self.group_block, [blocks.start, blocks.stop])
         sizes = self.group_orders[g0:g1]
         per_group = -(-sizes // self.batch_size)
         if not per_group.sum():
@@ -323,41 +332,103 @@ class DayPlan:
                 out.append(Batch(q, x0, x1, {k: v[lo:hi] for k, v in columns.items()}))
         return out
 
-    def _draw(
-        self,
-        rng: np.random.Generator,
-        s0: int,
-        s1: int,
-        counts: Int64Array,
-        total: int,
-        intl_orders: int,
-    ) -> dict[str, npt.NDArray[Any]]:
+    def _columns(self, blocks: range, s0: int, s1: int, total: int) -> dict[str, npt.NDArray[Any]]:
+        """The orders of slots s0..s1 (whole blocks): each block's draws, then the columns."""
+        counts = self.slot_orders[s0:s1]
         edges = self.edges[s0 : s1 + 1]
-        at = _paid_at(rng, edges, counts, total)
-        slot_of_order = np.repeat(np.arange(len(counts)), counts)
-        amt = self._amounts(rng, counts, self.slot_gmv[s0:s1], slot_of_order, total)
-        # Each order is international with the block's exact share, then the few too many
-        # (or too few) are turned back at random so the count is exact.
-        is_intl = rng.random(total) * total < intl_orders
-        extra = int(np.count_nonzero(is_intl)) - intl_orders
+        lengths = np.diff(edges)
+        firsts = self.block_first_slot[blocks.start : blocks.stop + 1]
+        busy = np.add.reduceat(counts >= DENSE_PER_MS * lengths, firsts[:-1] - s0) > 0
+        alone = len(blocks) == 1
+        draws = [
+            self._block_draws(k, int(a), int(b), bool(dense), alone)
+            for k, a, b, dense in zip(blocks, firsts[:-1], firsts[1:], busy, strict=True)
+            if self.cum[b] > self.cum[a]
+        ]
+        # Paid-at times: the quiet blocks' orders at once (their spans do not overlap, so
+        # one sort is each block's sort, one after the other), spliced with the busy ones'.
+        quiet = [d for d in draws if d.at is None]
+        parts: list[npt.NDArray[np.uint32]] = [d.at for d in draws if d.at is not None]
+        if quiet:
+            in_quiet = np.repeat(~busy, np.diff(firsts))
+            slot_of = np.repeat(np.arange(s1 - s0), np.where(in_quiet, counts, 0))
+            u = _join([d.u_at for d in quiet if d.u_at is not None])
+            ms = edges[slot_of] + (u * lengths[slot_of]).astype(np.int64)
+            sorted_at = ms.astype(COLUMNS["at"])  # (times of day fit; half the bytes to sort)
+            sorted_at.sort()
+            if len(quiet) == len(draws):
+                parts = [sorted_at]
+            else:
+                split = iter(np.split(sorted_at, np.cumsum([d.n for d in quiet])[:-1]))
+                parts = [next(split) if d.at is None else d.at for d in draws]
+        if alone:
+            amt = draws[0].amt
+        else:
+            slot_of_order = np.repeat(np.arange(s1 - s0), counts)
+            normal = _join([d.amt for d in draws])
+            amt = self._amounts(normal, counts, self.slot_gmv[s0:s1], slot_of_order, total)
+        intl, brd, cat, reg = (
+            _join([d.picks[i] for d in draws])
+            if alone
+            else self._pick(i, _join([d.picks[i] for d in draws]))
+            for i in range(4)
+        )
+        cty = np.zeros(total, dtype=COLUMNS["cty"])
+        cty[_join([d.is_intl for d in draws])] = intl
+        return {"at": _join(parts), "amt": amt, "cat": cat, "cty": cty, "reg": reg, "brd": brd}
+
+    def _pick(self, i: int, u: npt.NDArray[np.float64]) -> npt.NDArray[Any]:
+        """What the last draws pick, in their column's type: i = 0 the international
+        orders' countries (1 and on: 0 is home), then every order's brand, category and
+        region."""
+        if i == 0:
+            return (self.intl.draw(u) + 1).astype(COLUMNS["cty"])
+        if i == 1:
+            brd = np.minimum(self.brand.draw(u), self.profile.brands - 1)
+            return brd.astype(COLUMNS["brd"])
+        lookup, column = (self.cat, "cat") if i == 2 else (self.reg, "reg")
+        return lookup.draw(u).astype(COLUMNS[column])
+
+    def _block_draws(self, block: int, s0: int, s1: int, busy: bool, alone: bool) -> "_Draws":
+        """Every random number one block's orders need, from its own generator, in order.
+        A block made `alone` (a piece of one: full scale) uses each draw at once, while it
+        is in the cache (a second of the peak draws ~20 MB), in amounts and picks."""
+        seed = np.random.SeedSequence([self.seed, int(self.edges[s0]) // self.block_ms])
+        rng = np.random.Generator(np.random.PCG64(seed))
+        n = int(self.cum[s1] - self.cum[s0])
+        at = u_at = None
+        if busy:
+            at = _paid_at(rng, self.edges[s0 : s1 + 1], self.slot_orders[s0:s1], n)
+        else:
+            u_at = rng.random(n)  # an order's ms within its slot (see `_paid_at`)
+        amt: npt.NDArray[Any] = rng.standard_normal(n, dtype=np.float32)  # amounts' weights
+        if alone:
+            counts = self.slot_orders[s0:s1]
+            slot_of_order = np.repeat(np.arange(s1 - s0), counts)
+            amt = self._amounts(amt, counts, self.slot_gmv[s0:s1], slot_of_order, n)
+        # International orders: exactly floor(share * cumulative orders) by the end of
+        # every block, counted from midnight, so the day's split is exact. Each order is
+        # international with the block's exact share, then the few too many (or too few)
+        # are turned back at random so the count is exact.
+        before, after = int(self.cum_orders[s0]), int(self.cum_orders[s1])
+        intl = (after * self.intl_num) // self.intl_den - (before * self.intl_num) // self.intl_den
+        is_intl = rng.random(n) * n < intl
+        extra = int(np.count_nonzero(is_intl)) - intl
         if extra:
             pool = np.flatnonzero(is_intl if extra > 0 else ~is_intl)
             is_intl[rng.choice(pool, abs(extra), replace=False)] = extra < 0
-        cty = np.zeros(total, dtype=COLUMNS["cty"])
-        cty[is_intl] = self.intl.draw(rng.random(intl_orders)) + 1
-        brd = np.minimum(self.brand.draw(rng.random(total)), self.profile.brands - 1)
-        return {
-            "at": at,
-            "amt": amt,
-            "cat": self.cat.draw(rng.random(total)).astype(COLUMNS["cat"]),
-            "cty": cty,
-            "reg": self.reg.draw(rng.random(total)).astype(COLUMNS["reg"]),
-            "brd": brd.astype(COLUMNS["brd"]),
-        }
+        # Then, one after the other, the uniforms of each `_pick`.
+        sizes = (intl, n, n, n)
+        if alone:
+            picks = [self._pick(i, rng.random(k)) for i, k in enumerate(sizes)]
+        else:
+            u = rng.random(intl + 3 * n)
+            picks = np.split(u, np.cumsum(sizes[:-1]).tolist())
+        return _Draws(n, at, u_at, amt, is_intl, picks)
 
     @staticmethod
     def _amounts(
-        rng: np.random.Generator,
+        normal: npt.NDArray[np.float32],
         counts: Int64Array,
         gmv: Int64Array,
         slot_of_order: Int64Array,
@@ -365,7 +436,6 @@ class DayPlan:
     ) -> Int64Array:
         """Realistic order values that add up to each slot's GMV exactly, in fen."""
         # Log-normal weights (median ~ mean / 1.5) as whole numbers, so the split is exact.
-        normal = rng.standard_normal(total, dtype=np.float32)
         weights = (np.exp(normal * np.float32(0.9)) * 10_000).astype(np.int64) + 1
         floor_fen = np.minimum(MIN_ORDER_FEN, gmv // np.maximum(counts, 1))
         spread = gmv - counts * floor_fen
@@ -385,6 +455,22 @@ class DayPlan:
         return result
 
 
+class _Draws(NamedTuple):
+    """One block's random numbers (`DayPlan._block_draws`), for its `n` orders."""
+
+    n: int
+    at: npt.NDArray[np.uint32] | None  # paid-at times, made at once if a slot is busy
+    u_at: npt.NDArray[np.float64] | None  # else a uniform per order, for its ms in its slot
+    amt: npt.NDArray[Any]  # the amounts' weights as normal draws, or (made alone) the amounts
+    is_intl: npt.NDArray[np.bool_]
+    picks: list[npt.NDArray[Any]]  # per `_pick`: its uniforms, or what they pick
+
+
+def _join(arrays: list[Any]) -> Any:
+    """The arrays end to end (the one array itself, without a copy, if there is one)."""
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+
 class Lookup:
     """Draws from a discrete distribution by table lookup: a guide table maps the top bits
     of a uniform draw to the first outcome it can be, then a few steps along the CDF find
@@ -398,8 +484,11 @@ class Lookup:
         if bits is None:
             bits = max(8, min(20, int(len(p) * 4).bit_length()))
         self.size = 1 << bits
-        queries = np.arange(self.size, dtype=np.float64) / self.size
-        self.guide = np.searchsorted(cdf, queries, side="right")
+        # guide[j] = how many outcomes have cdf <= j / size (a binary search of the CDF at
+        # each j / size), counted in one pass: cdf <= j / size exactly when
+        # ceil(cdf * size) <= j, as multiplying by a power of two is exact.
+        first = np.minimum(np.ceil(cdf * self.size).astype(np.int64), self.size)
+        self.guide = np.cumsum(np.bincount(first, minlength=self.size + 1))[: self.size]
 
     def draw(self, u: npt.NDArray[np.float64]) -> npt.NDArray[np.intp]:
         """The outcome of each uniform draw in [0, 1): the first i with u < cdf[i]."""

@@ -67,11 +67,33 @@ def test_unreachable_redis_is_one_clear_line(command: list[str]) -> None:
 
 
 def test_help_lists_every_subcommand() -> None:
-    """`ticker --help` names replay, aggregate, serve and demo."""
+    """`ticker --help` names every command, the extensions' too."""
     result = cli("--help")
     assert result.returncode == 0
-    for name in ("replay", "aggregate", "serve", "demo"):
+    for name in ("replay", "aggregate", "serve", "demo", "bench", "watch", "verify", "live"):
         assert name in result.stdout
+
+
+def test_a_command_builds_only_its_own_parser_and_imports_no_other_command() -> None:
+    """`ticker replay` (and any command) parses with its own parser: the demo's and the
+    extensions' modules, which it does not need, are not imported; `-v` may come first."""
+    code = (
+        "import sys\n"
+        "from ticker.cli import build_parser, command_of\n"
+        "args = build_parser(command_of(sys.argv[1:])).parse_args(sys.argv[1:])\n"
+        "others = ('ticker.demo', 'ticker.bench', 'ticker.watch', 'ticker.live', 'ticker.verify')\n"
+        "print(args.command, args.scale, [m for m in others if m in sys.modules])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, "-v", "replay", "--scale", "0.001", "--speed", "max"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["replay", "1/1000", "[]"]
+    assert cli("bench", "--help").returncode == 0  # an extension's own parser
 
 
 # -- `ticker control` refuses what nothing can obey ------------------------------------

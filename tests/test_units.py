@@ -1,9 +1,13 @@
-"""Pure pieces of the shells, fed plain values: replay clock, requests, limits, commands."""
+"""Pure pieces of the shells, fed plain values: replay clock, requests, limits, commands,
+how long the aggregator's reads wait."""
 
 import pytest
 
 from simulator.clock import ReplayClock
+from ticker.aggregator import Aggregator
+from ticker.core.batch import End
 from ticker.core.control import Seek, Speed, parse_command
+from ticker.core.hold import Held
 from ticker.feed import (
     ALL_TOPICS,
     BadRequest,
@@ -13,6 +17,7 @@ from ticker.feed import (
     position_key,
 )
 from ticker.guard import Policy, RateLimiter
+from ticker.keys import Keys
 
 
 def test_clock_pauses_resumes_and_changes_speed_without_skipping() -> None:
@@ -98,3 +103,18 @@ def test_several_milestones_of_one_commit_get_positions_to_resume_between() -> N
     keys = [position_key(p) for p in ["9-5", *at, "10-1"]]
     assert keys == sorted(keys) and len(set(keys)) == len(keys)
     assert milestone_positions("10-0", 1) == ["10-0"]
+
+
+def test_a_burst_aggregator_stops_waiting_for_entries_once_its_run_has_ended() -> None:
+    """Reads wait up to 100 ms in burst mode (1 s otherwise), not past a held entry's
+    deadline; once the run has ended with nothing held, a burst read does not wait at all:
+    what is in the stream is still applied, and if nothing is, it exits at once."""
+    burst = Aggregator("redis://127.0.0.1:1/0", Keys("units"), burst=True)
+    steady = Aggregator("redis://127.0.0.1:1/0", Keys("units"))
+    assert (burst._block_ms(), steady._block_ms()) == (100, 1000)
+    burst.state.ended = steady.state.ended = True
+    assert (burst._block_ms(), steady._block_ms()) == (None, 1000)
+    now = burst.clock()
+    burst.hold.add(Held(b"1-0", {}, End("r", 9, 0), now - burst.hold.wait_s + 0.05))
+    block = burst._block_ms()
+    assert block is not None and 1 <= block <= 51

@@ -277,7 +277,7 @@ class Aggregator:
                     continue
                 backlog = entries[-1][0].decode()
             else:
-                entries += await self._more(len(entries))
+                entries += await self._more(entries)
             deadline = self.hold.next_deadline()
             due = deadline is not None and self.clock() >= deadline
             try:
@@ -309,22 +309,31 @@ class Aggregator:
                 last_log = time.monotonic()
                 self.log_progress()
 
-    def _block_ms(self) -> int:
-        """How long a read of new entries may wait: not past the next held entry's wait."""
+    def _block_ms(self) -> int | None:
+        """How long a read of new entries may wait: not past the next held entry's wait;
+        not at all (None) in burst mode once the run has ended with nothing held, so it
+        exits as soon as what is there is applied."""
+        if self.burst and self.state.ended and not self.hold:
+            return None
         block = 100 if self.burst else 1000
         deadline = self.hold.next_deadline()
         if deadline is not None:
             block = max(1, min(block, int((deadline - self.clock()) * 1000) + 1))
         return block
 
-    async def _more(self, got: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        """Read on while the stream has more waiting, to fold it into one commit; commit
-        once it is drained (`ticker.core.rounds`: also the round's bounds and the commit
-        rate's)."""
+    async def _more(
+        self, first: list[tuple[bytes, dict[bytes, bytes]]]
+    ) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """Read on, after the round's `first` page, while the stream has more waiting, to
+        fold it into one commit; commit once it is drained (`ticker.core.rounds`: also the
+        round's bounds and the commit rate's, which a run's end does not wait for)."""
         more: list[tuple[bytes, dict[bytes, bytes]]] = []
-        started, first = time.monotonic(), got
+        started, got = time.monotonic(), len(first)
+        ends = _ends_run(first)
         while (
-            wait := self.rounds.next_read(started, time.monotonic(), first + len(more), got)
+            wait := self.rounds.next_read(
+                started, time.monotonic(), len(first) + len(more), got, ends
+            )
         ) is not COMMIT_ROUND:
             # READ_NOW: no BLOCK at all (BLOCK 0 would wait forever); else wait at most `wait`.
             block = None if wait == READ_NOW else max(1, int(wait * 1000 + 0.999))
@@ -334,6 +343,7 @@ class Aggregator:
             page = reply[0][1] if reply else []
             more += page
             got = len(page)
+            ends = ends or _ends_run(page)
         return more
 
     async def apply_and_commit(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> bool:
@@ -504,6 +514,11 @@ class Aggregator:
             s.dead_letters,
             s.duplicates,
         )
+
+
+def _ends_run(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> bool:
+    """Whether one of these entries is a run's end (by its `kind` field, before decoding)."""
+    return any(fields.get(b"kind") == b"end" for _, fields in entries)
 
 
 def _describe(fields: dict[bytes, bytes]) -> str:

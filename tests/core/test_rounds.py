@@ -37,6 +37,18 @@ def test_commits_faster_than_the_rate_wait_for_a_token() -> None:
     assert rounds.next_read(0.0, 0.05, entries=1, last_page=0) is COMMIT_ROUND
 
 
+def test_a_round_holding_a_run_s_end_commits_without_waiting_for_a_token() -> None:
+    """Nothing follows a run's end: its round commits once the stream is drained, even
+    when the commit rate would make it wait; while pages come full it still reads on."""
+    rounds = Rounds(max_rate=20, page=128)
+    rounds.committed(0.0)
+    rounds.committed(0.0)  # the bucket's burst is spent
+    wait = rounds.next_read(0.0, 0.0, entries=5, last_page=5)
+    assert wait is not None and abs(wait - 0.05) < 1e-9
+    assert rounds.next_read(0.0, 0.0, entries=5, last_page=5, ends_run=True) is COMMIT_ROUND
+    assert rounds.next_read(0.0, 0.0, entries=128, last_page=128, ends_run=True) == READ_NOW
+
+
 def test_a_commit_every_slot_at_1x_never_waits() -> None:
     """One commit per 100 ms slot, each up to 40 ms late or early: never held back."""
     rounds = Rounds()

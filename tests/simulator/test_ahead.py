@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from simulator.ahead import Ahead, Encoded, GeneratorFailed, pieces
+from simulator.ahead import Ahead, Encoded, GeneratorFailed
 from simulator.generator import DayPlan
 from simulator.profile import load
 from tests.conftest import UNIT, Ticker, stop
@@ -64,7 +64,7 @@ def test_resuming_mid_block_continues_after_the_seq_given() -> None:
 def test_a_miniature_day_is_cut_into_few_pieces_of_work() -> None:
     """The 1/1000 day's 1,440 blocks are handed over in a few dozen pieces, all covered."""
     plan = DayPlan(PROFILE, Fraction(1, 1000), 0, 86_400_000)
-    cut = pieces(plan, 0)
+    cut = plan.pieces(0)
     assert len(cut) < 60
     assert [b for piece in cut for b in piece] == list(range(plan.blocks))
 

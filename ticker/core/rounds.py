@@ -12,7 +12,8 @@ waited for at least one entry; then, after each page read, `next_read` says what
 - but never more than `max_rate` commits a second on average (a token bucket, `Pace`):
   when the bucket is empty the round keeps reading (waiting at most until a commit may
   go), so a burst of small commits cannot outrun what the servers send (they tick at 10
-  per second) nor the feed's length in time. A commit after a quiet spell never waits.
+  per second) nor the feed's length in time. A commit after a quiet spell never waits,
+  nor one that holds a run's end: nothing follows it, so waiting would only delay the end.
 """
 
 from dataclasses import dataclass, field
@@ -43,14 +44,19 @@ class Rounds:
     def __post_init__(self) -> None:
         self.pace = Pace(self.max_rate)
 
-    def next_read(self, started: float, now: float, entries: int, last_page: int) -> float | None:
-        """After a page of `last_page` entries, `entries` in the round begun at `started`:
-        COMMIT_ROUND (None), READ_NOW (read again at once), or how many seconds the next read may
-        wait for more (the commit rate's bucket is empty; commit when it returns)."""
+    def next_read(
+        self, started: float, now: float, entries: int, last_page: int, ends_run: bool = False
+    ) -> float | None:
+        """After a page of `last_page` entries, `entries` in the round begun at `started`
+        (`ends_run`: one of them is a run's end): COMMIT_ROUND (None), READ_NOW (read again
+        at once), or how many seconds the next read may wait for more (the commit rate's
+        bucket is empty; commit when it returns)."""
         if entries + self.page > self.max_entries or now - started >= self.max_seconds:
             return COMMIT_ROUND
         if last_page >= self.page:
             return READ_NOW
+        if ends_run:
+            return COMMIT_ROUND
         wait = self.pace.wait(now)
         return wait if wait > 0 else COMMIT_ROUND
 
