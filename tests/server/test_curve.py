@@ -50,6 +50,8 @@ async def test_a_restarted_server_loads_the_curve_with_the_last_entry(
 async def test_ticks_carry_the_tail_and_the_server_folds_it_in(live: Live) -> None:
     """A tick has only the entry's tail; /api/state then has the whole curve, extended."""
     await commit(live, day(100))
+    # held before connecting: otherwise the commit's own tick can come after the snapshot
+    await eventually(lambda: live.hub.state["gmv_fen"] == day(100)[-1][1])
     async with websockets.connect(live.ws_url) as ws:
         await recv(ws), await recv(ws)
         await live.write(curve=timeline.tail(day(101), 0), gmv_fen=1)  # the key is not read
