@@ -32,6 +32,7 @@ SHARED_RIGS = {
     "image": "image",  # tests/ops/test_image.py: the image's install steps, run once
     "page_bench": "page-bench",  # tests/test_bench_page.py: one `ticker bench page` run
     "watched_day": "pipeline-day",  # tests/test_pipeline.py: a day a websocket client watched
+    "event": "live-event",  # tests/web/test_live_page.py: a live event with its orders in
 }
 
 
