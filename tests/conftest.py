@@ -30,6 +30,9 @@ SHARED_RIGS = {
     "ended": "journey-ended",  # tests/web/test_journey.py: a day replayed to its end
     "day": "bigscreen-day",  # tests/web/test_bigscreen.py: a day watched by one page
     "image": "image",  # tests/ops/test_image.py: the image's install steps, run once
+    "page_bench": "page-bench",  # tests/test_bench_page.py: one `ticker bench page` run
+    "watched_day": "pipeline-day",  # tests/test_pipeline.py: a day a websocket client watched
+    "event": "live-event",  # tests/web/test_live_page.py: a live event with its orders in
 }
 
 

@@ -8,6 +8,7 @@ import json
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -16,10 +17,11 @@ import pytest
 from playwright.sync_api import Browser, Page
 
 from tests.conftest import UNIT, Ticker, stop, wait_http
-from tests.web.conftest import RECORDER, VIEWPORT
+from tests.web.conftest import RECORDER, VIEWPORT, Tab, yuan
 from ticker.redis_io import free_port
 
 DAY_GMV = "¥213,500,000"  # RMB 213.5bn x 0.001, whole yuan
+DAY_ORDERS = "1,042,000"
 
 # Samples, every 100 ms, what the page holds: DOM size, chart and arc figures, the state.
 SAMPLER = """
@@ -54,6 +56,11 @@ class Day:
     page: Page
     errors: list[str] = field(default_factory=list)
     samples: list[dict[str, Any]] = field(default_factory=list)
+    # Read at the end, before any test clicks: every distinct text of #gmv, #orders, #clock
+    # and #status (see RECORDER), their last texts, and the milestones listed.
+    seen: dict[str, list[str]] = field(default_factory=dict)
+    shown: dict[str, str] = field(default_factory=dict)
+    milestone_ids: list[str] = field(default_factory=list)
 
 
 def open_page(browser: Browser, url: str, errors: list[str], **viewport: int) -> Page:
@@ -79,11 +86,20 @@ def day(browser: Browser, redis_url: str) -> Iterator[Day]:
         wait_http(url + "healthz")
         errors: list[str] = []
         d = Day(url, open_page(browser, url, errors), errors)
-        # the page watches from the browser meanwhile, at a pace it can see
-        ticker.miniature_day("--speed", "4000", timeout=240)
-        d.page.wait_for_function("document.body.dataset.ended === 'true'", timeout=30_000 * UNIT)
+        tab = Tab(d.page, errors)
+        with ThreadPoolExecutor(1) as pool:
+            # the page watches from the browser meanwhile, at a pace it can see
+            replay = pool.submit(ticker.miniature_day, "--speed", "4000", timeout=240)
+            tab.wait("document.getElementById('clock').textContent >= '12:00:00'", timeout=90)
+            tab.screenshot("mid-day.png")
+            replay.result(timeout=300 * UNIT)
+        tab.wait_ended()
+        tab.screenshot("end-of-day.png")
         d.page.wait_for_timeout(300)
         d.samples = d.page.evaluate("window.__samples")
+        d.seen = tab.page.evaluate("window.__seen")
+        d.shown = {i: tab.text(i) for i in ("gmv", "orders", "clock")}
+        d.milestone_ids = tab.milestone_ids()
         yield d
         d.page.context.close()
     finally:
@@ -124,6 +140,25 @@ def test_chart_draws_this_replay_against_last_year_on_an_axis_that_grows(day: Da
     )
     assert colours["orange"] > 100, colours
     assert colours["grey"] > 50, colours
+
+
+def test_counters_rise_to_the_exact_total_with_milestones_in_firing_order(day: Day) -> None:
+    """In a 1/1000 day the counters never fall, end exact, and list milestones in firing order."""
+    # It showed midday live (from the recorded history: at 4000x an hour passes in 0.9 s,
+    # so reading the clock after a wait says more about the machine's load than the page).
+    assert any("12:00:00" <= c < "13:00:00" for c in day.seen["clock"]), day.seen["clock"]
+    assert day.shown == {"gmv": DAY_GMV, "orders": DAY_ORDERS, "clock": "24:00:00"}
+    for element_id in ("gmv", "orders"):
+        values = [yuan(t) for t in day.seen[element_id]]
+        assert values == sorted(values), f"#{element_id} went down: {values}"
+    assert len(day.seen["gmv"]) > 20  # it counted up live, not in one jump at the end
+
+    state = api_state(day.url)
+    fired = [m["id"] for m in state["milestones"]]
+    assert len(fired) >= 8
+    assert day.milestone_ids == fired
+    gmv_thresholds = [m["threshold"] for m in state["milestones"] if m["metric"] == "gmv_fen"]
+    assert gmv_thresholds == sorted(gmv_thresholds)
 
 
 def test_usd_toggle_switches_every_amount_and_back(day: Day) -> None:

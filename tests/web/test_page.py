@@ -4,7 +4,6 @@ import json
 import subprocess
 import time
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 
 from tests.conftest import UNIT, Server, Ticker, stop, wait_http
 from tests.web.conftest import Tab, yuan
@@ -41,37 +40,6 @@ def test_page_loads_without_errors_and_shows_the_snapshot(server: Server, tab: T
     assert tab.text("clock") == "00:00:00"
     assert tab.milestone_ids() == []
     assert tab.seen("status")[-1] == "live"
-    assert tab.errors == []
-
-
-def test_miniature_day_counts_up_to_the_exact_total_with_milestones_in_order(
-    ticker: Ticker, server: Server, tab: Tab
-) -> None:
-    """In a 1/1000 day the counters never fall, end exact, and list milestones in firing order."""
-    tab.open(server.url)
-    with ThreadPoolExecutor(1) as pool:
-        day = pool.submit(ticker.miniature_day, "--speed", "4000")  # paced: the page watches it
-        tab.wait("document.getElementById('clock').textContent >= '12:00:00'", timeout=90)
-        tab.screenshot("mid-day.png")
-        day.result(timeout=150 * UNIT)
-    # It showed midday live (from the recorded history: at 4000x an hour passes in 0.9 s,
-    # so reading the clock after the wait says more about the machine's load than the page).
-    assert any("12:00:00" <= c < "13:00:00" for c in tab.seen("clock")), tab.seen("clock")
-    tab.wait_ended()
-    tab.screenshot("end-of-day.png")
-
-    assert tab.text("gmv") == DAY_GMV
-    assert tab.text("orders") == DAY_ORDERS
-    assert tab.text("clock") == "24:00:00"
-    assert_never_falls(tab)
-    assert len(tab.seen("gmv")) > 20  # it counted up live, not in one jump at the end
-
-    state = api_state(server.url)
-    fired = [m["id"] for m in state["milestones"]]
-    assert len(fired) >= 8
-    assert tab.milestone_ids() == fired
-    gmv_thresholds = [m["threshold"] for m in state["milestones"] if m["metric"] == "gmv_fen"]
-    assert gmv_thresholds == sorted(gmv_thresholds)
     assert tab.errors == []
 
 
@@ -139,6 +107,8 @@ def test_page_resumes_after_a_server_restart_and_ends_exact(ticker: Ticker, tab:
         wait_http(url + "healthz")
         assert replay.poll() is None, "the replay ended before the server was back"
         tab.wait_status("live", timeout=60)
+        # The rest of the day at 4000x (about 5 s; the page still watches it tick by tick).
+        assert ticker.run("control", "speed", "4000").returncode == 0
         assert ticker.run("control", "resume").returncode == 0
         finish(ticker, replay, agg)
         tab.wait_ended()
