@@ -53,7 +53,14 @@ async def replaying(
     try:
         yield replay
     finally:
-        task.cancel()
+        # Cancelled until it ends: a cancellation that lands in a Redis command's own
+        # timeout can come out as a timeout error (a retry, not a stop), and the replay
+        # went on at 1x (a run hung under load). `ticker replay` has a grace timer for this.
+        deadline = time.monotonic() + 60 * UNIT
+        while not task.done():
+            assert time.monotonic() < deadline, "the replay would not stop"
+            task.cancel()
+            await asyncio.wait({task}, timeout=1)
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await replay.redis.aclose()
