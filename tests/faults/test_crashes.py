@@ -156,9 +156,11 @@ def test_exactly_once_through_random_kills_and_redis_faults(
     finally:
         terminate(pipe.agg, pipe.replay, timeout=10 * UNIT)
     # Exits the test did not cause: only a fenced-off aggregator may stop by itself (it
-    # does so rather than risk counting twice) and is restarted like after a crash.
+    # does so rather than risk counting twice), and a process (re)started while the test
+    # had Redis down or frozen exits at its start-up check, saying so (on a busy machine a
+    # restart of Redis takes long enough); each is restarted like after a crash.
     for text in pipe.unexpected:
-        assert "another aggregator" in text or "lease" in text, text
+        assert "another aggregator" in text or "lease" in text or "cannot reach Redis" in text, text
     print(f"unexpected exits (restarted): {len(pipe.unexpected)}")
 
     live = load_state(aof_redis, procs.namespace)
