@@ -1,6 +1,7 @@
-// The chart of the day: this replay's cumulative GMV against last year's, drawn on an
-// offscreen layer when its data, axis or size change; each frame only adds the live head.
-// It keeps at most one point per simulated minute.
+// The chart of the day: this replay's cumulative GMV against last year's, drawn when its
+// data, axis or size change; the live head (the segment from the last point drawn to the
+// counter's value, and its dot) moves on a canvas of its own over it, where only the box
+// it was in is cleared. It keeps at most one point per simulated minute.
 
 import { el, layout } from "./dom.js";
 import { DAY_MS, fmtClock, fmtMoneyCompact, niceCeil, niceStep, pad2 } from "./format.js";
@@ -200,17 +201,14 @@ export const chart = {
     return true;
   },
 
-  // The whole chart, on an offscreen layer, when data, axis or size changed (at most
-  // once per tick); `head` then only adds the live tip each frame.
+  // The whole chart, when data, axis or size changed (at most every LAYER_MS); `head`
+  // then draws the live tip over it.
   draw(headT, headV) {
     this.dirty = false;
     const c = el.chart;
     if (!c.cssW) return;
     this.drawnSize = [c.cssW, c.cssH]; // the size its labels were laid out for (for tests)
-    const off = this.off || (this.off = document.createElement("canvas"));
-    if (off.width !== c.width) off.width = c.width;
-    if (off.height !== c.height) off.height = c.height;
-    const ctx = off.getContext("2d");
+    const ctx = c.getContext("2d");
     const W = c.width;
     const H = c.height;
     const dpr = W / Math.max(1, c.cssW);
@@ -298,9 +296,13 @@ export const chart = {
     const vs = this.vs;
     this.drawnNow = 0;
     const n = ts.length;
-    this.grad = ctx.createLinearGradient(0, T, 0, T + ph);
-    this.grad.addColorStop(0, color("accent", 0.35));
-    this.grad.addColorStop(1, color("accent", 0.02));
+    const grad = (g) => {
+      g.addColorStop(0, color("accent", 0.35));
+      g.addColorStop(1, color("accent", 0.02));
+      return g;
+    };
+    const fill = grad(ctx.createLinearGradient(0, T, 0, T + ph));
+    this.headFill = grad(el.chartHead.getContext("2d").createLinearGradient(0, T, 0, T + ph));
     this.tail = null;
     this.tailIndex = -1;
     this.zoomed = false;
@@ -319,7 +321,7 @@ export const chart = {
       ctx.lineTo(X(ts[i - 1]), T + ph);
       ctx.lineTo(X(ts[0]), T + ph);
       ctx.closePath();
-      ctx.fillStyle = this.grad;
+      ctx.fillStyle = fill;
       ctx.fill();
       ctx.restore();
       ctx.strokeStyle = color("accent");
@@ -435,22 +437,39 @@ export const chart = {
     ctx.restore();
   },
 
-  // Each frame: the offscreen layer, then the segment to the live head and its dot.
+  // The segment from the last point drawn to the live head, and its dot, on their own
+  // canvas: what was there is cleared by its box alone.
   head(headT, headV) {
     const c = el.chart;
-    if (!this.off || !this.geo || !c.cssW) return;
-    const ctx = c.getContext("2d");
-    ctx.clearRect(0, 0, c.width, c.height);
-    ctx.drawImage(this.off, 0, 0);
+    const h = el.chartHead;
+    if (!this.geo || !c.cssW) return;
+    if (h.width !== c.width || h.height !== c.height) {
+      h.width = c.width; // (which clears it)
+      h.height = c.height;
+      this.headBox = null;
+    }
+    const ctx = h.getContext("2d");
+    if (this.headBox) ctx.clearRect(...this.headBox);
+    this.headBox = null;
     const { X, Y, T, ph, L, pw, dpr } = this.geo;
     const hx = X(headT), hy = Math.max(T, Y(headV));
     this.headXY = [hx, hy];
     if (!this.tail) return;
     const [t0, v0] = this.tail;
     const x0 = X(t0), y0 = Y(v0);
+    // everything below is clipped to the plot, and within 8 px of the segment (the dot's
+    // halo is 7 px), down to the axis (the fill)
+    const clip = [L, T - 8 * dpr, pw + 8 * dpr, ph + 8 * dpr];
+    const m = 8 * dpr;
+    const bx = Math.floor(Math.max(clip[0], Math.min(x0, hx) - m));
+    const by = Math.floor(Math.max(clip[1], Math.min(y0, hy) - m));
+    const bx1 = Math.ceil(Math.min(clip[0] + clip[2], Math.max(x0, hx) + m));
+    const by1 = Math.ceil(clip[1] + clip[3]);
+    if (bx1 <= bx || by1 <= by) return;
+    this.headBox = [bx, by, bx1 - bx, by1 - by];
     ctx.save();
     ctx.beginPath();
-    ctx.rect(L, T - 8 * dpr, pw + 8 * dpr, ph + 8 * dpr);
+    ctx.rect(...clip);
     ctx.clip();
     ctx.beginPath();
     ctx.moveTo(x0, y0);
@@ -458,7 +477,7 @@ export const chart = {
     ctx.lineTo(hx, T + ph);
     ctx.lineTo(x0, T + ph);
     ctx.closePath();
-    ctx.fillStyle = this.grad;
+    ctx.fillStyle = this.headFill;
     ctx.fill();
     ctx.beginPath();
     ctx.moveTo(x0, y0);
@@ -476,6 +495,5 @@ export const chart = {
     ctx.fillStyle = color("white");
     ctx.fill();
     ctx.restore();
-    this.drawnHead = 1;
   },
 };

@@ -13,7 +13,8 @@ import { state } from "./store.js";
 export const peaks = { gmv: 0, gmvAt: 0, orders: 0, ordersAt: 0 };
 function renderMeter(fill, mark, value, peak) {
   const scale = niceCeil(peak) || 1;
-  setStyle(fill, "transform", "scaleX(" + Math.min(1, Math.max(0, value / scale)).toFixed(4) + ")");
+  // (to a thousandth: a finer step moves no pixel, and each write starts a transition)
+  setStyle(fill, "transform", "scaleX(" + Math.min(1, Math.max(0, value / scale)).toFixed(3) + ")");
   setStyle(mark, "opacity", peak > 0 ? "1" : "0");
   setStyle(mark, "left", (Math.min(1, peak / scale) * 100).toFixed(2) + "%");
 }
@@ -54,7 +55,8 @@ export function renderMeta(partial) {
   if ("sim_time_ms" in partial) {
     setText(el.clock, fmtClock(s.sim_time_ms));
     const frac = Math.max(0, Math.min(1, (Number(s.sim_time_ms) || 0) / DAY_MS));
-    setStyle(el.dayProgress, "transform", "scaleX(" + frac.toFixed(5) + ")");
+    // (a step of ~9 s of the day: a finer one moves no pixel)
+    setStyle(el.dayProgress, "transform", "scaleX(" + frac.toFixed(4) + ")");
   }
   renderRates();
   if ("top_categories" in partial) categories.render(s.top_categories);

@@ -113,7 +113,8 @@ class BarList {
       setText(r.amount, fmtMoneyCompact(fen));
       setData(r.li, "name", r.key);
       setTitle(r.li, r.key + ": " + fmtMoney(fen) + " · " + fmtInt(it.orders) + " orders");
-      setStyle(r.fill, "transform", "scaleX(" + (max > 0 ? Math.max(0.004, fen / max) : 0).toFixed(4) + ")");
+      // (to a thousandth: a finer step moves no pixel, and each write starts a transition)
+      setStyle(r.fill, "transform", "scaleX(" + (max > 0 ? Math.max(0.004, fen / max) : 0).toFixed(3) + ")");
       if (this.ol.children[i] !== r.li) this.ol.insertBefore(r.li, this.ol.children[i] || null);
     });
 
