@@ -5,6 +5,7 @@
 import { FRAME_MS } from "./arcs.js";
 import { chart } from "./chart.js";
 import { counters, gmv, orders, pace } from "./counter.js";
+import { stepGlides } from "./glide.js";
 import { map } from "./map.js";
 import { state } from "./store.js";
 
@@ -39,6 +40,7 @@ function frame(now) {
   let writing = false;
   for (const w of writers) writing = w(now, show) || writing;
   for (const c of counters) moving = c.step(dt, show) || moving;
+  const gliding = stepGlides(now);
   if (moving && performance.now() - pace.lastTickAt > STALL_MS) {
     settleAll(); // the feed went quiet: land on the exact received values
     moving = false;
@@ -48,7 +50,7 @@ function frame(now) {
   const headV = gmv.target > 0 ? gmv.shown : 0;
   const drawing = chart.frame(now, headT, headV);
   const arcs = map.frame(now, show);
-  if (moving || axis || arcs || drawing || writing) {
+  if (moving || gliding || axis || arcs || drawing || writing) {
     kick();
   } else {
     lastFrameAt = 0;
