@@ -10,9 +10,12 @@ import { color } from "./theme.js";
 
 const CHART_BUCKET_MS = 60000; // one chart point per simulated minute...
 const CHART_MAX_POINTS = 1600; // ...so a whole day is about 1,560 points at most
-// The layer is drawn again at most this often (its data changes once a simulated minute;
-// the axis eases in steps), and the head when it has moved half a pixel, as often.
+// The chart is drawn again at most this often when its axis (which eases in steps), size,
+// window or colours change, and the head when it has moved half a pixel, as often...
 const LAYER_MS = 100;
+// ...and at most this often when only points were added: one a simulated minute, many a
+// second at high speed (the head's segment spans the few not drawn yet: pixels at most).
+const POINTS_MS = 250;
 // The zoom inset follows the head on the layer, at most this often.
 const INSET_MS = 500;
 
@@ -53,7 +56,9 @@ export const chart = {
   last: [], // last year's [ms, fen], ascending
   ymaxTarget: 0, // fen; grows with the data, never shrinks within a run
   ymax: 0, // shown (eased toward the target)
-  dirty: true,
+  dirty: true, // the chart must be drawn again: soon (LAYER_MS)
+  grown: false, // only points were added: at POINTS_MS
+  drawnFrom: null, // the window's start when it was drawn
   drawnAt: -Infinity, // when the layer was drawn (frame time)
   headAt: -Infinity, // when the head was drawn, and where (device px)
   headXY: null,
@@ -105,13 +110,19 @@ export const chart = {
   },
   // The whole curve (a snapshot, /api/state, or a tail folded in).
   setCurve(curve, fromMs) {
+    // (a tail folded in keeps the points before it: the arrays are rewritten from there)
+    let i = 0;
+    if (this.curve && fromMs === this.fromMs) {
+      const n = Math.min(this.curve.length, curve.length);
+      while (i < n && this.curve[i] === curve[i]) i++;
+    }
     this.curve = curve;
     this.fromMs = fromMs;
-    this.ts.length = 0;
-    this.vs.length = 0;
-    for (const p of curve) {
-      this.ts.push(p[0]);
-      this.vs.push(p[1]);
+    this.ts.length = i;
+    this.vs.length = i;
+    for (; i < curve.length; i++) {
+      this.ts.push(curve[i][0]);
+      this.vs.push(curve[i][1]);
     }
     const last = curve[curve.length - 1];
     if (last) this.grow(last[1], last[0]);
@@ -119,17 +130,19 @@ export const chart = {
     // point is added (once a simulated minute) or the window does.
     const n = curve.length;
     const sig = fromMs + ":" + n + ":" + (n > 1 ? curve[n - 2][0] + ":" + curve[n - 2][1] : "");
-    if (sig !== this.curveSig || this.tailIndex === n - 1) this.dirty = true;
+    if (fromMs !== this.drawnFrom) this.dirty = true;
+    else if (sig !== this.curveSig || this.tailIndex === n - 1) this.grown = true;
     this.curveSig = sig;
   },
   // Each animation frame: the layer if it must change (at most every LAYER_MS), the head
   // if it moved; true while something is left to draw.
   frame(now, headT, headV) {
     const j = this.tailIndex + 1; // a point the counter has now passed joins the layer
-    if (j > 0 && j < this.ts.length - 1 && this.ts[j] < headT && this.vs[j] <= headV) this.dirty = true;
+    if (j > 0 && j < this.ts.length - 1 && this.ts[j] < headT && this.vs[j] <= headV) this.grown = true;
     const inset = this.zoomed && (this.zoomedAt[0] !== headT || this.zoomedAt[1] !== headV);
+    const since = now - this.drawnAt;
     let drew = false;
-    if ((this.dirty && now - this.drawnAt >= LAYER_MS) || (inset && now - this.drawnAt >= INSET_MS)) {
+    if ((this.dirty && since >= LAYER_MS) || (this.grown && since >= POINTS_MS) || (inset && since >= INSET_MS)) {
       this.draw(headT, headV);
       this.drawnAt = now;
       drew = true;
@@ -139,7 +152,7 @@ export const chart = {
       this.head(headT, headV);
       this.headAt = now;
     }
-    return this.dirty || inset || this.headMoved(headT, headV);
+    return this.dirty || this.grown || inset || this.headMoved(headT, headV);
   },
   // Whether the head would be drawn half a device pixel or more from where it is.
   headMoved(headT, headV) {
@@ -184,7 +197,7 @@ export const chart = {
       ts.length = vs.length = Math.ceil(ts.length / 2);
     }
     this.grow(v, t);
-    this.dirty = true;
+    this.grown = true;
   },
   grow(v, t) {
     const want = niceCeil(Math.max(v, this.lastYearAt(t)) * 1.12);
@@ -204,7 +217,8 @@ export const chart = {
   // The whole chart, when data, axis or size changed (at most every LAYER_MS); `head`
   // then draws the live tip over it.
   draw(headT, headV) {
-    this.dirty = false;
+    this.dirty = this.grown = false;
+    this.drawnFrom = this.fromMs;
     const c = el.chart;
     if (!c.cssW) return;
     this.drawnSize = [c.cssW, c.cssH]; // the size its labels were laid out for (for tests)
