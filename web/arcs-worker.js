@@ -8,7 +8,6 @@
 
 import { ARC_LIFE_MS, drawArcs, FRAME_MS } from "./arcs.js";
 
-const VSYNC_MS = 16;
 let ctx = null;
 let colors = null;
 let dpr = 1;
@@ -16,34 +15,32 @@ let hidden = false;
 let arcs = []; // started or waiting, oldest first
 let drawn = false; // something is on the canvas
 let raf = 0;
-let timer = 0;
-let lastAt = 0;
+let lastAt = -Infinity;
 
+// Every other vsync (FRAME_MS apart): a frame that comes sooner is let pass.
 function frame(now) {
   raf = 0;
-  lastAt = now;
   if (!ctx || hidden) return;
-  const left = drawArcs(ctx, arcs, performance.now(), dpr, colors);
+  if (now - lastAt < FRAME_MS - 8) {
+    schedule();
+    return;
+  }
+  lastAt = now;
+  const t = performance.now();
+  const left = drawArcs(ctx, arcs, t, dpr, colors);
   drawn = left > 0;
-  if (arcs.length > 2 * left) arcs = arcs.filter((a) => performance.now() - a.born < ARC_LIFE_MS);
+  if (arcs.length > 2 * left) arcs = arcs.filter((a) => t - a.born < ARC_LIFE_MS);
   if (left) schedule();
   else arcs.length = 0;
 }
 
-// The next frame FRAME_MS after the last one (the timer skips the vsyncs in between).
 function schedule() {
-  if (raf || timer || hidden || !ctx) return;
-  const wait = FRAME_MS - VSYNC_MS - (performance.now() - lastAt);
-  if (wait <= 0) raf = requestFrame(frame);
-  else timer = setTimeout(() => {
-    timer = 0;
-    raf = requestFrame(frame);
-  }, wait);
+  if (!raf && !hidden && ctx) raf = requestFrame(frame);
 }
 // (a worker without animation frames draws on a timer)
 const requestFrame = self.requestAnimationFrame
   ? (fn) => self.requestAnimationFrame(fn)
-  : (fn) => setTimeout(() => fn(performance.now()), 0);
+  : (fn) => setTimeout(() => fn(performance.now()), FRAME_MS);
 
 self.onmessage = ({ data: m }) => {
   if (m.canvas) {

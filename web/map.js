@@ -275,10 +275,13 @@ export const map = {
   frame(now, show) {
     if (this.queue.length && !reducedMotion) {
       // One arc per ARC_SPACING_MS of wall time. The page's frames come DIGITS_MS apart:
-      // the arcs due before the next one are launched now, each with its own start.
+      // the arcs due before the one after next are launched now, each with its own start
+      // (one message to the worker every other frame).
       const sent = [];
       let at = Math.max(this.nextLaunch, now);
-      for (; this.queue.length && at <= now + DIGITS_MS; at += ARC_SPACING_MS) this.spawn(this.queue.shift(), at, sent);
+      if (at < now + DIGITS_MS) {
+        for (; this.queue.length && at <= now + 2 * DIGITS_MS; at += ARC_SPACING_MS) this.spawn(this.queue.shift(), at, sent);
+      }
       this.nextLaunch = at;
       if (this.drawer === "worker" && sent.length) {
         // (their starts as delays: the worker's clock has another origin)
