@@ -80,7 +80,7 @@ export const map = {
   feedDirty: false,
   pulses: new Map(), // seller name -> last launch time
 
-  // Arcs on screen or about to start.
+  // Arcs on screen now.
   get active() {
     const now = performance.now();
     let n = 0;
