@@ -1,6 +1,7 @@
-// The chart of the day: this replay's cumulative GMV against last year's, drawn on an
-// offscreen layer when its data, axis or size change; each frame only adds the live head.
-// It keeps at most one point per simulated minute.
+// The chart of the day: this replay's cumulative GMV against last year's, drawn when its
+// data, axis or size change; the live head (the segment from the last point drawn to the
+// counter's value, and its dot) moves on a canvas of its own over it, where only the box
+// it was in is cleared. It keeps at most one point per simulated minute.
 
 import { el, layout } from "./dom.js";
 import { DAY_MS, fmtClock, fmtMoneyCompact, niceCeil, niceStep, pad2 } from "./format.js";
@@ -9,9 +10,12 @@ import { color } from "./theme.js";
 
 const CHART_BUCKET_MS = 60000; // one chart point per simulated minute...
 const CHART_MAX_POINTS = 1600; // ...so a whole day is about 1,560 points at most
-// The layer is drawn again at most this often (its data changes once a simulated minute;
-// the axis eases in steps), and the head when it has moved half a pixel, as often.
+// The chart is drawn again at most this often when its axis (which eases in steps), size,
+// window or colours change, and the head when it has moved half a pixel, as often...
 const LAYER_MS = 100;
+// ...and at most this often when only points were added: one a simulated minute, many a
+// second at high speed (the head's segment spans the few not drawn yet: pixels at most).
+const POINTS_MS = 250;
 // The zoom inset follows the head on the layer, at most this often.
 const INSET_MS = 500;
 
@@ -52,7 +56,9 @@ export const chart = {
   last: [], // last year's [ms, fen], ascending
   ymaxTarget: 0, // fen; grows with the data, never shrinks within a run
   ymax: 0, // shown (eased toward the target)
-  dirty: true,
+  dirty: true, // the chart must be drawn again: soon (LAYER_MS)
+  grown: false, // only points were added: at POINTS_MS
+  drawnFrom: null, // the window's start when it was drawn
   drawnAt: -Infinity, // when the layer was drawn (frame time)
   headAt: -Infinity, // when the head was drawn, and where (device px)
   headXY: null,
@@ -104,13 +110,19 @@ export const chart = {
   },
   // The whole curve (a snapshot, /api/state, or a tail folded in).
   setCurve(curve, fromMs) {
+    // (a tail folded in keeps the points before it: the arrays are rewritten from there)
+    let i = 0;
+    if (this.curve && fromMs === this.fromMs) {
+      const n = Math.min(this.curve.length, curve.length);
+      while (i < n && this.curve[i] === curve[i]) i++;
+    }
     this.curve = curve;
     this.fromMs = fromMs;
-    this.ts.length = 0;
-    this.vs.length = 0;
-    for (const p of curve) {
-      this.ts.push(p[0]);
-      this.vs.push(p[1]);
+    this.ts.length = i;
+    this.vs.length = i;
+    for (; i < curve.length; i++) {
+      this.ts.push(curve[i][0]);
+      this.vs.push(curve[i][1]);
     }
     const last = curve[curve.length - 1];
     if (last) this.grow(last[1], last[0]);
@@ -118,17 +130,19 @@ export const chart = {
     // point is added (once a simulated minute) or the window does.
     const n = curve.length;
     const sig = fromMs + ":" + n + ":" + (n > 1 ? curve[n - 2][0] + ":" + curve[n - 2][1] : "");
-    if (sig !== this.curveSig || this.tailIndex === n - 1) this.dirty = true;
+    if (fromMs !== this.drawnFrom) this.dirty = true;
+    else if (sig !== this.curveSig || this.tailIndex === n - 1) this.grown = true;
     this.curveSig = sig;
   },
   // Each animation frame: the layer if it must change (at most every LAYER_MS), the head
   // if it moved; true while something is left to draw.
   frame(now, headT, headV) {
     const j = this.tailIndex + 1; // a point the counter has now passed joins the layer
-    if (j > 0 && j < this.ts.length - 1 && this.ts[j] < headT && this.vs[j] <= headV) this.dirty = true;
+    if (j > 0 && j < this.ts.length - 1 && this.ts[j] < headT && this.vs[j] <= headV) this.grown = true;
     const inset = this.zoomed && (this.zoomedAt[0] !== headT || this.zoomedAt[1] !== headV);
+    const since = now - this.drawnAt;
     let drew = false;
-    if ((this.dirty && now - this.drawnAt >= LAYER_MS) || (inset && now - this.drawnAt >= INSET_MS)) {
+    if ((this.dirty && since >= LAYER_MS) || (this.grown && since >= POINTS_MS) || (inset && since >= INSET_MS)) {
       this.draw(headT, headV);
       this.drawnAt = now;
       drew = true;
@@ -138,7 +152,7 @@ export const chart = {
       this.head(headT, headV);
       this.headAt = now;
     }
-    return this.dirty || inset || this.headMoved(headT, headV);
+    return this.dirty || this.grown || inset || this.headMoved(headT, headV);
   },
   // Whether the head would be drawn half a device pixel or more from where it is.
   headMoved(headT, headV) {
@@ -183,7 +197,7 @@ export const chart = {
       ts.length = vs.length = Math.ceil(ts.length / 2);
     }
     this.grow(v, t);
-    this.dirty = true;
+    this.grown = true;
   },
   grow(v, t) {
     const want = niceCeil(Math.max(v, this.lastYearAt(t)) * 1.12);
@@ -200,17 +214,15 @@ export const chart = {
     return true;
   },
 
-  // The whole chart, on an offscreen layer, when data, axis or size changed (at most
-  // once per tick); `head` then only adds the live tip each frame.
+  // The whole chart, when data, axis or size changed (at most every LAYER_MS); `head`
+  // then draws the live tip over it.
   draw(headT, headV) {
-    this.dirty = false;
+    this.dirty = this.grown = false;
+    this.drawnFrom = this.fromMs;
     const c = el.chart;
     if (!c.cssW) return;
     this.drawnSize = [c.cssW, c.cssH]; // the size its labels were laid out for (for tests)
-    const off = this.off || (this.off = document.createElement("canvas"));
-    if (off.width !== c.width) off.width = c.width;
-    if (off.height !== c.height) off.height = c.height;
-    const ctx = off.getContext("2d");
+    const ctx = c.getContext("2d");
     const W = c.width;
     const H = c.height;
     const dpr = W / Math.max(1, c.cssW);
@@ -298,9 +310,13 @@ export const chart = {
     const vs = this.vs;
     this.drawnNow = 0;
     const n = ts.length;
-    this.grad = ctx.createLinearGradient(0, T, 0, T + ph);
-    this.grad.addColorStop(0, color("accent", 0.35));
-    this.grad.addColorStop(1, color("accent", 0.02));
+    const grad = (g) => {
+      g.addColorStop(0, color("accent", 0.35));
+      g.addColorStop(1, color("accent", 0.02));
+      return g;
+    };
+    const fill = grad(ctx.createLinearGradient(0, T, 0, T + ph));
+    this.headFill = grad(el.chartHead.getContext("2d").createLinearGradient(0, T, 0, T + ph));
     this.tail = null;
     this.tailIndex = -1;
     this.zoomed = false;
@@ -319,7 +335,7 @@ export const chart = {
       ctx.lineTo(X(ts[i - 1]), T + ph);
       ctx.lineTo(X(ts[0]), T + ph);
       ctx.closePath();
-      ctx.fillStyle = this.grad;
+      ctx.fillStyle = fill;
       ctx.fill();
       ctx.restore();
       ctx.strokeStyle = color("accent");
@@ -435,22 +451,39 @@ export const chart = {
     ctx.restore();
   },
 
-  // Each frame: the offscreen layer, then the segment to the live head and its dot.
+  // The segment from the last point drawn to the live head, and its dot, on their own
+  // canvas: what was there is cleared by its box alone.
   head(headT, headV) {
     const c = el.chart;
-    if (!this.off || !this.geo || !c.cssW) return;
-    const ctx = c.getContext("2d");
-    ctx.clearRect(0, 0, c.width, c.height);
-    ctx.drawImage(this.off, 0, 0);
+    const h = el.chartHead;
+    if (!this.geo || !c.cssW) return;
+    if (h.width !== c.width || h.height !== c.height) {
+      h.width = c.width; // (which clears it)
+      h.height = c.height;
+      this.headBox = null;
+    }
+    const ctx = h.getContext("2d");
+    if (this.headBox) ctx.clearRect(...this.headBox);
+    this.headBox = null;
     const { X, Y, T, ph, L, pw, dpr } = this.geo;
     const hx = X(headT), hy = Math.max(T, Y(headV));
     this.headXY = [hx, hy];
     if (!this.tail) return;
     const [t0, v0] = this.tail;
     const x0 = X(t0), y0 = Y(v0);
+    // everything below is clipped to the plot, and within 8 px of the segment (the dot's
+    // halo is 7 px), down to the axis (the fill)
+    const clip = [L, T - 8 * dpr, pw + 8 * dpr, ph + 8 * dpr];
+    const m = 8 * dpr;
+    const bx = Math.floor(Math.max(clip[0], Math.min(x0, hx) - m));
+    const by = Math.floor(Math.max(clip[1], Math.min(y0, hy) - m));
+    const bx1 = Math.ceil(Math.min(clip[0] + clip[2], Math.max(x0, hx) + m));
+    const by1 = Math.ceil(clip[1] + clip[3]);
+    if (bx1 <= bx || by1 <= by) return;
+    this.headBox = [bx, by, bx1 - bx, by1 - by];
     ctx.save();
     ctx.beginPath();
-    ctx.rect(L, T - 8 * dpr, pw + 8 * dpr, ph + 8 * dpr);
+    ctx.rect(...clip);
     ctx.clip();
     ctx.beginPath();
     ctx.moveTo(x0, y0);
@@ -458,7 +491,7 @@ export const chart = {
     ctx.lineTo(hx, T + ph);
     ctx.lineTo(x0, T + ph);
     ctx.closePath();
-    ctx.fillStyle = this.grad;
+    ctx.fillStyle = this.headFill;
     ctx.fill();
     ctx.beginPath();
     ctx.moveTo(x0, y0);
@@ -476,6 +509,5 @@ export const chart = {
     ctx.fillStyle = color("white");
     ctx.fill();
     ctx.restore();
-    this.drawnHead = 1;
   },
 };

@@ -36,6 +36,7 @@ export const el = {
   upcoming: $("upcoming"),
   feed: $("feed"),
   chart: $("chart"),
+  chartHead: $("chart-head"),
   mapBase: $("map-base"),
   mapArcs: $("map-arcs"),
   controls: $("controls"),
@@ -57,8 +58,16 @@ export const el = {
   since: [...document.querySelectorAll(".since")],
 };
 
+// A text that changes in place: its text node's data is rewritten, which costs a layout
+// of the text; textContent would replace the node (a style recalculation too). Text
+// that appears or empties goes through textContent (":empty" rules follow it).
 export function setText(node, text) {
-  if (node.textContent !== text) node.textContent = text;
+  const t = node.firstChild;
+  if (t && t.nodeType === Node.TEXT_NODE && !t.nextSibling && t.data && text) {
+    if (t.data !== text) t.data = text;
+  } else if (node.textContent !== text) {
+    node.textContent = text;
+  }
 }
 
 export const reducedMotion = window.matchMedia && matchMedia("(prefers-reduced-motion: reduce)").matches;

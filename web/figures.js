@@ -7,13 +7,16 @@ import { renderReplay, replayState } from "./controls.js";
 import { gmv, orders } from "./counter.js";
 import { el, setData, setHidden, setStyle, setText, setTitle } from "./dom.js";
 import { DAY_MS, fmtClock, fmtInt, fmtMoney, fmtMoneyCompact, msLabel, niceCeil, scaleOf } from "./format.js";
+import { glideTo, LINEAR } from "./glide.js";
 import { categories, countries } from "./lists.js";
 import { state } from "./store.js";
 
 export const peaks = { gmv: 0, gmvAt: 0, orders: 0, ordersAt: 0 };
+const METER_GLIDE_MS = 250; // about the panels' pace (main.js): a meter keeps moving
+const DAY_GLIDE_MS = 300;
 function renderMeter(fill, mark, value, peak) {
   const scale = niceCeil(peak) || 1;
-  setStyle(fill, "transform", "scaleX(" + Math.min(1, Math.max(0, value / scale)).toFixed(4) + ")");
+  glideTo(fill, Math.min(1, Math.max(0, value / scale)), METER_GLIDE_MS);
   setStyle(mark, "opacity", peak > 0 ? "1" : "0");
   setStyle(mark, "left", (Math.min(1, peak / scale) * 100).toFixed(2) + "%");
 }
@@ -54,7 +57,7 @@ export function renderMeta(partial) {
   if ("sim_time_ms" in partial) {
     setText(el.clock, fmtClock(s.sim_time_ms));
     const frac = Math.max(0, Math.min(1, (Number(s.sim_time_ms) || 0) / DAY_MS));
-    setStyle(el.dayProgress, "transform", "scaleX(" + frac.toFixed(5) + ")");
+    glideTo(el.dayProgress, frac, DAY_GLIDE_MS, LINEAR, 0.0001);
   }
   renderRates();
   if ("top_categories" in partial) categories.render(s.top_categories);

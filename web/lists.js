@@ -1,11 +1,13 @@
 // The lists: the latest cross-border orders, and the top categories and seller countries.
 // Rows are reused, so a page that runs for hours holds a bounded number of them.
 
-import { el, oneScreen, reducedMotion, setData, setStyle, setText, setTitle } from "./dom.js";
+import { el, oneScreen, reducedMotion, setData, setText, setTitle } from "./dom.js";
 import { fmtClock, fmtInt, fmtMoney, fmtMoneyCompact } from "./format.js";
+import { EASE_OUT, glideTo } from "./glide.js";
 
 export const FEED_ROWS = 8;
 const TOP_N = 10;
+const BAR_GLIDE_MS = 450;
 
 const feedRows = [];
 export function renderFeed(list) {
@@ -113,7 +115,7 @@ class BarList {
       setText(r.amount, fmtMoneyCompact(fen));
       setData(r.li, "name", r.key);
       setTitle(r.li, r.key + ": " + fmtMoney(fen) + " · " + fmtInt(it.orders) + " orders");
-      setStyle(r.fill, "transform", "scaleX(" + (max > 0 ? Math.max(0.004, fen / max) : 0).toFixed(4) + ")");
+      glideTo(r.fill, max > 0 ? Math.max(0.004, fen / max) : 0, BAR_GLIDE_MS, EASE_OUT);
       if (this.ol.children[i] !== r.li) this.ol.insertBefore(r.li, this.ol.children[i] || null);
     });
 

@@ -1,23 +1,25 @@
-// One animation loop drives the counters, the chart's head and the map's arcs, at most
-// FRAME_MS apart, and stops when nothing moves (a hidden tab gets no frames at all).
+// One animation loop drives the counters, the chart's head and the map's launches, and
+// stops when nothing moves (a hidden tab gets no frames at all). The arcs themselves fly
+// on a worker's frames (map.js), so this loop runs at the counters' pace.
 
+import { FRAME_MS } from "./arcs.js";
 import { chart } from "./chart.js";
 import { counters, gmv, orders, pace } from "./counter.js";
+import { stepGlides } from "./glide.js";
 import { map } from "./map.js";
 import { state } from "./store.js";
 
 const STALL_MS = 1500; // no tick for this long: settle on the exact value
-// At most ~30 frames a second while arcs fly: they look as smooth as at 60, at half the
-// work. The counters' digits change ~10 times a second, like a stadium board's (every
-// change costs a style and layout pass): when only they and the chart's head move, the
-// loop runs at that rate.
-const FRAME_MS = 33;
-const DIGITS_MS = 100;
+// The counters' digits change ~10 times a second, like a stadium board's (every change
+// costs a frame with a style and layout pass): the loop runs at that rate, or at FRAME_MS
+// while this page draws arcs itself (a browser that cannot hand them to a worker).
+export const DIGITS_MS = 100;
 const VSYNC_MS = 16;
 
 let rafId = 0;
 let waitTimer = 0;
-let lastFrameAt = 0;
+let lastFrameAt = 0; // 0 when the loop has stopped (the next step is a short one)
+let frameAt = -Infinity; // the last frame, stopped or not
 let digitsAt = 0;
 // Other DOM writers that run on the digits' frames, so that their style and layout pass
 // is the one the digits take anyway; each returns true while it has something left to do.
@@ -29,13 +31,16 @@ export function onDigitsFrame(fn) {
 function frame(now) {
   rafId = 0;
   const dt = lastFrameAt ? Math.min(now - lastFrameAt, 1000) : 16;
-  lastFrameAt = now;
+  lastFrameAt = frameAt = now;
   let moving = false;
   const show = now - digitsAt >= DIGITS_MS - VSYNC_MS / 2;
   if (show) digitsAt = now;
-  for (const c of counters) moving = c.step(dt, show) || moving;
+  // the panels first: a list that reorders reads its rows' places before anything is
+  // written in this frame (a read after a write would lay the page out twice)
   let writing = false;
   for (const w of writers) writing = w(now, show) || writing;
+  for (const c of counters) moving = c.step(dt, show) || moving;
+  const gliding = stepGlides(now);
   if (moving && performance.now() - pace.lastTickAt > STALL_MS) {
     settleAll(); // the feed went quiet: land on the exact received values
     moving = false;
@@ -45,22 +50,30 @@ function frame(now) {
   const headV = gmv.target > 0 ? gmv.shown : 0;
   const drawing = chart.frame(now, headT, headV);
   const arcs = map.frame(now, show);
-  if (moving || axis || arcs || drawing || writing) {
-    // the next frame after the vsync that follows `gap` - VSYNC_MS from now
-    const gap = arcs ? FRAME_MS : DIGITS_MS;
-    waitTimer = setTimeout(() => {
-      waitTimer = 0;
-      kick();
-    }, gap - VSYNC_MS);
+  if (moving || gliding || axis || arcs || drawing || writing) {
+    kick();
   } else {
     lastFrameAt = 0;
   }
   checkEnded();
 }
 
-// Something changed: make sure a frame comes.
+// Something changed: make sure a frame comes, `gap` after the last one at the earliest
+// (a tick arriving between two frames waits for the next: the digits change at that pace
+// anyway, and an extra frame would cost a style and layout pass for nothing).
 export function kick() {
-  if (!rafId && !waitTimer) rafId = requestAnimationFrame(frame);
+  if (rafId || waitTimer) return;
+  const gap = map.drawsHere ? FRAME_MS : DIGITS_MS;
+  // the next frame after the vsync that follows `gap` - VSYNC_MS from the last one
+  const wait = frameAt + gap - VSYNC_MS - performance.now();
+  if (wait > 0) {
+    waitTimer = setTimeout(() => {
+      waitTimer = 0;
+      rafId = requestAnimationFrame(frame);
+    }, wait);
+  } else {
+    rafId = requestAnimationFrame(frame);
+  }
 }
 
 // Land the counters on what was received (the feed went quiet, or a new run).

@@ -204,6 +204,28 @@ function renderSoon(partial, now) {
   else kick();
 }
 
+// A safety net for the chart's size: under load a resize was seen to leave the canvas
+// drawn at its old size (labels past its edge) with no later redraw, and after the end no
+// tick comes to redraw it. Once a second, one cheap read of its box puts that right, on
+// the page's next frame (first in it, where the layout is the one just done; a frame of
+// its own only when none is coming anyway).
+let chartBoxDue = false;
+setInterval(() => {
+  if (document.hidden) return;
+  chartBoxDue = true;
+  kick();
+}, 1000);
+onDigitsFrame(() => {
+  if (!chartBoxDue) return false;
+  chartBoxDue = false;
+  const { width: w, height: h } = el.chart.getBoundingClientRect();
+  if (Math.abs(w - (el.chart.cssW || 0)) > 1 || Math.abs(h - (el.chart.cssH || 0)) > 1) {
+    fitCanvas(el.chart, w, h);
+    chart.dirty = true;
+  }
+  return false;
+});
+
 onDigitsFrame((now, show) => {
   if (!pending) return false;
   if (show && now - renderedAt >= RENDER_MS - 20) render();
@@ -350,22 +372,6 @@ if (window.ResizeObserver) {
 window.addEventListener("resize", () => {
   if (bannerBusy && el.header) el.banner.style.minHeight = el.header.offsetHeight + "px";
 });
-// A safety net for the chart's size: under load a resize was seen to leave the canvas
-// drawn at its old size (labels past its edge) with no later redraw, and after the end no
-// tick comes to redraw it. Once a second, one cheap read of its box puts that right.
-// (Read in an animation frame, where the layout is done for the frame anyway, rather than
-// forcing one between two ticks.)
-setInterval(() => {
-  if (document.hidden) return;
-  requestAnimationFrame(() => {
-    const { width: w, height: h } = el.chart.getBoundingClientRect();
-    if (Math.abs(w - (el.chart.cssW || 0)) > 1 || Math.abs(h - (el.chart.cssH || 0)) > 1) {
-      fitCanvas(el.chart, w, h);
-      chart.dirty = true;
-      kick();
-    }
-  });
-}, 1000);
 
 // For tests and curious operators: what the canvases hold.
 window.tickerView = {

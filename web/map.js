@@ -1,42 +1,29 @@
 // The world map: a dot grid drawn once per size (the base layer), and arcs from seller
 // countries to buyer regions for recent cross-border orders (at most MAX_ARCS at once, on
 // a second canvas). The text list of the latest orders follows the arcs.
+//
+// The arcs are drawn by a worker on that canvas, handed over as an OffscreenCanvas: they
+// move ~30 times a second, and drawn here each of those frames would cost the page a
+// whole frame on its main thread (style, layout, paint, commit). This module decides
+// which arcs fly and when, and sends them; a browser that cannot hand a canvas to a
+// module worker gets them drawn here, the same way (arcs.js).
 
+import { ARC_LIFE_MS, drawArcs } from "./arcs.js";
 import { el, fitCanvas, layout, reducedMotion } from "./dom.js";
 import { hash01 } from "./format.js";
 import { GEO } from "./geo.js";
 import { FEED_ROWS, renderFeed } from "./lists.js";
-import { kick } from "./loop.js";
-import { color } from "./theme.js";
+import { DIGITS_MS, kick } from "./loop.js";
+import { color, rgb } from "./theme.js";
 
 export const MAX_ARCS = 40; // arcs on the map at once (the real screen's "flying-line pool")
 const ARC_QUEUE = 24; // orders waiting for an arc; older ones are dropped
 const ARC_SPACING_MS = 65; // at most ~15 new arcs a second
-const ARC_FLIGHT_MS = 1300;
-const ARC_LIFE_MS = 2600;
 const FEED_EVERY_MS = 450;
 
 const MAP = { lon0: -25, lonSpan: 330, latTop: 72, latBottom: -50, kx: Math.cos((25 * Math.PI) / 180) };
 const proj = { s: 1, ox: 0, oy: 0 };
 const normLon = (lon) => (lon < MAP.lon0 ? lon + 360 : lon);
-
-// The stretch t0..t1 (0 = seller, 1 = buyer) of an arc's quadratic Bezier, as one
-// quadratic curve: its ends are the points at t0 and t1, its control point the curve's
-// blossom at (t0, t1).
-function strokeArc(ctx, a, t0, t1) {
-  const u0 = 1 - t0;
-  const u1 = 1 - t1;
-  ctx.beginPath();
-  ctx.moveTo(u0 * u0 * a.x0 + 2 * u0 * t0 * a.cx + t0 * t0 * a.x1, u0 * u0 * a.y0 + 2 * u0 * t0 * a.cy + t0 * t0 * a.y1);
-  const m = u0 * t1 + t0 * u1;
-  ctx.quadraticCurveTo(
-    u0 * u1 * a.x0 + m * a.cx + t0 * t1 * a.x1,
-    u0 * u1 * a.y0 + m * a.cy + t0 * t1 * a.y1,
-    u1 * u1 * a.x0 + 2 * u1 * t1 * a.cx + t1 * t1 * a.x1,
-    u1 * u1 * a.y0 + 2 * u1 * t1 * a.cy + t1 * t1 * a.y1,
-  );
-  ctx.stroke();
-}
 
 function project(lon, lat) {
   return [
@@ -78,22 +65,41 @@ function inRings(rings, x, y) {
 
 export const map = {
   arcs: [], // pool of arc objects (reused), at most MAX_ARCS
-  active: 0,
   peak: 0, // most arcs ever on screen at once (for tests)
   queue: [], // orders waiting for an arc
   seen: new Set(), // keys of recent sample orders (bounded)
   seenOrder: [],
-  lastSpawn: 0,
+  nextLaunch: 0, // the earliest start of the next arc
+  // Who draws the arcs: "loading" (a worker is starting: they are only recorded), "worker"
+  // (it holds the canvas) or "here" (this module, on the page's frames).
+  drawer: "here",
+  worker: null,
+  drawsHere: false, // arcs drawn by this module are on screen (it needs frames)
   lastFeed: 0,
   launched: [], // newest first, for the text feed
   feedDirty: false,
   pulses: new Map(), // seller name -> last launch time
 
+  // Arcs on screen now.
+  get active() {
+    const now = performance.now();
+    let n = 0;
+    for (const a of this.arcs) if (a.born <= now && now - a.born < ARC_LIFE_MS) n++;
+    return n;
+  },
+
+  // The arcs' canvas takes the base's size (which drops the arcs).
+  sizeArcs() {
+    const c = el.mapBase;
+    if (!c.cssW) return;
+    if (this.drawer === "worker") this.worker.postMessage({ size: [c.width, c.height], dpr: c.width / c.cssW });
+    else if (this.drawer === "here") fitCanvas(el.mapArcs, c.cssW, c.cssH);
+  },
+
   drawBase() {
     const c = el.mapBase;
     if (!c.cssW) return;
-    const a = el.mapArcs;
-    fitCanvas(a, c.cssW, c.cssH);
+    this.sizeArcs();
     const W = c.width;
     const H = c.height;
     const dpr = W / Math.max(1, c.cssW);
@@ -163,10 +169,14 @@ export const map = {
 
   // Arcs hold pixel positions, so a resize drops them (the text feed stays).
   clearArcs() {
-    for (const a of this.arcs) a.on = false;
-    this.active = 0;
-    const c = el.mapArcs;
-    c.getContext("2d").clearRect(0, 0, c.width, c.height);
+    for (const a of this.arcs) a.born = -Infinity;
+    if (this.drawer === "worker") {
+      this.worker.postMessage({ clear: true });
+    } else if (this.drawsHere) {
+      const c = el.mapArcs;
+      c.getContext("2d").clearRect(0, 0, c.width, c.height);
+      this.drawsHere = false;
+    }
   },
   clear() {
     this.clearArcs();
@@ -217,17 +227,25 @@ export const map = {
     return [108 + h * 12, 24 + ((h * 7) % 1) * 14];
   },
 
-  spawn(o, now) {
+  // An arc for order `o`, starting at `born` (frame time, ms); its figures for the worker
+  // go into `sent`. The text feed lists the order either way.
+  spawn(o, born, sent) {
     const from = this.place(String(o.seller), GEO.SELLERS, false);
     const to = this.place(String(o.buyer), GEO.BUYERS, true);
     this.launched.unshift(o);
     if (this.launched.length > FEED_ROWS) this.launched.length = FEED_ROWS;
     this.feedDirty = true;
-    if (!from || this.active >= MAX_ARCS) return;
-    let a = this.arcs.find((x) => !x.on);
+    if (!from) return;
+    // arcs start in order, so those still flying at `born` are the ones born since
+    let flying = 0;
+    let a = null;
+    for (const x of this.arcs) {
+      if (born - x.born < ARC_LIFE_MS) flying++;
+      else if (!a) a = x;
+    }
+    if (flying >= MAX_ARCS) return;
     if (!a) {
-      if (this.arcs.length >= MAX_ARCS) return;
-      a = { on: false };
+      a = {};
       this.arcs.push(a);
     }
     const [x0, y0] = project(from[0], from[1]);
@@ -245,21 +263,32 @@ export const map = {
     a.cy = (y0 + y1) / 2 + ny * lift * sign;
     const amt = Number(o.amt_fen) || 0;
     a.w = Math.min(3, 1 + Math.log10(1 + amt / 10000) * 0.9);
-    a.born = now;
-    a.on = true;
-    this.active++;
-    if (this.active > this.peak) this.peak = this.active;
-    this.pulses.set(String(o.seller), now);
+    a.born = born;
+    if (flying + 1 > this.peak) this.peak = flying + 1;
+    this.pulses.set(String(o.seller), born);
+    sent.push([a.x0, a.y0, a.cx, a.cy, a.x1, a.y1, a.w, born]);
   },
 
-  // Advance and draw the arcs; true while anything is on screen or queued.
-  // The list of orders is written only on the counters' frames (`show`: see loop.js).
+  // Launch the arcs due, hand them to whoever draws them, and keep the text feed; true
+  // while anything is left to do. The list of orders is written only on the counters'
+  // frames (`show`: see loop.js).
   frame(now, show) {
-    if (this.queue.length && now - this.lastSpawn >= ARC_SPACING_MS && !reducedMotion) {
-      // one arc per ARC_SPACING_MS of wall time, even when frames come slowly
-      let due = Math.min(8, Math.floor((now - this.lastSpawn) / ARC_SPACING_MS));
-      while (due-- > 0 && this.queue.length) this.spawn(this.queue.shift(), now - due * ARC_SPACING_MS);
-      this.lastSpawn = now;
+    if (this.queue.length && !reducedMotion) {
+      // One arc per ARC_SPACING_MS of wall time. The page's frames come DIGITS_MS apart:
+      // the arcs due before the one after next are launched now, each with its own start
+      // (one message to the worker every other frame).
+      const sent = [];
+      let at = Math.max(this.nextLaunch, now);
+      if (at < now + DIGITS_MS) {
+        for (; this.queue.length && at <= now + 2 * DIGITS_MS; at += ARC_SPACING_MS) this.spawn(this.queue.shift(), at, sent);
+      }
+      this.nextLaunch = at;
+      if (this.drawer === "worker" && sent.length) {
+        // (their starts as delays: the worker's clock has another origin)
+        for (const s of sent) s[7] -= performance.now();
+        this.worker.postMessage({ arcs: sent });
+      }
+      if (this.drawer === "here" && sent.length) this.drawsHere = true;
     } else if (reducedMotion && this.queue.length) {
       const o = this.queue.pop();
       this.queue.length = 0;
@@ -272,46 +301,56 @@ export const map = {
       this.feedDirty = false;
       renderFeed(this.launched);
     }
-    const c = el.mapArcs;
-    const ctx = c.getContext("2d");
-    if (this.active === 0 && !this.wasDrawn) return this.queue.length > 0 || this.feedDirty;
-    ctx.clearRect(0, 0, c.width, c.height);
-    const dpr = c.width / Math.max(1, c.cssW || 1);
-    ctx.lineCap = "round";
-    let on = 0;
-    for (const a of this.arcs) {
-      if (!a.on) continue;
-      const age = now - a.born;
-      if (age >= ARC_LIFE_MS) {
-        a.on = false;
-        continue;
-      }
-      on++;
-      const p = Math.min(1, age / ARC_FLIGHT_MS);
-      const head = 1 - (1 - p) * (1 - p); // ease-out flight
-      const fade = age < ARC_FLIGHT_MS ? 1 : 1 - (age - ARC_FLIGHT_MS) / (ARC_LIFE_MS - ARC_FLIGHT_MS);
-      // faint full trail
-      ctx.lineWidth = a.w * dpr * 0.8;
-      ctx.strokeStyle = color("arc", (0.28 * fade).toFixed(3));
-      strokeArc(ctx, a, 0, head);
-      // bright comet near the head
-      if (p < 1) {
-        const t0 = Math.max(0, head - 0.22);
-        ctx.lineWidth = a.w * dpr * 1.5;
-        ctx.strokeStyle = color("gold");
-        strokeArc(ctx, a, t0, head);
-      } else {
-        // landing ring
-        const k = (age - ARC_FLIGHT_MS) / (ARC_LIFE_MS - ARC_FLIGHT_MS);
-        ctx.strokeStyle = color("gold", (0.9 * (1 - k)).toFixed(3));
-        ctx.lineWidth = 1.4 * dpr;
-        ctx.beginPath();
-        ctx.arc(a.x1, a.y1, (2 + 9 * k) * dpr, 0, Math.PI * 2);
-        ctx.stroke();
-      }
+    if (this.drawsHere) {
+      const c = el.mapArcs;
+      const dpr = c.width / Math.max(1, c.cssW || 1);
+      this.drawsHere = drawArcs(c.getContext("2d"), this.arcs, now, dpr, arcColors()) > 0;
     }
-    this.active = on;
-    this.wasDrawn = on > 0;
-    return on > 0 || this.queue.length > 0 || this.feedDirty;
+    return this.drawsHere || this.queue.length > 0 || this.feedDirty;
   },
 };
+
+const arcColors = () => ({ arc: rgb("arc"), gold: rgb("gold") });
+
+// Hand the arcs' canvas to a worker, once it has loaded (a browser without module
+// workers fails to load it, and the arcs are drawn here). The canvas must have no context
+// of its own by then: nothing is drawn on it while the worker loads.
+function startWorker() {
+  if (!window.Worker || !("transferControlToOffscreen" in HTMLCanvasElement.prototype)) return;
+  let worker;
+  try {
+    worker = new Worker(new URL("./arcs-worker.js", import.meta.url), { type: "module" });
+  } catch (e) {
+    return;
+  }
+  map.drawer = "loading";
+  const fail = () => {
+    worker.terminate();
+    if (map.drawer !== "loading") return;
+    map.drawer = "here";
+    map.sizeArcs();
+    map.drawsHere = true; // the arcs that fly now, if any
+    kick();
+  };
+  worker.onerror = fail;
+  worker.onmessage = ({ data }) => {
+    if (data !== "ready" || map.drawer !== "loading") return;
+    let canvas;
+    try {
+      canvas = el.mapArcs.transferControlToOffscreen();
+    } catch (e) {
+      fail();
+      return;
+    }
+    worker.postMessage({ canvas, colors: arcColors(), hidden: document.hidden }, [canvas]);
+    map.worker = worker;
+    map.drawer = "worker";
+    map.sizeArcs();
+    const now = performance.now(); // and the arcs that fly now
+    const flying = map.arcs.filter((a) => now - a.born < ARC_LIFE_MS);
+    worker.postMessage({ arcs: flying.map((a) => [a.x0, a.y0, a.cx, a.cy, a.x1, a.y1, a.w, a.born - now]) });
+  };
+  // a background tab draws nothing
+  document.addEventListener("visibilitychange", () => map.worker && map.worker.postMessage({ hidden: document.hidden }));
+}
+startWorker();

@@ -15,10 +15,16 @@ function channels(name) {
 
 const cache = new Map();
 
+// The colour --name as [r, g, b].
+export function rgb(name) {
+  let c = cache.get(name);
+  if (!c) cache.set(name, (c = channels(name)));
+  return c;
+}
+
 // The colour --name as a canvas style, at opacity `alpha` (1 = opaque).
 export function color(name, alpha = 1) {
-  let rgb = cache.get(name);
-  if (!rgb) cache.set(name, (rgb = channels(name)));
-  if (alpha === 1) return "#" + rgb.map((c) => c.toString(16).padStart(2, "0")).join("");
-  return "rgba(" + rgb.join(",") + "," + alpha + ")";
+  const c = rgb(name);
+  if (alpha === 1) return "#" + c.map((v) => v.toString(16).padStart(2, "0")).join("");
+  return "rgba(" + c.join(",") + "," + alpha + ")";
 }

@@ -10,8 +10,9 @@ spent in tasks, so its delta over the window's wall time is the **main-thread bu
 fraction**; ScriptDuration, LayoutDuration and RecalcStyleDuration are its parts in
 script, layout and style; ThreadTime is the main thread's CPU time (on a loaded machine
 busy wall time includes time the thread waited for a core; CPU time does not). Frames are
-counted with requestAnimationFrame callbacks the page itself asked for (a wrapper counts
-them; it adds no frames), and every Chromium process's CPU comes from SystemInfo.
+counted with requestAnimationFrame callbacks the page itself asked for on its main thread
+(a wrapper counts them; it adds no frames; the map's arcs fly on a worker's own frames,
+which are not counted), and every Chromium process's CPU comes from SystemInfo.
 
 `hidden` runs the same window with the tab in the background, as a viewer who switched
 away: the page should then do almost nothing. Headless Chromium never hides a tab, so the
