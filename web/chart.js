@@ -323,25 +323,26 @@ export const chart = {
     if (n > 0) {
       // up to the last point before the live head (the head moves every frame)
       let i = 1;
-      ctx.beginPath();
-      ctx.moveTo(X(ts[0]), Y(vs[0]));
+      const line = new Path2D();
+      line.moveTo(X(ts[0]), Y(vs[0]));
       for (; i < n && ts[i] < headT && vs[i] <= headV; i++) {
-        ctx.lineTo(X(ts[i]), Y(vs[i]));
+        line.lineTo(X(ts[i]), Y(vs[i]));
         this.drawnNow++;
       }
       this.tail = [ts[i - 1], vs[i - 1]];
       this.tailIndex = i - 1;
-      ctx.save();
-      ctx.lineTo(X(ts[i - 1]), T + ph);
-      ctx.lineTo(X(ts[0]), T + ph);
-      ctx.closePath();
+      // the fill is the line closed down to the axis; only the line itself is stroked
+      // (stroking the closed shape drew a bar from the last point down to the axis)
+      const area = new Path2D(line);
+      area.lineTo(X(ts[i - 1]), T + ph);
+      area.lineTo(X(ts[0]), T + ph);
+      area.closePath();
       ctx.fillStyle = fill;
-      ctx.fill();
-      ctx.restore();
+      ctx.fill(area);
       ctx.strokeStyle = color("accent");
       ctx.lineWidth = 2.6 * dpr;
       ctx.lineJoin = "round";
-      ctx.stroke();
+      ctx.stroke(line);
 
       // the day before this replay's window (it came with the curve), dimmed
       const from = this.fromMs;
