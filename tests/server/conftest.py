@@ -5,8 +5,11 @@ hash as the aggregator and the replay do, and watch what the server makes of the
 """
 
 import asyncio
+import base64
 import contextlib
 import json
+import os
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -155,3 +158,21 @@ async def recv_type(ws: Any, kind: str, timeout: float = 10) -> dict[str, Any]:
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def handshake(port: int) -> socket.socket:
+    """A bare websocket client on a socket: the upgrade done, nothing read after it."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10 * UNIT)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock

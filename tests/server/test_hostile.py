@@ -17,7 +17,15 @@ import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.conftest import UNIT
-from tests.server.conftest import Live, Proxy, eventually, recv, recv_type, running
+from tests.server.conftest import (
+    Live,
+    Proxy,
+    eventually,
+    handshake,
+    recv,
+    recv_type,
+    running,
+)
 from ticker.guard import Policy, parse_networks
 from ticker.keys import Keys
 from ticker.server import Tuning
@@ -299,23 +307,6 @@ async def test_client_sockets_get_a_bounded_kernel_send_buffer(
         (c,) = live.hub.clients
         sock = c.transport.get_extra_info("socket")
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == 65_536
-
-
-def handshake(port: int) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10 * UNIT)
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        (
-            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(1)
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return sock
 
 
 def close_code_of(sock: socket.socket) -> int | None:

@@ -4,34 +4,17 @@ the coroutines on an idle client's stack and the objects the collector tracks pe
 `python -m ticker.bench.fanout` measures the bytes (PSS of the server per idle client)."""
 
 import asyncio
-import base64
 import gc
-import os
 import socket
 import tracemalloc
 from collections.abc import Iterator
 from types import CoroutineType
 from typing import Any
 
-from tests.conftest import UNIT
-from tests.server.conftest import Live, eventually
+from tests.server.conftest import Live, eventually, handshake
 from ticker.server.connection import Client
 
 CLIENTS = 40
-
-
-def handshake(port: int) -> socket.socket:
-    """A bare websocket client: the upgrade, then it reads nothing (an idle client)."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10 * UNIT)
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        (
-            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    assert sock.recv(12) == b"HTTP/1.1 101"
-    return sock
 
 
 def stack(coro: Any) -> Iterator[Any]:
